@@ -1,0 +1,35 @@
+"""Pure: a combination -> the container that serves it (image, devices, mounts, env names, shm, ipc).
+
+One module per vendor supplies the device options; everything else is common.  Secret values never
+enter a spec: it lists their names, and the Docker launcher reads the values from the environment
+at the moment it starts the container.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from gsm8k_bench.containers import amd, cpu, nvidia
+from gsm8k_bench.containers.spec import ContainerSpec, Mount
+
+VENDOR_OPTIONS = {"nvidia": nvidia, "amd": amd, "cpu": cpu}
+SESSION_LABEL = "gsm8k-bench.session"
+# Passed by name only; the values stay in the environment of whoever runs the session.
+SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+CONTAINER_HF_HOME = "/root/.cache/huggingface"
+
+
+def container_spec(*, vendor: str, tp: int, image: str, command: list[str], name: str, session: str,
+                   hf_home: Path, environment: Mapping[str, str], extra_mounts: tuple[Mount, ...] = ()
+                   ) -> ContainerSpec:
+    return ContainerSpec(
+        image=image,
+        command=tuple(command),
+        name=name,
+        labels={SESSION_LABEL: session},
+        environment={"HF_HOME": CONTAINER_HF_HOME, **environment},
+        secret_env=SECRET_ENV,
+        mounts=(Mount(str(hf_home), CONTAINER_HF_HOME), *extra_mounts),
+        device=VENDOR_OPTIONS[vendor].device_options(tp),
+    )

@@ -1,0 +1,213 @@
+"""lm-eval's gsm8k against an OpenAI-compatible server: the command, the local-dataset task, the outputs.
+
+lm-eval runs from its own shared environment and talks HTTP, so no serving image needs it installed.
+With a local dataset directory the task is lm-eval's stock gsm8k (prompt, filters, metrics) with only
+the data files swapped in, so a local run and a hub run score the same way.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from gsm8k_bench.errors import ConfigError, EvalError
+
+STOCK_TASK = "gsm8k"
+LOCAL_TASK = "gsm8k_local"
+DATASET_ENV = "GSM8K_DATASET_DIR"
+ENDPOINTS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
+LM_EVAL_MODELS = {"completions": "local-completions", "chat": "local-chat-completions"}
+STRICT, FLEXIBLE = "strict-match", "flexible-extract"
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    protocol: str
+    num_fewshot: int
+    limit: int | None
+    concurrency: int
+    request_timeout_s: float
+    max_retries: int
+    max_gen_toks: int
+
+    @property
+    def endpoint(self) -> str:
+        return ENDPOINTS[self.protocol]
+
+    def protocol_record(self) -> dict[str, Any]:
+        """What defines the score's protocol: results of different protocols are never compared."""
+        chat = self.protocol == "chat"
+        return {
+            "endpoint": self.endpoint,
+            "lm_eval_model": LM_EVAL_MODELS[self.protocol],
+            "apply_chat_template": chat,
+            "fewshot_as_multiturn": chat,
+            "num_fewshot": self.num_fewshot,
+            "max_gen_toks": self.max_gen_toks,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def lm_eval_command(python: str | Path, settings: EvalSettings, *, served_name: str, base_url: str,
+                    output_dir: Path, task: str, include_path: Path | None) -> list[str]:
+    model_args = ",".join([
+        f"model={served_name}",
+        f"base_url={base_url}{settings.endpoint}",
+        f"num_concurrent={settings.concurrency}",
+        f"max_retries={settings.max_retries}",
+        f"timeout={int(settings.request_timeout_s)}",
+        f"max_gen_toks={settings.max_gen_toks}",
+        "tokenized_requests=False",
+        "tokenizer_backend=None",  # the server tokenizes; no tokenizer download here
+    ])
+    argv = [str(python), "-m", "lm_eval", "run",
+            "--model", LM_EVAL_MODELS[settings.protocol],
+            "--model_args", model_args,
+            "--tasks", task,
+            "--num_fewshot", str(settings.num_fewshot),
+            "--output_path", str(output_dir),
+            "--log_samples"]
+    if settings.limit is not None:
+        argv += ["--limit", str(settings.limit)]
+    if settings.protocol == "chat":
+        argv += ["--apply_chat_template", "--fewshot_as_multiturn"]
+    if include_path is not None:
+        argv += ["--include_path", str(include_path)]
+    return argv
+
+
+# --------------------------------------------------------------------------- local dataset
+
+
+def dataset_dir_from(option: str | None, environ: Mapping[str, str]) -> Path | None:
+    value = option or environ.get(DATASET_ENV)
+    return Path(value).expanduser().resolve() if value else None
+
+
+def validate_dataset_dir(path: Path) -> None:
+    """A clear error before any server starts: which file is missing or which line is malformed."""
+    source = "--dataset-dir" if path else DATASET_ENV
+    if not path.is_dir():
+        raise ConfigError(f"{source} {path}: not a directory; it must hold train.jsonl and test.jsonl")
+    for split in ("train", "test"):
+        file = path / f"{split}.jsonl"
+        if not file.is_file():
+            raise ConfigError(f"{file}: missing; a GSM8K dataset dir holds train.jsonl and test.jsonl")
+        with file.open(encoding="utf-8") as handle:
+            first = handle.readline()
+        try:
+            row = json.loads(first)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{file}:1: not JSON lines ({exc.msg})") from None
+        if not isinstance(row, dict) or not {"question", "answer"} <= row.keys():
+            raise ConfigError(f"{file}:1: each line needs keys 'question' and 'answer'")
+        if "####" not in str(row["answer"]):
+            raise ConfigError(f"{file}:1: 'answer' must end with '#### <number>' as in GSM8K")
+
+
+def stock_task_file(lm_eval_env: Path) -> Path:
+    found = sorted(lm_eval_env.glob("lib/python*/site-packages/lm_eval/tasks/gsm8k/gsm8k.yaml"))
+    if not found:
+        raise EvalError(f"lm-eval's gsm8k task file is not in {lm_eval_env}; rebuild that environment")
+    return found[0]
+
+
+def write_local_task(dataset_dir: Path, task_dir: Path, stock_task: Path) -> Path:
+    """A task that includes the stock gsm8k YAML and only points it at local JSON files."""
+    task_dir.mkdir(parents=True, exist_ok=True)
+    lines = [
+        f"include: {json.dumps(str(stock_task))}",
+        f"task: {LOCAL_TASK}",
+        "dataset_path: json",
+        "dataset_name: null",
+        "dataset_kwargs:",
+        "  data_files:",
+        f"    train: {json.dumps(str(dataset_dir / 'train.jsonl'))}",
+        f"    test: {json.dumps(str(dataset_dir / 'test.jsonl'))}",
+    ]
+    (task_dir / f"{LOCAL_TASK}.yaml").write_text("\n".join(lines) + "\n")
+    return task_dir
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+@dataclass(frozen=True)
+class EvalOutput:
+    metrics: dict[str, Any]
+    samples: list[dict[str, Any]]
+    generation: dict[str, Any]
+    results_file: Path
+    samples_file: Path
+    lm_eval_version: str | None
+
+
+def _newest(output_dir: Path, pattern: str) -> Path:
+    found = sorted(output_dir.rglob(pattern), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise EvalError(f"lm-eval wrote no {pattern} under {output_dir}")
+    return found[-1]
+
+
+def _literal(value: Any) -> Any:
+    """lm-eval writes some sample fields as Python reprs rather than JSON; read both."""
+    if isinstance(value, str):
+        try:
+            return ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            return value
+    return value
+
+
+def _first_response(resps: Any) -> str:
+    resps = _literal(resps)
+    while isinstance(resps, list | tuple) and resps:
+        resps = resps[0]
+    return resps if isinstance(resps, str) else ""
+
+
+def parse_outputs(output_dir: Path, task: str) -> EvalOutput:
+    results_file = _newest(output_dir, "results_*.json")
+    samples_file = _newest(output_dir, f"samples_{task}_*.jsonl")
+    results = json.loads(results_file.read_text())
+    task_results = results.get("results", {}).get(task)
+    if not task_results:
+        raise EvalError(f"{results_file}: no results for task {task!r}")
+    try:
+        metrics = {
+            "strict_match": task_results[f"exact_match,{STRICT}"],
+            "strict_match_stderr": task_results[f"exact_match_stderr,{STRICT}"],
+            "flexible_extract": task_results[f"exact_match,{FLEXIBLE}"],
+            "flexible_extract_stderr": task_results[f"exact_match_stderr,{FLEXIBLE}"],
+            "n": results["n-samples"][task]["effective"],
+        }
+    except KeyError as exc:
+        raise EvalError(f"{results_file}: lm-eval's results lack {exc.args[0]!r}") from None
+
+    by_doc: dict[int, dict[str, Any]] = {}
+    with samples_file.open(encoding="utf-8") as handle:
+        for line in handle:
+            row = json.loads(line)
+            doc = _literal(row["doc"])
+            entry = by_doc.setdefault(row["doc_id"], {
+                "doc_id": row["doc_id"],
+                "question": doc.get("question") if isinstance(doc, dict) else None,
+                "target": row["target"],
+                "response": _first_response(row["resps"]),
+            })
+            filtered = _literal(row["filtered_resps"])
+            answer = filtered[0] if isinstance(filtered, list) and filtered else filtered
+            prefix = {STRICT: "strict", FLEXIBLE: "flexible"}.get(row["filter"])
+            if prefix:
+                entry[f"{prefix}_answer"] = answer
+                entry[f"{prefix}_correct"] = bool(row["exact_match"])
+    samples = [by_doc[k] for k in sorted(by_doc)]
+    generation = results.get("configs", {}).get(task, {}).get("generation_kwargs", {})
+    return EvalOutput(metrics, samples, generation, results_file, samples_file,
+                      results.get("lm_eval_version"))

@@ -1,0 +1,10 @@
+"""One module per serving framework: a pure function from a combination to the server's argv."""
+
+from __future__ import annotations
+
+from gsm8k_bench.frameworks import sglang, vllm
+from gsm8k_bench.frameworks.common import ServeTarget
+
+FRAMEWORKS = {"vllm": vllm, "sglang": sglang}
+
+__all__ = ["FRAMEWORKS", "ServeTarget"]

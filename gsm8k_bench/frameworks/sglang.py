@@ -1,0 +1,18 @@
+"""SGLang: `python3 -m sglang.launch_server --model-path <model> ...`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from gsm8k_bench.frameworks.common import FlagNames, ServeTarget, server_options
+
+if TYPE_CHECKING:
+    from gsm8k_bench.matrix import Combination
+
+LAUNCH_MODULE = "sglang.launch_server"
+FLAGS = FlagNames(tp="--tp", context_length="--context-length")
+
+
+def server_command(combo: Combination, target: ServeTarget) -> list[str]:
+    return [target.python or "python3", "-m", LAUNCH_MODULE, "--model-path", target.model_path,
+            *server_options(combo, target, FLAGS, "sglang")]

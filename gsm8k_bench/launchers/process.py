@@ -1,0 +1,41 @@
+"""The server as a plain child process: for CPU runners and machines without Docker."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from gsm8k_bench import procs
+from gsm8k_bench.launchers import LOG_TAIL_LINES
+
+
+@dataclass
+class ProcessServer:
+    base_url: str
+    proc: subprocess.Popen
+    log_path: Path
+    argv: list[str]
+
+    def exit_status(self) -> str | None:
+        code = self.proc.poll()
+        return None if code is None else f"exited with code {code}"
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        return procs.tail(self.log_path, lines)
+
+    def record(self) -> dict:
+        return {"launcher": "process", "pid": self.proc.pid, "log": str(self.log_path)}
+
+
+@contextmanager
+def process_server(argv: list[str], *, base_url: str, env: Mapping[str, str],
+                   log_path: Path) -> Iterator[ProcessServer]:
+    """Start the server; whatever happens inside the block, stop it and everything it spawned."""
+    proc = procs.start(argv, log_path, env)
+    try:
+        yield ProcessServer(base_url, proc, log_path, argv)
+    finally:
+        procs.stop(proc)

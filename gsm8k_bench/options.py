@@ -1,0 +1,83 @@
+"""The arguments a gsm8k session takes after `--`, parsed into one frozen object."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+from gsm8k_bench.errors import BenchError
+from gsm8k_bench.launchers import LAUNCHERS
+from gsm8k_bench.models import SOURCES
+
+PULL_POLICIES = ("never", "missing", "always")
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    limit: int | None
+    num_fewshot: int | None
+    dataset_dir: str | None
+    results_dir: Path
+    launcher: str | None
+    image: str | None
+    pull: str
+    dry_run: bool
+    concurrency: int | None
+    start_timeout_s: float | None
+    request_timeout_s: float | None
+    eval_timeout_s: float
+    max_gen_toks: int | None
+    model_source: str
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse would print and sys.exit(2) from inside nox
+        raise BenchError(f"{self.prog}: {message}\n{self.format_usage().rstrip()}")
+
+
+def _at_least(kind, minimum):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text}")
+        return value
+    return parse
+
+
+def build_parser(session: str) -> argparse.ArgumentParser:
+    parser = _Parser(prog=f"nox -s {session} --", description="Run GSM8k for this combination.",
+                     add_help=True)
+    parser.add_argument("--limit", type=_at_least(int, 1),
+                        help="first N test questions only (a smoke run, not a baseline)")
+    parser.add_argument("--num-fewshot", type=_at_least(int, 0), help="few-shot examples (default 5)")
+    parser.add_argument("--dataset-dir", help="local folder with train.jsonl and test.jsonl "
+                        "(default: env GSM8K_DATASET_DIR, else the hub dataset)")
+    parser.add_argument("--results-dir", type=Path, default=Path("results"),
+                        help="where the session JSON goes (default results/)")
+    parser.add_argument("--launcher", choices=LAUNCHERS,
+                        help="docker (default on GPU runners) or process (default on cpu)")
+    parser.add_argument("--image", help="serving image instead of matrix.yaml's")
+    parser.add_argument("--pull", choices=PULL_POLICIES, default="missing",
+                        help="image pull policy for --launcher docker (default missing)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the server command, container spec and lm-eval command; start nothing")
+    parser.add_argument("--concurrency", type=_at_least(int, 1), help="parallel requests (default: runner's)")
+    parser.add_argument("--start-timeout", dest="start_timeout_s", type=_at_least(float, 1.0),
+                        help="seconds for the server to become ready")
+    parser.add_argument("--request-timeout", dest="request_timeout_s", type=_at_least(float, 1.0),
+                        help="seconds per request before lm-eval retries it")
+    parser.add_argument("--eval-timeout", dest="eval_timeout_s", type=_at_least(float, 1.0),
+                        default=6 * 3600.0, help="wall-clock limit of the evaluation (default 6 h)")
+    parser.add_argument("--max-gen-toks", type=_at_least(int, 1), help="generation token limit")
+    parser.add_argument("--model-source", choices=SOURCES, default="auto",
+                        help="hub, or a packaged copy where one exists (default auto)")
+    return parser
+
+
+def parse_session_args(session: str, argv: list[str]) -> SessionOptions:
+    args = build_parser(session).parse_args(argv)
+    return SessionOptions(**vars(args))
