@@ -33,15 +33,24 @@ def lint(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Unit and real-stack tests (builds the shared lm-eval and vLLM CPU environments once)."""
     session.install("-e", ".[test]")
-    session.run("pytest", *session.posargs, env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+    session.run("pytest", "-m", "not cli", *session.posargs,
+                env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
 
 
 @nox.session(name="cli-parsers", tags=["ci"])
 def cli_parsers(session: nox.Session) -> None:
     """Parse every generated server command with vLLM's and SGLang's own argument parsers."""
     session.install("-e", ".[test]")
-    session.run("pytest", "-m", "cli", "tests/test_cli_parsers.py", *session.posargs,
-                env={"GSM8K_BENCH_CLI_PARSERS": "1"})
+    session.run("pytest", "-m", "cli", *session.posargs)
+
+
+@nox.session(venv_backend="none", default=False)
+def setup(session: nox.Session) -> None:
+    """Build the shared lm-eval and vLLM CPU environments and convert the CPU model (once)."""
+    try:
+        cli.prepare_cpu_default(MATRIX, session.log)
+    except BenchError as exc:
+        session.error(str(exc))
 
 
 @nox.session(venv_backend="none", default=False)
@@ -49,6 +58,15 @@ def matrix(session: nox.Session) -> None:
     """Print the selected sessions as JSON for CI: -- [-k EXPR] [-t TAG ...] [--github-output]."""
     try:
         cli.print_matrix(MATRIX, session.posargs)
+    except BenchError as exc:
+        session.error(str(exc))
+
+
+@nox.session(venv_backend="none", default=False)
+def gsm8k(session: nox.Session) -> None:
+    """One ad-hoc combination: -- --model M [--checkpoint C] --runner R --framework F --precision P --tp N."""
+    try:
+        cli.run_adhoc(MATRIX, session.posargs, session.log)
     except BenchError as exc:
         session.error(str(exc))
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from gsm8k_bench import session as session_mod
 from gsm8k_bench.errors import BenchError, ConfigError
-from gsm8k_bench.matrix import Combination, Matrix, load_matrix, select
+from gsm8k_bench.matrix import Combination, Matrix, adhoc_combination, load_matrix, select
 from gsm8k_bench.options import parse_session_args
 
 # GitHub refuses a matrix of more than 256 jobs; a larger selection must fail in `plan`, not half-run.
@@ -57,6 +57,17 @@ def print_matrix(matrix: Matrix, argv: list[str], out=sys.stdout) -> list[dict]:
     return rows
 
 
+CPU_DEFAULT = "gsm8k-smollm2-135m-cpu-vllm-fp16-tp1"
+
+
+def prepare_cpu_default(matrix: Matrix, log: Callable[[str], None] = print) -> None:
+    """Everything the CPU default needs before its first run, so that run only serves and scores."""
+    combo = matrix.get(CPU_DEFAULT)
+    plan = session_mod.plan_session(combo, parse_session_args(combo.name, []), matrix.defaults, os.environ)
+    session_mod.prepare_environments(plan, log)
+    log(f"ready: nox -s {CPU_DEFAULT}")
+
+
 def run_combination(matrix: Matrix, combo: Combination, argv: list[str],
                     log: Callable[[str], None] = print) -> dict | None:
     options = parse_session_args(combo.name, argv)
@@ -69,3 +80,28 @@ def run_combination(matrix: Matrix, combo: Combination, argv: list[str],
     log(f"{combo.name}: passed; strict-match {metrics['strict_match']:.4f} "
         f"flexible-extract {metrics['flexible_extract']:.4f} n={metrics['n']} -> {plan.result_file}")
     return document
+
+
+def adhoc_parser() -> argparse.ArgumentParser:
+    parser = _MatrixParser(prog="nox -s gsm8k --", description="Run one combination, listed in "
+                           "matrix.yaml or not; the remaining arguments are the session's (--limit ...).")
+    parser.add_argument("--model", required=True, help="short name; a matrix.yaml model keeps its settings")
+    parser.add_argument("--checkpoint", help="checkpoint to serve (hub id or path); needed for new models")
+    parser.add_argument("--runner", required=True)
+    parser.add_argument("--framework", required=True)
+    parser.add_argument("--precision", required=True)
+    parser.add_argument("--tp", type=int, default=1)
+    parser.add_argument("--protocol", help="completions or chat (default: the model's, else completions)")
+    parser.add_argument("--image", help="serving image (needed where matrix.yaml has none for the runner)")
+    return parser
+
+
+def run_adhoc(matrix: Matrix, argv: list[str], log: Callable[[str], None] = print) -> dict | None:
+    """`nox -s gsm8k -- --model ... --runner ...`: the same code path as a matrix session."""
+    args, rest = adhoc_parser().parse_known_args(argv)
+    if args.image:  # the combination needs it (a runner may have no image of its own); so does the plan
+        rest += ["--image", args.image]
+    combo = adhoc_combination(matrix, model=args.model, runner=args.runner, framework=args.framework,
+                              precision=args.precision, tp=args.tp, checkpoint=args.checkpoint,
+                              protocol=args.protocol, image=args.image)
+    return run_combination(matrix, combo, rest, log)

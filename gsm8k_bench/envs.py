@@ -43,7 +43,7 @@ class EnvSpec:
     description: str = field(default="", compare=False)
 
     def stamp(self) -> str:
-        payload = {**asdict(self), "python": sys.version, "executable": sys.executable}
+        payload = {**asdict(self), "python": sys.version, "interpreter": os.path.realpath(sys.executable)}
         payload.pop("description")
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 

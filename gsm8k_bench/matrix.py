@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ class _LineLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise ConfigError(
-                    f"line {key_node.start_mark.line + 1}: duplicate key {key!r} "
+                    f"{key_node.start_mark.line + 1}: duplicate key {key!r} "
                     f"(first at line {seen[key]})"
                 )
             seen[key] = key_node.start_mark.line + 1
@@ -624,3 +624,45 @@ def select(combos: Iterable[Combination], keywords: str | None = None,
         except SyntaxError as exc:
             raise ConfigError(f"-k {keywords!r} is not a valid expression: {exc.msg}") from None
     return combos
+
+
+def adhoc_combination(matrix: Matrix, *, model: str, runner: str, framework: str, precision: str,
+                      tp: int, checkpoint: str | None = None, protocol: str | None = None,
+                      image: str | None = None) -> Combination:
+    """One combination from the command line, also one matrix.yaml does not list.
+
+    A model known to matrix.yaml keeps its settings (checkpoints, server args); an unknown one needs
+    --checkpoint.  Runner, framework and precision must exist: they carry hardware and flag meaning.
+    """
+    r = _Reader(Path("command line"))
+    for kind, value, known in (("runner", runner, matrix.runners), ("framework", framework, matrix.frameworks),
+                               ("precision", precision, matrix.precisions)):
+        if value not in known:
+            raise ConfigError(f"--{kind}: " + unknown_choice(kind, value, known))
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise ConfigError("--protocol: " + unknown_choice("protocol", protocol, PROTOCOLS))
+    if not MODEL_NAME.match(model):
+        raise ConfigError(f"--model: {model!r} must match {MODEL_NAME.pattern}; it names the session")
+    base = matrix.models.get(model)
+    if base is None:
+        if not checkpoint:
+            raise ConfigError(f"--model {model!r} is not in {matrix.path.name}; give --checkpoint too "
+                              f"(known models: {', '.join(matrix.models)})")
+        base = Model(name=model, checkpoint=checkpoint, protocol=protocol or "completions",
+                     runners=(runner,), frameworks=(framework,), precisions=(precision,), tp=(tp,),
+                     checkpoints={}, server_args={}, max_model_len=matrix.defaults.max_model_len,
+                     max_gen_toks=matrix.defaults.max_gen_toks)
+    elif checkpoint:
+        # An explicit checkpoint is what runs, whatever the precision.
+        base = replace(base, checkpoint=checkpoint, checkpoints={})
+    if protocol:
+        base = replace(base, protocol=protocol)
+    fw = matrix.frameworks[framework]
+    if image:
+        fw = replace(fw, images={**fw.images, runner: image})
+    combo = Combination(base, matrix.runners[runner], fw, matrix.precisions[precision], tp)
+    if checkpoint and combo.precision.checkpoint_required:
+        # The user vouches that --checkpoint is already quantized for this precision.
+        combo = replace(combo, model=replace(base, checkpoints={precision: {"*": checkpoint}}))
+    _check_combination(r, combo, combo.name, None)
+    return combo

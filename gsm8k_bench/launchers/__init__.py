@@ -5,6 +5,7 @@ Both launchers (a plain process, a Docker container) yield a `Server`; `wait_rea
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from collections.abc import Callable
@@ -15,6 +16,8 @@ import requests
 from gsm8k_bench.errors import ServerError
 
 LAUNCHERS = ("process", "docker")
+# nox turns on debug logging; a line per readiness poll would bury the server's progress.
+logging.getLogger("urllib3").setLevel(logging.WARNING)
 LOG_TAIL_LINES = 50
 
 

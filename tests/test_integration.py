@@ -1,0 +1,183 @@
+"""The CPU default on the real stack: vLLM's CPU build serving SmolLM2, the real lm-eval, GSM8K's files.
+
+Each test runs `nox -s ...` as a user would, in a subprocess, and then checks what is left behind:
+the session JSON, and no server process (found by its open log file, which its children share).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, SHARED_GSM8K, require
+
+pytestmark = pytest.mark.integration
+SESSION = "gsm8k-smollm2-135m-cpu-vllm-fp16-tp1"
+
+
+def nox_argv(session: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", "nox", "-s", session, "--", *args]
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+def processes_writing_to(log: Path) -> list[int]:
+    """PIDs whose stdout is this log file: the server and every process it spawned."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if os.readlink(proc / "fd" / "1") == str(log):
+                    pids.append(int(proc.name))
+            except OSError:
+                continue
+    return pids
+
+
+def wait_for(predicate, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def gsm8k_normalize(text: str) -> str:
+    """lm-eval's gsm8k exact_match normalisation (regexes_to_ignore, ignore_case)."""
+    for pattern in (",", r"\$", r"(?s).*#### ", r"\.$"):
+        text = re.sub(pattern, "", text)
+    return text.lower().strip()
+
+
+@pytest.fixture(scope="module")
+def dataset() -> Path:
+    require((SHARED_GSM8K / "test.jsonl").is_file(), f"GSM8K files at {SHARED_GSM8K}")
+    return SHARED_GSM8K
+
+
+@pytest.fixture(scope="module")
+def cpu_run(dataset, tmp_path_factory):
+    results_dir = tmp_path_factory.mktemp("results")
+    out = subprocess.run(nox_argv(SESSION, "--dataset-dir", str(dataset), "--limit", "5",
+                                  "--results-dir", str(results_dir)),
+                         cwd=ROOT, env=env(), capture_output=True, text=True, timeout=3000)
+    return out, results_dir
+
+
+def test_cpu_session_end_to_end(cpu_run):
+    out, results_dir = cpu_run
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    doc = json.loads((results_dir / f"{SESSION}.json").read_text())
+    assert doc["schema"] == 1 and doc["session"] == SESSION and doc["status"] == "passed"
+    assert doc["error"] is None
+    config = doc["config"]
+    assert (config["runner"], config["framework"], config["launcher"], config["precision"]) == (
+        "cpu", "vllm", "process", "fp16")
+    assert config["dtype_used"] == "bfloat16" and config["num_fewshot"] == 5 and config["limit"] == 5
+    assert config["endpoint"] == "/v1/completions" and config["dataset"]["source"] == "local"
+    assert config["generation"]["until"] and config["generation"]["max_gen_toks"] == 256
+    assert doc["environment"]["lm_eval"] == "0.4.13" and doc["environment"]["framework_version"]
+    timings = doc["timings"]
+    assert 0 < timings["server_ready_s"] < timings["total_s"] and 0 < timings["eval_s"] < timings["total_s"]
+
+    # Metrics are lm-eval's own numbers for this run.
+    lm_eval = json.loads(Path(doc["artifacts"]["lm_eval_results"]).read_text())["results"]["gsm8k_local"]
+    metrics = doc["metrics"]
+    assert metrics["n"] == 5
+    assert metrics["strict_match"] == lm_eval["exact_match,strict-match"]
+    assert metrics["flexible_extract"] == lm_eval["exact_match,flexible-extract"]
+    assert metrics["strict_match_stderr"] == lm_eval["exact_match_stderr,strict-match"]
+    assert metrics["flexible_extract_stderr"] == lm_eval["exact_match_stderr,flexible-extract"]
+
+    samples = doc["samples"]
+    questions = [json.loads(line)["question"] for line in (SHARED_GSM8K / "test.jsonl").open()][:5]
+    assert [s["doc_id"] for s in samples] == [0, 1, 2, 3, 4]
+    assert [s["question"] for s in samples] == questions
+    for sample in samples:
+        assert sample["response"], sample
+        for kind in ("strict", "flexible"):
+            expected = gsm8k_normalize(sample[f"{kind}_answer"]) == gsm8k_normalize(sample["target"])
+            assert sample[f"{kind}_correct"] == expected, sample
+    assert sum(s["strict_correct"] for s in samples) / 5 == pytest.approx(metrics["strict_match"])
+    assert sum(s["flexible_correct"] for s in samples) / 5 == pytest.approx(metrics["flexible_extract"])
+    assert not processes_writing_to(results_dir / SESSION / "server.log")
+
+
+def test_server_killed_during_eval_fails_within_60_s(dataset, cpu_run, tmp_path):
+    work = tmp_path / SESSION
+    proc = subprocess.Popen(nox_argv(SESSION, "--dataset-dir", str(dataset), "--limit", "60",
+                                     "--results-dir", str(tmp_path)),
+                            cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: (work / "lm-eval.log").exists(), 600, "the evaluation to start")
+        time.sleep(3)
+        server_pids = processes_writing_to(work / "server.log")
+        assert server_pids
+        killed_at = time.monotonic()
+        for pid in server_pids:
+            os.kill(pid, signal.SIGKILL)
+        output, _ = proc.communicate(timeout=60)
+        assert time.monotonic() - killed_at < 60
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    doc = json.loads((tmp_path / f"{SESSION}.json").read_text())
+    assert doc["status"] == "failed"
+    assert "during the evaluation" in doc["error"]["message"]
+    assert doc["error"]["log_tail"]
+    assert "rerun: nox -s " + SESSION in output
+    assert not processes_writing_to(work / "server.log")
+    assert not processes_writing_to(work / "lm-eval.log")
+
+
+def test_bad_model_path_fails_fast_with_the_servers_own_error(dataset, cpu_run, tmp_path):
+    missing = tmp_path / "no-such-model"
+    started = time.monotonic()
+    out = subprocess.run(
+        [sys.executable, "-m", "nox", "-s", "gsm8k", "--", "--model", "broken", "--checkpoint", str(missing),
+         "--runner", "cpu", "--framework", "vllm", "--precision", "fp16", "--dataset-dir", str(dataset),
+         "--results-dir", str(tmp_path)],
+        cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
+    elapsed = time.monotonic() - started
+    assert out.returncode != 0
+    assert elapsed < 120, elapsed
+    doc = json.loads((tmp_path / "gsm8k-broken-cpu-vllm-fp16-tp1.json").read_text())
+    assert doc["status"] == "failed"
+    assert "before it was ready" in doc["error"]["message"]
+    assert str(missing) in doc["error"]["log_tail"]  # vLLM's own complaint about the path
+    assert not processes_writing_to(tmp_path / "gsm8k-broken-cpu-vllm-fp16-tp1" / "server.log")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_while_waiting_leaves_nothing_running(dataset, cpu_run, tmp_path, sig):
+    work = tmp_path / SESSION
+    proc = subprocess.Popen(nox_argv(SESSION, "--dataset-dir", str(dataset), "--results-dir", str(tmp_path)),
+                            cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        wait_for(lambda: processes_writing_to(work / "server.log"), 600, "the server to start")
+        time.sleep(2)
+        if sig == signal.SIGINT:
+            os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the whole foreground group
+        else:
+            proc.send_signal(signal.SIGTERM)  # CI cancelling the job signals nox itself
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    assert not processes_writing_to(work / "server.log")
+    doc = json.loads((tmp_path / f"{SESSION}.json").read_text())
+    assert doc["status"] == "failed" and "interrupted" in doc["error"]["message"]
