@@ -9,13 +9,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from gsm8k_bench import dispatch, envs, evaluate
 from gsm8k_bench import session as session_mod
 from gsm8k_bench.errors import BenchError, ConfigError
 from gsm8k_bench.matrix import Combination, Matrix, adhoc_combination, load_matrix, select
 from gsm8k_bench.options import parse_session_args
-
-# GitHub refuses a matrix of more than 256 jobs; a larger selection must fail in `plan`, not half-run.
-GITHUB_MAX_JOBS = 256
 
 
 def load_or_exit(path: Path) -> Matrix:
@@ -33,19 +31,21 @@ class _MatrixParser(argparse.ArgumentParser):
 
 
 def print_matrix(matrix: Matrix, argv: list[str], out=sys.stdout) -> list[dict]:
+    """`nox -s matrix`: the selected sessions as one JSON line, the benchmark job's strategy matrix."""
     parser = _MatrixParser(prog="nox -s matrix --")
     parser.add_argument("-k", dest="keywords", help="nox keyword expression, e.g. 'h100 and vllm'")
     parser.add_argument("-t", dest="tags", nargs="+", default=[], help="tags, e.g. mi355x fp8")
     parser.add_argument("-s", dest="names", nargs="+", default=[], help="session names")
+    parser.add_argument("--dispatch", action="store_true",
+                        help="select from the workflow's INPUT_* variables instead (validated)")
     parser.add_argument("--github-output", action="store_true",
                         help="also append matrix=<json> to $GITHUB_OUTPUT")
     args = parser.parse_args(argv)
-    rows = [c.summary() for c in select(matrix.combinations, args.keywords, args.tags, args.names)]
-    if not rows:
-        raise BenchError("the selection matches no session; list them with: nox -l")
-    if len(rows) > GITHUB_MAX_JOBS:
-        raise BenchError(f"the selection has {len(rows)} sessions, over GitHub's {GITHUB_MAX_JOBS}-job "
-                         "matrix limit; narrow it with -k/-t or dispatch it in parts")
+    if args.dispatch:
+        rows = dispatch.plan(matrix, dispatch.read_inputs(os.environ), os.environ.get("GITHUB_RUN_ATTEMPT", "1"))
+    else:
+        combos = select(matrix.combinations, args.keywords, args.tags, args.names)
+        rows = dispatch.check_size([c.summary() for c in combos])
     text = json.dumps(rows, separators=(",", ":"))
     print(text, file=out)
     if args.github_output:
@@ -57,6 +57,17 @@ def print_matrix(matrix: Matrix, argv: list[str], out=sys.stdout) -> list[dict]:
     return rows
 
 
+def export_dataset(argv: list[str], log: Callable[[str], None] = print) -> Path:
+    if len(argv) != 1:
+        raise BenchError("usage: nox -s dataset -- DIR")
+    target = Path(argv[0]).expanduser().resolve()
+    python = envs.ensure_env(envs.LM_EVAL, log)  # it has `datasets`
+    evaluate.export_hub_dataset(python, target)
+    evaluate.validate_dataset_dir(target)
+    log(f"wrote {target}/train.jsonl and test.jsonl; use --dataset-dir {target} or GSM8K_DATASET_DIR")
+    return target
+
+
 CPU_DEFAULT = "gsm8k-smollm2-135m-cpu-vllm-fp16-tp1"
 
 
@@ -65,6 +76,7 @@ def prepare_cpu_default(matrix: Matrix, log: Callable[[str], None] = print) -> N
     combo = matrix.get(CPU_DEFAULT)
     plan = session_mod.plan_session(combo, parse_session_args(combo.name, []), matrix.defaults, os.environ)
     session_mod.prepare_environments(plan, log)
+    session_mod.prepare_model(plan)
     log(f"ready: nox -s {CPU_DEFAULT}")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import json
+import subprocess
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -109,6 +110,26 @@ def validate_dataset_dir(path: Path) -> None:
             raise ConfigError(f"{file}:1: each line needs keys 'question' and 'answer'")
         if "####" not in str(row["answer"]):
             raise ConfigError(f"{file}:1: 'answer' must end with '#### <number>' as in GSM8K")
+
+
+HUB_DATASET = ("openai/gsm8k", "main")
+_EXPORT = """
+import sys
+from datasets import load_dataset
+data = load_dataset(sys.argv[1], sys.argv[2])
+for split in ("train", "test"):
+    data[split].to_json(f"{sys.argv[3]}/{split}.jsonl", lines=True, force_ascii=False)
+"""
+
+
+def export_hub_dataset(lm_eval_python: Path, target: Path) -> None:
+    """Write the hub's GSM8K as the local-dataset layout (run where the hub is reachable)."""
+    target.mkdir(parents=True, exist_ok=True)
+    out = subprocess.run([str(lm_eval_python), "-c", _EXPORT, *HUB_DATASET, str(target)],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        raise EvalError(f"exporting {HUB_DATASET[0]} failed (is the hub reachable?): {last}")
 
 
 def stock_task_file(lm_eval_env: Path) -> Path:

@@ -99,11 +99,8 @@ class _Reader:
     def typed(self, node: Any, key: str, kind: type | tuple[type, ...], parent: Any = None,
               child: Any = None) -> Any:
         # bool is an int in Python; a YAML `yes` where a number belongs is still an error.
-        if isinstance(node, bool) and kind in (int, float, (int, float)):
-            ok = False
-        else:
-            ok = isinstance(node, kind)
-        if not ok:
+        numeric = kind in (int, float, (int, float))
+        if not isinstance(node, kind) or (numeric and isinstance(node, bool)):
             names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
             raise self.fail(key, f"expected {names}, got {node!r}", parent, child)
         return node

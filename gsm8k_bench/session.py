@@ -310,11 +310,14 @@ def _launch(plan: Plan):
 
 def prepare_environments(plan: Plan, log: Callable[[str], None]) -> None:
     envs.ensure_env(envs.LM_EVAL, log)
-    if plan.launcher == "process" and plan.combo.runner.vendor == "cpu" and plan.combo.framework.name == "vllm":
+    if plan.model.converted_dir or (
+            plan.launcher == "process" and plan.combo.runner.vendor == "cpu" and plan.combo.framework.name == "vllm"):
+        # The model converter needs transformers and gguf: the vLLM CPU environment has both.
         envs.ensure_env(envs.VLLM_CPU, log)
-    if plan.model.converted_dir:
-        # The converter needs transformers and gguf: the vLLM CPU environment has both.
-        models.prepare(plan.combo.checkpoint, plan.model, envs.ensure_env(envs.VLLM_CPU, log))
+
+
+def prepare_model(plan: Plan) -> None:
+    models.prepare(plan.combo.checkpoint, plan.model, envs.env_python(envs.VLLM_CPU))
 
 
 def run_session(plan: Plan, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -329,7 +332,10 @@ def run_session(plan: Plan, log: Callable[[str], None] = print) -> dict[str, Any
                 evaluate.validate_dataset_dir(plan.dataset_dir)
             t = time.monotonic()
             prepare_environments(plan, log)
-            timings["setup_s"] = round(time.monotonic() - t, 3)
+            timings["env_setup_s"] = round(time.monotonic() - t, 3)
+            t = time.monotonic()
+            prepare_model(plan)
+            timings["model_prep_s"] = round(time.monotonic() - t, 3)
 
             port = pick_port(HOST, plan.port)
             if port != plan.port:
@@ -355,6 +361,7 @@ def run_session(plan: Plan, log: Callable[[str], None] = print) -> dict[str, Any
                 phase = "evaluation"
                 timings["eval_s"] = round(_run_eval(plan, server, log), 3)
                 server_log = server.log_tail(100000)
+            t = time.monotonic()
             document["config"]["dtype_used"] = detect_dtype(server_log)
             document["environment"]["framework_version"] = _framework_version(plan, server_log)
             output = evaluate.parse_outputs(plan.lm_eval_dir, plan.task)
@@ -365,6 +372,7 @@ def run_session(plan: Plan, log: Callable[[str], None] = print) -> dict[str, Any
             document["artifacts"].update(lm_eval_results=str(output.results_file),
                                          lm_eval_samples=str(output.samples_file),
                                          lm_eval_log=str(plan.work_dir / "lm-eval.log"))
+            timings["results_s"] = round(time.monotonic() - t, 3)
             if not output.metrics["n"]:
                 raise EvalError("lm-eval scored zero questions: a run with no checked metrics fails")
             document["status"] = "passed"

@@ -9,7 +9,8 @@ import pytest
 from gsm8k_bench.matrix import Matrix, load_matrix, parse_matrix
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_GSM8K = ROOT.parent / "shared" / "gsm8k"
+# GSM8K's real files: the CI folder beside the checkout, or wherever GSM8K_DATASET_DIR points.
+SHARED_GSM8K = Path(os.environ.get("GSM8K_DATASET_DIR", ROOT.parent / "shared" / "gsm8k")).resolve()
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 

@@ -17,7 +17,8 @@ from gsm8k_bench.errors import ServerError
 
 LAUNCHERS = ("process", "docker")
 # nox turns on debug logging; a line per readiness poll would bury the server's progress.
-logging.getLogger("urllib3").setLevel(logging.WARNING)
+for _noisy in ("urllib3", "docker"):
+    logging.getLogger(_noisy).setLevel(logging.WARNING)
 LOG_TAIL_LINES = 50
 
 

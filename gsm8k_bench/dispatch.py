@@ -1,0 +1,167 @@
+"""The workflow's plan and summary steps: dispatch inputs -> validated job matrix; JSONs -> a table.
+
+Inputs arrive through environment variables (never spliced into a script), are checked against
+matrix.yaml's vocabulary and a safe pattern, and only then become arguments.  Every row names the
+nox session that reruns it.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from gsm8k_bench import results
+from gsm8k_bench.errors import ConfigError
+from gsm8k_bench.matrix import MODEL_NAME, Combination, Matrix, adhoc_combination, select
+
+GITHUB_MAX_JOBS = 256
+MAX_SUMMARY_BYTES = 1024 * 1024
+IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/:@-]{0,254}$")
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+SESSION_LIST = re.compile(r"^gsm8k-[a-z0-9.-]+( +gsm8k-[a-z0-9.-]+)*$")
+TAG_LIST = re.compile(r"^tags?: *[a-z0-9.-]+( +[a-z0-9.-]+)*$")
+INPUTS = ("sessions", "model", "runner", "image", "framework", "precision", "tp", "num_fewshot", "limit")
+
+
+def _keyword_expression(text: str) -> str:
+    """A nox -k expression made only of names, and/or/not and parentheses (nox evaluates it)."""
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError:
+        raise ConfigError(f"input 'sessions': {text!r} is neither session names, 'tags: ...', nor a "
+                          "-k expression") from None
+    allowed = (ast.Expression, ast.BoolOp, ast.UnaryOp, ast.Name, ast.And, ast.Or, ast.Not, ast.Load)
+    for node in ast.walk(tree):
+        if not isinstance(node, allowed):
+            raise ConfigError(f"input 'sessions': -k expressions may use names, and, or, not and "
+                              f"parentheses only; found {type(node).__name__}")
+    return text
+
+
+def _int_input(name: str, text: str, minimum: int, maximum: int) -> int:
+    if not re.fullmatch(r"[0-9]{1,6}", text):
+        raise ConfigError(f"input '{name}': expected a whole number, got {text!r}")
+    value = int(text)
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"input '{name}': must be between {minimum} and {maximum}, got {value}")
+    return value
+
+
+def read_inputs(environ: Mapping[str, str]) -> dict[str, str]:
+    """INPUT_<NAME> variables, stripped; the workflow maps each dispatch input to one."""
+    return {name: environ.get(f"INPUT_{name.upper()}", "").strip() for name in INPUTS}
+
+
+def _session_args(inputs: dict[str, str]) -> list[str]:
+    args = ["--num-fewshot", str(_int_input("num-fewshot", inputs["num_fewshot"] or "5", 0, 25))]
+    if inputs["limit"]:
+        args += ["--limit", str(_int_input("limit", inputs["limit"], 1, 100000))]
+    if inputs["image"]:
+        if not IMAGE_REF.match(inputs["image"]):
+            raise ConfigError(f"input 'image': {inputs['image']!r} is not an image reference "
+                              f"({IMAGE_REF.pattern})")
+        args += ["--image", inputs["image"]]
+    return args
+
+
+def _adhoc(matrix: Matrix, inputs: dict[str, str]) -> tuple[Combination, list[str]]:
+    missing = [n for n in ("model", "runner", "framework", "precision") if not inputs[n]]
+    if missing:
+        raise ConfigError(f"inputs {', '.join(missing)} are required without 'sessions' "
+                          "(or give 'sessions' to rerun part of matrix.yaml)")
+    model, checkpoint = inputs["model"], None
+    if model not in matrix.models:
+        if not HUB_ID.match(model):
+            raise ConfigError(f"input 'model': {model!r} is neither a matrix.yaml model "
+                              f"({', '.join(matrix.models)}) nor a hub id like org/name")
+        checkpoint = model
+        model = re.sub(r"[^a-z0-9.]+", "-", model.rsplit("/", 1)[1].lower()).strip("-")
+        if not MODEL_NAME.match(model):
+            raise ConfigError(f"input 'model': cannot derive a session name from {inputs['model']!r}")
+    tp = _int_input("tp", inputs["tp"] or "1", 1, 64)
+    combo = adhoc_combination(matrix, model=model, runner=inputs["runner"], framework=inputs["framework"],
+                              precision=inputs["precision"], tp=tp, checkpoint=checkpoint,
+                              image=inputs["image"] or None)
+    args = ["--model", model, "--runner", combo.runner.name, "--framework", combo.framework.name,
+            "--precision", combo.precision.name, "--tp", str(tp)]
+    if checkpoint:
+        args += ["--checkpoint", checkpoint]
+    return combo, args
+
+
+def check_size(rows: list[dict]) -> list[dict]:
+    """A selection GitHub would refuse or that runs nothing fails here, never half-runs."""
+    if not rows:
+        raise ConfigError("the selection matches no session (list them: nox -l)")
+    if len(rows) > GITHUB_MAX_JOBS:
+        raise ConfigError(f"the selection has {len(rows)} sessions, over GitHub's {GITHUB_MAX_JOBS}-job "
+                          "matrix limit; narrow it or dispatch it in parts")
+    return rows
+
+
+def plan(matrix: Matrix, inputs: dict[str, str], run_attempt: str = "1") -> list[dict]:
+    """The job matrix for the benchmark job: one row per session, each with its exact nox call."""
+    attempt = str(_int_input("run attempt", run_attempt or "1", 1, 1000))
+    session_args = _session_args(inputs)
+    sessions = inputs["sessions"]
+    if sessions:
+        if SESSION_LIST.match(sessions):
+            combos = select(matrix.combinations, names=sessions.split())
+        elif TAG_LIST.match(sessions):
+            combos = select(matrix.combinations, tags=sessions.split(":", 1)[1].split())
+        else:
+            combos = select(matrix.combinations, keywords=_keyword_expression(sessions))
+        rows = [{**c.summary(), "nox_session": c.name, "session_args": " ".join(session_args)} for c in combos]
+    else:
+        combo, adhoc_args = _adhoc(matrix, inputs)
+        rows = [{**combo.summary(), "nox_session": "gsm8k",
+                 "session_args": " ".join([*adhoc_args, *session_args])}]
+    for row in check_size(rows):
+        row["artifact"] = f"{row['session']}-attempt{attempt}"
+    return rows
+
+
+def summary(results_dir: Path) -> str:
+    """A Markdown table of every session JSON under results_dir (GitHub's step summary, < 1 MiB)."""
+    lines = ["| session | status | strict-match | flexible-extract | n | server ready (s) | eval (s) |",
+             "|---|---|---|---|---|---|---|"]
+    skipped = []
+    for path in sorted(results_dir.rglob("gsm8k-*.json")):
+        try:
+            doc = results.read(path)
+        except (ValueError, json.JSONDecodeError):
+            skipped.append(path.name)
+            continue
+        m, t = doc.get("metrics") or {}, doc.get("timings") or {}
+
+        def cell(key, source=m, fmt="{:.4f}"):
+            return fmt.format(source[key]) if source.get(key) is not None else "–"
+        row = (f"| `{doc['session']}` | {doc['status']} | {cell('strict_match')} ± "
+               f"{cell('strict_match_stderr')} | {cell('flexible_extract')} | {cell('n', fmt='{}')} | "
+               f"{cell('server_ready_s', t, '{:.0f}')} | {cell('eval_s', t, '{:.0f}')} |")
+        if sum(len(x) + 1 for x in lines) + len(row) > MAX_SUMMARY_BYTES - 200:
+            lines.append("| … | table cut at GitHub's 1 MiB summary limit; see the artifacts | | | | | |")
+            break
+        lines.append(row)
+    if len(lines) == 2:
+        return f"No session JSON found under {results_dir}.\n"
+    text = "## GSM8k results\n\n" + "\n".join(lines) + "\n"
+    if skipped:
+        text += f"\nSkipped files that are not session JSONs: {', '.join(skipped)}\n"
+    return text
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[0] != "summary":
+        print("usage: python -m gsm8k_bench.dispatch summary RESULTS_DIR", file=sys.stderr)
+        return 2
+    sys.stdout.write(summary(Path(argv[1])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
