@@ -7,15 +7,32 @@
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import sys
 from pathlib import Path
 
 import nox
 
-from gsm8k_bench import cli
-from gsm8k_bench.errors import BenchError
+ROOT = Path(__file__).resolve().parent
 
-ROOT = Path(__file__).parent
+
+def _load_checkout_package() -> None:
+    """Import gsm8k_bench from this checkout, even when another checkout is pip-installed (editable
+    installs hook the import system ahead of sys.path): `nox` here must run the code here."""
+    spec = importlib.machinery.PathFinder.find_spec("gsm8k_bench", [str(ROOT)])
+    if spec is None:
+        return  # a noxfile without its package beside it uses the installed one
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gsm8k_bench"] = module
+    spec.loader.exec_module(module)
+
+
+_load_checkout_package()
+
+from gsm8k_bench import cli  # noqa: E402
+from gsm8k_bench.errors import BenchError  # noqa: E402
+
 nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_venv = "yes"
 
@@ -61,6 +78,13 @@ def dataset(session: nox.Session) -> None:
         cli.export_dataset(session.posargs, session.log)
     except BenchError as exc:
         session.error(str(exc))
+
+
+@nox.session(default=False)
+def report(session: nox.Session) -> None:
+    """report.md, report.png and the CI step summary from session JSONs: -- [RESULTS_DIR] [OUT_DIR]."""
+    session.install("-e", ".", "matplotlib")
+    session.run("python", "-m", "gsm8k_bench.report", *session.posargs)
 
 
 @nox.session(venv_backend="none", default=False)

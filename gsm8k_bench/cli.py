@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from gsm8k_bench import dispatch, envs, evaluate
+from gsm8k_bench import dispatch, envs, evaluate, gate
 from gsm8k_bench import session as session_mod
 from gsm8k_bench.errors import BenchError, ConfigError
 from gsm8k_bench.matrix import Combination, Matrix, adhoc_combination, load_matrix, select
@@ -68,6 +68,7 @@ def export_dataset(argv: list[str], log: Callable[[str], None] = print) -> Path:
     return target
 
 
+BASELINES_FILE = "baselines.yaml"
 CPU_DEFAULT = "gsm8k-smollm2-135m-cpu-vllm-fp16-tp1"
 
 
@@ -83,14 +84,22 @@ def prepare_cpu_default(matrix: Matrix, log: Callable[[str], None] = print) -> N
 def run_combination(matrix: Matrix, combo: Combination, argv: list[str],
                     log: Callable[[str], None] = print) -> dict | None:
     options = parse_session_args(combo.name, argv)
-    plan = session_mod.plan_session(combo, options, matrix.defaults, os.environ)
+    try:
+        baselines = gate.load_baselines(options.baselines or matrix.path.with_name(BASELINES_FILE))
+        plan = session_mod.plan_session(combo, options, matrix.defaults, os.environ, baselines=baselines)
+    except ConfigError as exc:
+        if not options.dry_run:
+            session_mod.write_input_error(combo.name, options.results_dir, str(exc))
+        raise
     if options.dry_run:
         print(session_mod.dry_run_text(plan))
         return None
     document = session_mod.run_session(plan, log)
     metrics = document["metrics"]
+    verdict = document["gate"]
     log(f"{combo.name}: passed; strict-match {metrics['strict_match']:.4f} "
-        f"flexible-extract {metrics['flexible_extract']:.4f} n={metrics['n']} -> {plan.result_file}")
+        f"flexible-extract {metrics['flexible_extract']:.4f} n={metrics['n']}; gate: {verdict['verdict']} "
+        f"({verdict['reason']}) -> {plan.result_file}")
     return document
 
 

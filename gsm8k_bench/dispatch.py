@@ -1,4 +1,4 @@
-"""The workflow's plan and summary steps: dispatch inputs -> validated job matrix; JSONs -> a table.
+"""The workflow's plan step: dispatch inputs -> a validated job matrix, one row per session.
 
 Inputs arrive through environment variables (never spliced into a script), are checked against
 matrix.yaml's vocabulary and a safe pattern, and only then become arguments.  Every row names the
@@ -8,18 +8,13 @@ nox session that reruns it.
 from __future__ import annotations
 
 import ast
-import json
 import re
-import sys
 from collections.abc import Mapping
-from pathlib import Path
 
-from gsm8k_bench import results
 from gsm8k_bench.errors import ConfigError
 from gsm8k_bench.matrix import MODEL_NAME, Combination, Matrix, adhoc_combination, select
 
 GITHUB_MAX_JOBS = 256
-MAX_SUMMARY_BYTES = 1024 * 1024
 IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/:@-]{0,254}$")
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 SESSION_LIST = re.compile(r"^gsm8k-[a-z0-9.-]+( +gsm8k-[a-z0-9.-]+)*$")
@@ -123,45 +118,3 @@ def plan(matrix: Matrix, inputs: dict[str, str], run_attempt: str = "1") -> list
     for row in check_size(rows):
         row["artifact"] = f"{row['session']}-attempt{attempt}"
     return rows
-
-
-def summary(results_dir: Path) -> str:
-    """A Markdown table of every session JSON under results_dir (GitHub's step summary, < 1 MiB)."""
-    lines = ["| session | status | strict-match | flexible-extract | n | server ready (s) | eval (s) |",
-             "|---|---|---|---|---|---|---|"]
-    skipped = []
-    for path in sorted(results_dir.rglob("gsm8k-*.json")):
-        try:
-            doc = results.read(path)
-        except (ValueError, json.JSONDecodeError):
-            skipped.append(path.name)
-            continue
-        m, t = doc.get("metrics") or {}, doc.get("timings") or {}
-
-        def cell(key, source=m, fmt="{:.4f}"):
-            return fmt.format(source[key]) if source.get(key) is not None else "–"
-        row = (f"| `{doc['session']}` | {doc['status']} | {cell('strict_match')} ± "
-               f"{cell('strict_match_stderr')} | {cell('flexible_extract')} | {cell('n', fmt='{}')} | "
-               f"{cell('server_ready_s', t, '{:.0f}')} | {cell('eval_s', t, '{:.0f}')} |")
-        if sum(len(x) + 1 for x in lines) + len(row) > MAX_SUMMARY_BYTES - 200:
-            lines.append("| … | table cut at GitHub's 1 MiB summary limit; see the artifacts | | | | | |")
-            break
-        lines.append(row)
-    if len(lines) == 2:
-        return f"No session JSON found under {results_dir}.\n"
-    text = "## GSM8k results\n\n" + "\n".join(lines) + "\n"
-    if skipped:
-        text += f"\nSkipped files that are not session JSONs: {', '.join(skipped)}\n"
-    return text
-
-
-def main(argv: list[str]) -> int:
-    if len(argv) != 2 or argv[0] != "summary":
-        print("usage: python -m gsm8k_bench.dispatch summary RESULTS_DIR", file=sys.stderr)
-        return 2
-    sys.stdout.write(summary(Path(argv[1])))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -55,8 +55,11 @@ class EvalSettings:
         return asdict(self)
 
 
+DRIVER = Path(__file__).with_name("lm_eval_driver.py")
+
+
 def lm_eval_command(python: str | Path, settings: EvalSettings, *, served_name: str, base_url: str,
-                    output_dir: Path, task: str, include_path: Path | None) -> list[str]:
+                    output_dir: Path, task: str, include_path: Path) -> list[str]:
     model_args = ",".join([
         f"model={served_name}",
         f"base_url={base_url}{settings.endpoint}",
@@ -67,10 +70,11 @@ def lm_eval_command(python: str | Path, settings: EvalSettings, *, served_name: 
         "tokenized_requests=False",
         "tokenizer_backend=None",  # the server tokenizes; no tokenizer download here
     ])
-    argv = [str(python), "-m", "lm_eval", "run",
+    argv = [str(python), str(DRIVER),
             "--model", LM_EVAL_MODELS[settings.protocol],
             "--model_args", model_args,
             "--tasks", task,
+            "--include_path", str(include_path),
             "--num_fewshot", str(settings.num_fewshot),
             "--output_path", str(output_dir),
             "--log_samples"]
@@ -78,8 +82,6 @@ def lm_eval_command(python: str | Path, settings: EvalSettings, *, served_name: 
         argv += ["--limit", str(settings.limit)]
     if settings.protocol == "chat":
         argv += ["--apply_chat_template", "--fewshot_as_multiturn"]
-    if include_path is not None:
-        argv += ["--include_path", str(include_path)]
     return argv
 
 
@@ -139,21 +141,25 @@ def stock_task_file(lm_eval_env: Path) -> Path:
     return found[0]
 
 
-def write_local_task(dataset_dir: Path, task_dir: Path, stock_task: Path) -> Path:
-    """A task that includes the stock gsm8k YAML and only points it at local JSON files."""
+def write_task(dataset_dir: Path | None, task_dir: Path, stock_task: Path) -> str:
+    """The task folder lm-eval indexes: the stock gsm8k YAML included as it is (hub data), or with only
+    its data files swapped for local JSON lines.  Returns the task's name."""
     task_dir.mkdir(parents=True, exist_ok=True)
-    lines = [
-        f"include: {json.dumps(str(stock_task))}",
-        f"task: {LOCAL_TASK}",
-        "dataset_path: json",
-        "dataset_name: null",
-        "dataset_kwargs:",
-        "  data_files:",
-        f"    train: {json.dumps(str(dataset_dir / 'train.jsonl'))}",
-        f"    test: {json.dumps(str(dataset_dir / 'test.jsonl'))}",
-    ]
-    (task_dir / f"{LOCAL_TASK}.yaml").write_text("\n".join(lines) + "\n")
-    return task_dir
+    lines = [f"include: {json.dumps(str(stock_task))}"]
+    task = STOCK_TASK
+    if dataset_dir is not None:
+        task = LOCAL_TASK
+        lines += [
+            f"task: {LOCAL_TASK}",
+            "dataset_path: json",
+            "dataset_name: null",
+            "dataset_kwargs:",
+            "  data_files:",
+            f"    train: {json.dumps(str(dataset_dir / 'train.jsonl'))}",
+            f"    test: {json.dumps(str(dataset_dir / 'test.jsonl'))}",
+        ]
+    (task_dir / f"{task}.yaml").write_text("\n".join(lines) + "\n")
+    return task
 
 
 # --------------------------------------------------------------------------- outputs

@@ -30,19 +30,19 @@ COMBO_KEYS = ("model", "runner", "framework", "precision", "tp")
 # --------------------------------------------------------------------------- YAML with line numbers
 
 
-class _Lined(dict):
+class Lined(dict):
     """A mapping that remembers the line of each key (1-based) and its own."""
 
     line: int = 0
     key_lines: dict
 
 
-class _LinedList(list):
+class LinedList(list):
     line: int = 0
 
 
-class _LineLoader(yaml.SafeLoader):
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> _Lined:
+class LineLoader(yaml.SafeLoader):
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Lined:
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
@@ -52,22 +52,22 @@ class _LineLoader(yaml.SafeLoader):
                     f"(first at line {seen[key]})"
                 )
             seen[key] = key_node.start_mark.line + 1
-        mapping = _Lined(super().construct_mapping(node, deep=True))
+        mapping = Lined(super().construct_mapping(node, deep=True))
         mapping.line = node.start_mark.line + 1
         mapping.key_lines = seen
         return mapping
 
-    def construct_sequence(self, node: yaml.SequenceNode, deep: bool = False) -> _LinedList:
-        seq = _LinedList(super().construct_sequence(node, deep=True))
+    def construct_sequence(self, node: yaml.SequenceNode, deep: bool = False) -> LinedList:
+        seq = LinedList(super().construct_sequence(node, deep=True))
         seq.line = node.start_mark.line + 1
         return seq
 
 
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _LineLoader.construct_mapping)
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _LineLoader.construct_sequence)
+LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, LineLoader.construct_mapping)
+LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, LineLoader.construct_sequence)
 
 
-class _Reader:
+class Reader:
     """Walks the parsed YAML, turning every problem into one ConfigError with file:line: key."""
 
     def __init__(self, path: Path) -> None:
@@ -75,15 +75,15 @@ class _Reader:
 
     def fail(self, key: str, message: str, node: Any = None, child: Any = None) -> ConfigError:
         line = 0
-        if isinstance(node, _Lined) and child is not None:
+        if isinstance(node, Lined) and child is not None:
             line = node.key_lines.get(child, node.line)
-        elif isinstance(node, _Lined | _LinedList):
+        elif isinstance(node, Lined | LinedList):
             line = node.line
         where = f"{self.path.name}:{line}" if line else self.path.name
         return ConfigError(f"{where}: {key}: {message}")
 
     def mapping(self, node: Any, key: str, allowed: Iterable[str] | None = None,
-                required: Iterable[str] = ()) -> _Lined:
+                required: Iterable[str] = ()) -> Lined:
         if not isinstance(node, dict):
             raise self.fail(key, f"expected a mapping, got {type(node).__name__}", node)
         if allowed is not None:
@@ -336,7 +336,7 @@ def load_matrix(path: str | Path) -> Matrix:
 
 def parse_matrix(text: str, path: Path) -> Matrix:
     try:
-        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=LineLoader)  # noqa: S506 - a SafeLoader subclass
     except ConfigError as exc:
         raise ConfigError(f"{path.name}:{exc}") from None
     except yaml.YAMLError as exc:
@@ -344,7 +344,7 @@ def parse_matrix(text: str, path: Path) -> Matrix:
         where = f"{path.name}:{mark.line + 1}" if mark else path.name
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
-    r = _Reader(path)
+    r = Reader(path)
     top_keys = ("version", "defaults", "runners", "frameworks", "precisions", "models",
                 "include", "exclude")
     data = r.mapping(data, "(top level)", top_keys, required=("version", "runners", "frameworks",
@@ -353,7 +353,7 @@ def parse_matrix(text: str, path: Path) -> Matrix:
         raise r.fail("version", f"schema version {data['version']!r} is not supported; "
                      f"allowed: {SCHEMA_VERSION}", data, "version")
 
-    defaults = _read_defaults(r, data.get("defaults", _Lined()))
+    defaults = _read_defaults(r, data.get("defaults", Lined()))
     runners = _read_named(r, data, "runners", PART_NAME, _read_runner)
     frameworks = _read_named(r, data, "frameworks", PART_NAME, _read_framework)
     precisions = _read_named(r, data, "precisions", PART_NAME,
@@ -366,7 +366,7 @@ def parse_matrix(text: str, path: Path) -> Matrix:
     return Matrix(path, defaults, runners, frameworks, precisions, models, combos)
 
 
-def _read_named(r: _Reader, data: Mapping, key: str, pattern: re.Pattern, read) -> dict[str, Any]:
+def _read_named(r: Reader, data: Mapping, key: str, pattern: re.Pattern, read) -> dict[str, Any]:
     section = r.mapping(data[key], key)
     if not section:
         raise r.fail(key, "must not be empty", data, key)
@@ -377,7 +377,7 @@ def _read_named(r: _Reader, data: Mapping, key: str, pattern: re.Pattern, read) 
     return out
 
 
-def _read_defaults(r: _Reader, node: Any) -> Defaults:
+def _read_defaults(r: Reader, node: Any) -> Defaults:
     node = r.mapping(node, "defaults", Defaults.__dataclass_fields__)
     values = {}
     for name, default in Defaults().__dict__.items():
@@ -389,7 +389,7 @@ def _read_defaults(r: _Reader, node: Any) -> Defaults:
     return Defaults(**values)
 
 
-def _read_runner(r: _Reader, name: str, node: Any, key: str) -> Runner:
+def _read_runner(r: Reader, name: str, node: Any, key: str) -> Runner:
     node = r.mapping(node, key, ("vendor", "gpus", "label", "precisions", "concurrency",
                                  "start_timeout_s"),
                      required=("vendor", "gpus", "label", "precisions"))
@@ -410,7 +410,7 @@ def _read_runner(r: _Reader, name: str, node: Any, key: str) -> Runner:
                   float(start) if start is not None else None)
 
 
-def _vendor_keyed(r: _Reader, node: Any, key: str, value_check) -> dict[str, Any]:
+def _vendor_keyed(r: Reader, node: Any, key: str, value_check) -> dict[str, Any]:
     node = r.mapping(node, key)
     out = {}
     for child, value in node.items():
@@ -419,7 +419,7 @@ def _vendor_keyed(r: _Reader, node: Any, key: str, value_check) -> dict[str, Any
     return out
 
 
-def _read_framework(r: _Reader, name: str, node: Any, key: str) -> Framework:
+def _read_framework(r: Reader, name: str, node: Any, key: str) -> Framework:
     from gsm8k_bench.frameworks import FRAMEWORKS  # the builders define which names exist
 
     if name not in FRAMEWORKS:
@@ -438,11 +438,11 @@ def _read_framework(r: _Reader, name: str, node: Any, key: str) -> Framework:
             r.typed(env_value, f"{k}.{env_name}", str, block, env_name)
         return dict(block)
 
-    env = _vendor_keyed(r, node.get("env", _Lined()), f"{key}.env", env_block)
+    env = _vendor_keyed(r, node.get("env", Lined()), f"{key}.env", env_block)
     return Framework(name, port, images, env)
 
 
-def _read_precision(r: _Reader, name: str, node: Any, key: str,
+def _read_precision(r: Reader, name: str, node: Any, key: str,
                     frameworks: Mapping[str, Framework]) -> Precision:
     node = r.mapping(node, key, ("description", "checkpoint_required", *frameworks))
     description = r.typed(node.get("description", name), f"{key}.description", str, node, "description")
@@ -450,7 +450,7 @@ def _read_precision(r: _Reader, name: str, node: Any, key: str,
                        node, "checkpoint_required")
     per_framework = {}
     for fw in frameworks:
-        spec = r.mapping(node.get(fw, _Lined()), f"{key}.{fw}", PRECISION_FIELDS)
+        spec = r.mapping(node.get(fw, Lined()), f"{key}.{fw}", PRECISION_FIELDS)
         for field_name, value in spec.items():
             field_key = f"{key}.{fw}.{field_name}"
             if isinstance(value, dict):
@@ -463,7 +463,7 @@ def _read_precision(r: _Reader, name: str, node: Any, key: str,
     return Precision(name, description, required, per_framework)
 
 
-def _read_model(r: _Reader, name: str, node: Any, key: str, defaults: Defaults,
+def _read_model(r: Reader, name: str, node: Any, key: str, defaults: Defaults,
                 runners: Mapping[str, Runner], frameworks: Mapping[str, Framework],
                 precisions: Mapping[str, Precision]) -> Model:
     node = r.mapping(node, key, ("checkpoint", "protocol", "runners", "frameworks", "precisions", "tp",
@@ -481,7 +481,7 @@ def _read_model(r: _Reader, name: str, node: Any, key: str, defaults: Defaults,
     for index, tp in enumerate(tps):
         r.positive_int(tp, f"{key}.tp[{index}]", tps)
     checkpoints: dict[str, dict[str, str]] = {}
-    ckpt_node = r.mapping(node.get("checkpoints", _Lined()), f"{key}.checkpoints", precisions)
+    ckpt_node = r.mapping(node.get("checkpoints", Lined()), f"{key}.checkpoints", precisions)
     for precision, value in ckpt_node.items():
         ckey = f"{key}.checkpoints.{precision}"
         if isinstance(value, dict):
@@ -491,7 +491,7 @@ def _read_model(r: _Reader, name: str, node: Any, key: str, defaults: Defaults,
             checkpoints[precision] = dict(value)
         else:
             checkpoints[precision] = {"*": r.typed(value, ckey, str, ckpt_node, precision)}
-    args_node = r.mapping(node.get("server_args", _Lined()), f"{key}.server_args", frameworks)
+    args_node = r.mapping(node.get("server_args", Lined()), f"{key}.server_args", frameworks)
     server_args = {fw: r.str_list(v, f"{key}.server_args.{fw}", args_node, fw)
                    for fw, v in args_node.items()}
     limit = node.get("limit")
@@ -518,7 +518,7 @@ def _read_model(r: _Reader, name: str, node: Any, key: str, defaults: Defaults,
 # --------------------------------------------------------------------------- expansion
 
 
-def _check_combination(r: _Reader, combo: Combination, key: str, node: Any) -> None:
+def _check_combination(r: Reader, combo: Combination, key: str, node: Any) -> None:
     """Errors for a combination that cannot run as configured (hardware, tp, image, checkpoint)."""
     runner, precision = combo.runner, combo.precision
     if precision.name not in runner.precisions:
@@ -544,7 +544,7 @@ def _rule_matches(rule: Mapping[str, Any], combo: Combination) -> bool:
     return all(values[k] == v for k, v in rule.items())
 
 
-def _read_rule(r: _Reader, node: Any, key: str, matrix: Matrix, full: bool) -> dict[str, Any]:
+def _read_rule(r: Reader, node: Any, key: str, matrix: Matrix, full: bool) -> dict[str, Any]:
     node = r.mapping(node, key, COMBO_KEYS, required=COMBO_KEYS if full else ())
     if not node:
         raise r.fail(key, f"an empty rule would match everything; use keys: {', '.join(COMBO_KEYS)}", node)
@@ -558,7 +558,7 @@ def _read_rule(r: _Reader, node: Any, key: str, matrix: Matrix, full: bool) -> d
     return dict(node)
 
 
-def _expand(r: _Reader, data: Mapping, matrix: Matrix) -> tuple[Combination, ...]:
+def _expand(r: Reader, data: Mapping, matrix: Matrix) -> tuple[Combination, ...]:
     excludes = [_read_rule(r, rule, f"exclude[{i}]", matrix, full=False)
                 for i, rule in enumerate(r.typed(data.get("exclude", []), "exclude", list, data, "exclude"))]
     combos: list[Combination] = []
@@ -631,7 +631,7 @@ def adhoc_combination(matrix: Matrix, *, model: str, runner: str, framework: str
     A model known to matrix.yaml keeps its settings (checkpoints, server args); an unknown one needs
     --checkpoint.  Runner, framework and precision must exist: they carry hardware and flag meaning.
     """
-    r = _Reader(Path("command line"))
+    r = Reader(Path("command line"))
     for kind, value, known in (("runner", runner, matrix.runners), ("framework", framework, matrix.frameworks),
                                ("precision", precision, matrix.precisions)):
         if value not in known:

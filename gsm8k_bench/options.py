@@ -29,6 +29,7 @@ class SessionOptions:
     eval_timeout_s: float
     max_gen_toks: int | None
     model_source: str
+    baselines: Path | None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -75,6 +76,8 @@ def build_parser(session: str) -> argparse.ArgumentParser:
     parser.add_argument("--max-gen-toks", type=_at_least(int, 1), help="generation token limit")
     parser.add_argument("--model-source", choices=SOURCES, default="auto",
                         help="hub, or a packaged copy where one exists (default auto)")
+    parser.add_argument("--baselines", type=Path,
+                        help="baselines file for the gate (default: baselines.yaml beside matrix.yaml)")
     return parser
 
 

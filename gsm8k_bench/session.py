@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import gsm8k_bench
-from gsm8k_bench import envs, evaluate, models, procs, results
+from gsm8k_bench import envs, evaluate, gate, models, procs, results, server_metrics
 from gsm8k_bench.containers import container_spec
 from gsm8k_bench.containers.spec import ContainerSpec, Mount
 from gsm8k_bench.errors import BenchError, ConfigError, EvalError, ServerError
@@ -37,6 +37,11 @@ CONTAINER_MODEL_DIR = "/models"
 # vLLM's CPU build reserves most of RAM for its KV cache unless told otherwise (GiB).
 CPU_KV_CACHE_GIB = "1"
 EVAL_POLL_S = 0.5
+NO_BASELINES = gate.Baselines(gate.GateSettings(), ())
+
+
+class GateFailed(BenchError):
+    """The run scored, and scored significantly below its baseline."""
 
 
 class SessionFailed(BenchError):
@@ -50,6 +55,7 @@ class Plan:
     combo: Combination
     options: SessionOptions
     defaults: Defaults
+    baselines: gate.Baselines
     launcher: str
     image: str | None
     settings: EvalSettings
@@ -87,7 +93,8 @@ class Plan:
 
 
 def plan_session(combo: Combination, options: SessionOptions, defaults: Defaults,
-                 environ: Mapping[str, str], port: int | None = None) -> Plan:
+                 environ: Mapping[str, str], port: int | None = None,
+                 baselines: gate.Baselines = NO_BASELINES) -> Plan:
     """Pure: no files are read or written, nothing is installed or started."""
     vendor = combo.runner.vendor
     launcher = options.launcher or ("process" if vendor == "cpu" else "docker")
@@ -135,13 +142,13 @@ def plan_session(combo: Combination, options: SessionOptions, defaults: Defaults
     results_dir = options.results_dir.expanduser().resolve()
     work_dir = results_dir / combo.name
     lm_eval_python = envs.env_python(envs.LM_EVAL)
-    plan = Plan(combo, options, defaults, launcher, image, settings,
+    plan = Plan(combo, options, defaults, baselines, launcher, image, settings,
                 options.start_timeout_s or combo.runner.start_timeout_s or defaults.start_timeout_s,
                 model, port, server_argv, server_env, container, dataset_dir, work_dir,
                 results.result_path(results_dir, combo.name), lm_eval_python, [])
     lm_eval_argv = evaluate.lm_eval_command(
         lm_eval_python, settings, served_name=combo.model.name, base_url=plan.base_url,
-        output_dir=plan.lm_eval_dir, task=plan.task, include_path=plan.task_dir if dataset_dir else None)
+        output_dir=plan.lm_eval_dir, task=plan.task, include_path=plan.task_dir)
     return replace(plan, lm_eval_argv=lm_eval_argv)
 
 
@@ -250,6 +257,8 @@ def _base_document(plan: Plan, started_at: str) -> dict[str, Any]:
         "error": None,
         "config": _config(plan),
         "metrics": None,
+        "gate": None,
+        "server_metrics": None,
         "samples": [],
         "timings": {},
         "environment": {
@@ -320,6 +329,17 @@ def prepare_model(plan: Plan) -> None:
     models.prepare(plan.combo.checkpoint, plan.model, envs.env_python(envs.VLLM_CPU))
 
 
+def write_input_error(session: str, results_dir: Path, message: str) -> Path:
+    """The JSON of a session stopped by bad input before it could plan anything."""
+    now = _now()
+    return results.write_atomic(results.result_path(results_dir.expanduser().resolve(), session), {
+        "schema": results.SCHEMA_VERSION, "session": session, "status": "error",
+        "error": {"message": f"input: {message}", "log_tail": ""}, "config": None, "metrics": None,
+        "gate": None, "server_metrics": None, "samples": [], "timings": {},
+        "environment": {"gsm8k_bench": gsm8k_bench.__version__, "started_at": now, "ended_at": now},
+    })
+
+
 def run_session(plan: Plan, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the plan; always write the JSON; raise SessionFailed when the session did not pass."""
     started = time.monotonic()
@@ -340,14 +360,14 @@ def run_session(plan: Plan, log: Callable[[str], None] = print) -> dict[str, Any
             port = pick_port(HOST, plan.port)
             if port != plan.port:
                 log(f"port {plan.port} is busy; using {port}")
-                plan = plan_session(plan.combo, plan.options, plan.defaults, os.environ, port=port)
+                plan = plan_session(plan.combo, plan.options, plan.defaults, os.environ, port=port,
+                                    baselines=plan.baselines)
                 document["config"] = _config(plan)
             shutil.rmtree(plan.lm_eval_dir, ignore_errors=True)  # a rerun never reads old outputs
             plan.work_dir.mkdir(parents=True, exist_ok=True)
             (plan.work_dir / "server.log").unlink(missing_ok=True)
-            if plan.dataset_dir:
-                evaluate.write_local_task(plan.dataset_dir, plan.task_dir,
-                                          evaluate.stock_task_file(envs.env_dir(envs.LM_EVAL)))
+            shutil.rmtree(plan.task_dir, ignore_errors=True)
+            evaluate.write_task(plan.dataset_dir, plan.task_dir, evaluate.stock_task_file(envs.env_dir(envs.LM_EVAL)))
             document["status"] = "failed"  # from here on, the server has been started
             phase = "server start"
             log(f"starting {plan.combo.framework.name} ({plan.launcher}): {shlex.join(plan.server_argv)}")
@@ -359,15 +379,21 @@ def run_session(plan: Plan, log: Callable[[str], None] = print) -> dict[str, Any
                 log(f"server ready after {timings['server_ready_s']:.1f} s; running lm-eval "
                     f"({plan.settings.concurrency} concurrent requests)")
                 phase = "evaluation"
+                before = server_metrics.scrape(plan.base_url)
                 timings["eval_s"] = round(_run_eval(plan, server, log), 3)
+                after = server_metrics.scrape(plan.base_url)
                 server_log = server.log_tail(100000)
+            document["server_metrics"] = server_metrics.summarize(
+                plan.combo.framework.name, before, after, timings["eval_s"])
             t = time.monotonic()
             document["config"]["dtype_used"] = detect_dtype(server_log)
             document["environment"]["framework_version"] = _framework_version(plan, server_log)
             output = evaluate.parse_outputs(plan.lm_eval_dir, plan.task)
-            document["metrics"] = output.metrics
+            document["metrics"] = {**output.metrics, **server_metrics.invalid_rates(output.samples)}
             document["samples"] = output.samples
             document["config"]["generation"].update(output.generation)
+            protocol = gate.protocol_of(document["config"]["protocol"], output.generation)
+            document["config"]["protocol"] = {**document["config"]["protocol"], **protocol}
             document["environment"]["lm_eval"] = output.lm_eval_version or envs.LM_EVAL_VERSION
             document["artifacts"].update(lm_eval_results=str(output.results_file),
                                          lm_eval_samples=str(output.samples_file),
@@ -375,6 +401,10 @@ def run_session(plan: Plan, log: Callable[[str], None] = print) -> dict[str, Any
             timings["results_s"] = round(time.monotonic() - t, 3)
             if not output.metrics["n"]:
                 raise EvalError("lm-eval scored zero questions: a run with no checked metrics fails")
+            phase = "gate"
+            document["gate"] = gate.judge(plan.baselines, plan.combo, protocol, output.metrics)
+            if document["gate"]["verdict"] == "regression":
+                raise GateFailed(gate.describe_regression(document["gate"]))
             document["status"] = "passed"
     except KeyboardInterrupt as exc:
         document["error"] = {"message": f"interrupted during {phase} ({exc or 'Ctrl-C'})", "log_tail": ""}

@@ -138,7 +138,7 @@ def test_lm_eval_command_follows_the_protocol(matrix, tmp_path):
     chat = plan_for(matrix, "gsm8k-llama-3.3-70b-h100-vllm-fp16-tp4").lm_eval_argv
     assert flag(chat, "--model") == "local-chat-completions"
     assert "--apply_chat_template" in chat and "--fewshot_as_multiturn" in chat
-    assert flag(chat, "--tasks") == "gsm8k" and "--include_path" not in chat
+    assert flag(chat, "--tasks") == "gsm8k" and flag(chat, "--include_path")
     assert "--limit" not in chat  # full run unless asked
 
 

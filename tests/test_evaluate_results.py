@@ -82,11 +82,14 @@ def test_dataset_dir_validation_names_the_file(tmp_path):
 
 
 def test_local_task_includes_the_stock_task_and_swaps_the_files(tmp_path):
-    data = make_dataset(tmp_path / "data")
-    task_dir = evaluate.write_local_task(data, tmp_path / "task", tmp_path / "stock" / "gsm8k.yaml")
     import yaml
 
-    task = yaml.safe_load((task_dir / "gsm8k_local.yaml").read_text())
+    data = make_dataset(tmp_path / "data")
+    stock = tmp_path / "stock" / "gsm8k.yaml"
+    assert evaluate.write_task(None, tmp_path / "hub", stock) == "gsm8k"
+    assert yaml.safe_load((tmp_path / "hub" / "gsm8k.yaml").read_text()) == {"include": str(stock)}
+    assert evaluate.write_task(data, tmp_path / "task", stock) == "gsm8k_local"
+    task = yaml.safe_load((tmp_path / "task" / "gsm8k_local.yaml").read_text())
     assert task == {"include": str(tmp_path / "stock" / "gsm8k.yaml"), "task": "gsm8k_local",
                     "dataset_path": "json", "dataset_name": None,
                     "dataset_kwargs": {"data_files": {"train": str(data / "train.jsonl"),

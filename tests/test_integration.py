@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import ROOT, SHARED_GSM8K, require
 
 pytestmark = pytest.mark.integration
@@ -66,11 +67,20 @@ def dataset() -> Path:
     return SHARED_GSM8K
 
 
+def baselines_file(path: Path, n: int, strict: float) -> Path:
+    """A baselines file for the CPU default at n questions, with the stock protocol."""
+    stock = yaml.safe_load((ROOT / "baselines.yaml").read_text())
+    entry = {**stock["baselines"][0], "n": n, "strict_match": strict, "flexible_extract": strict}
+    path.write_text(yaml.safe_dump({**stock, "baselines": [entry]}))
+    return path
+
+
 @pytest.fixture(scope="module")
 def cpu_run(dataset, tmp_path_factory):
     results_dir = tmp_path_factory.mktemp("results")
+    baselines = baselines_file(results_dir.parent / "baselines-n5.yaml", n=5, strict=0.0)
     out = subprocess.run(nox_argv(SESSION, "--dataset-dir", str(dataset), "--limit", "5",
-                                  "--results-dir", str(results_dir)),
+                                  "--results-dir", str(results_dir), "--baselines", str(baselines)),
                          cwd=ROOT, env=env(), capture_output=True, text=True, timeout=3000)
     return out, results_dir
 
@@ -112,6 +122,41 @@ def test_cpu_session_end_to_end(cpu_run):
     assert sum(s["strict_correct"] for s in samples) / 5 == pytest.approx(metrics["strict_match"])
     assert sum(s["flexible_correct"] for s in samples) / 5 == pytest.approx(metrics["flexible_extract"])
     assert not processes_writing_to(results_dir / SESSION / "server.log")
+
+    # Beside accuracy: the server's own counters over the eval, and the share of unparsable answers.
+    served = doc["server_metrics"]
+    assert served["source"] == "vllm /metrics" and served["requests"] == 5
+    assert served["output_tokens"] > 0 and served["output_tokens_per_s"] > 0 and served["requests_per_s"] > 0
+    assert 0 <= served["truncations"] <= 5 and 0 < served["latency_p50_s"] <= served["latency_p90_s"]
+    invalid = sum(s["strict_answer"] == "[invalid]" for s in samples) / 5
+    assert metrics["strict_invalid_rate"] == pytest.approx(invalid)
+    # Gated against a baseline of the same protocol and n.
+    verdict = doc["gate"]
+    assert verdict["verdict"] == "pass" and verdict["baseline"]["n"] == 5
+    assert {c["metric"] for c in verdict["checks"]} == {"strict_match", "flexible_extract"}
+
+
+def test_report_of_the_real_run(cpu_run, tmp_path):
+    pytest.importorskip("matplotlib")
+    from gsm8k_bench import report
+
+    _, results_dir = cpu_run
+    paths = report.write_report(results_dir, tmp_path, warn=pytest.fail)
+    text = paths["markdown"].read_text()
+    assert f"| `{SESSION}` | passed |" in text and "| pass |" in text
+    assert paths["plot"].stat().st_size > 1000 and paths["summary"].read_text() == text
+
+
+def test_a_regression_fails_the_session_after_writing_its_json(dataset, cpu_run, tmp_path):
+    baselines = baselines_file(tmp_path / "baselines.yaml", n=5, strict=0.9)
+    out = subprocess.run(nox_argv(SESSION, "--dataset-dir", str(dataset), "--limit", "5", "--results-dir",
+                                  str(tmp_path), "--baselines", str(baselines)),
+                         cwd=ROOT, env=env(), capture_output=True, text=True, timeout=1800)
+    assert out.returncode != 0
+    doc = json.loads((tmp_path / f"{SESSION}.json").read_text())
+    assert doc["status"] == "failed" and doc["gate"]["verdict"] == "regression"
+    assert doc["metrics"]["n"] == 5 and doc["error"]["message"].startswith("gate: regression: strict_match")
+    assert not processes_writing_to(tmp_path / SESSION / "server.log")
 
 
 def test_server_killed_during_eval_fails_within_60_s(dataset, cpu_run, tmp_path):

@@ -82,7 +82,9 @@ def test_benchmark_workflow_wiring():
     assert run["env"]["HF_TOKEN"] == "${{ secrets.HF_TOKEN }}"
     assert 'runners/launch_gsm8k_${SKU}.sh' in run["run"] and '"$NOX_SESSION"' in run["run"]
     summary = jobs["summary"]
-    assert "always()" in summary["if"] and "GITHUB_STEP_SUMMARY" in summary["steps"][-1]["run"]
+    assert "always()" in summary["if"]
+    report = next(s for s in summary["steps"] if s.get("name") == "Report")
+    assert "nox -s report -- results report" in report["run"] and "GITHUB_STEP_SUMMARY" in report["run"]
 
 
 def run_plan_step(tmp_path, **inputs):
@@ -157,20 +159,3 @@ def test_selection_over_githubs_job_limit_fails_in_plan():
     assert len(matrix.combinations) > dispatch.GITHUB_MAX_JOBS
     with pytest.raises(ConfigError, match="over GitHub's 256-job matrix limit"):
         dispatch.plan(matrix, {**dict.fromkeys(dispatch.INPUTS, ""), "sessions": "gsm8k"})
-
-
-def test_summary_table_reads_session_jsons_and_skips_others(tmp_path):
-    from gsm8k_bench import results
-
-    results.write_atomic(tmp_path / "gsm8k-a-cpu-vllm-fp16-tp1.json", {
-        "schema": 1, "session": "gsm8k-a-cpu-vllm-fp16-tp1", "status": "passed",
-        "metrics": {"strict_match": 0.25, "strict_match_stderr": 0.1, "flexible_extract": 0.5, "n": 20},
-        "timings": {"server_ready_s": 30.2, "eval_s": 12.9}})
-    results.write_atomic(tmp_path / "gsm8k-b-cpu-vllm-fp16-tp1.json", {
-        "schema": 1, "session": "gsm8k-b-cpu-vllm-fp16-tp1", "status": "failed", "metrics": None, "timings": {}})
-    (tmp_path / "gsm8k-notes.json").write_text("[1, 2]")
-    text = dispatch.summary(tmp_path)
-    assert "| `gsm8k-a-cpu-vllm-fp16-tp1` | passed | 0.2500 ± 0.1000 | 0.5000 | 20 | 30 | 13 |" in text
-    assert "| `gsm8k-b-cpu-vllm-fp16-tp1` | failed | – ± – | – | – | – | – |" in text
-    assert "Skipped files that are not session JSONs: gsm8k-notes.json" in text
-    assert dispatch.summary(tmp_path / "empty").startswith("No session JSON found")

@@ -14,5 +14,6 @@ FLAGS = FlagNames(tp="--tp", context_length="--context-length")
 
 
 def server_command(combo: Combination, target: ServeTarget) -> list[str]:
+    # --enable-metrics: throughput and latency come from /metrics (see server_metrics.py).
     return [target.python or "python3", "-m", LAUNCH_MODULE, "--model-path", target.model_path,
-            *server_options(combo, target, FLAGS, "sglang")]
+            *server_options(combo, target, FLAGS, "sglang"), "--enable-metrics"]

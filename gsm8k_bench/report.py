@@ -1,0 +1,141 @@
+"""`nox -s report -- [RESULTS_DIR]`: every session JSON -> report.md, report.png and the step summary.
+
+Files that are not session JSONs are skipped with a warning that names them.  The plot needs
+matplotlib, which the report session installs; the Markdown needs nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gsm8k_bench import results
+from gsm8k_bench.errors import BenchError
+
+MAX_SUMMARY_BYTES = 1024 * 1024
+COLUMNS = ("session", "status", "strict-match", "flexible-extract", "n", "baseline", "verdict",
+           "output tok/s", "req/s", "latency p50/p90 (s)", "ready (s)", "eval (s)", "total (s)")
+
+
+def load_results(results_dir: Path, warn: Callable[[str], None]) -> list[dict[str, Any]]:
+    if not results_dir.is_dir():
+        raise BenchError(f"{results_dir}: no such results directory (run a session first, or name the "
+                         "folder: nox -s report -- DIR)")
+    documents = []
+    for path in sorted(results_dir.rglob("*.json")):
+        if path.parent != results_dir and path.parent.parent != results_dir:
+            continue  # lm-eval's own files live deeper
+        try:
+            documents.append(results.read(path))
+        except (ValueError, json.JSONDecodeError, UnicodeDecodeError):
+            warn(f"skipping {path}: not a session JSON")
+    if not documents:
+        raise BenchError(f"{results_dir}: no session JSON found (files named <session>.json)")
+    return sorted(documents, key=lambda d: d["session"])
+
+
+def _fmt(value: Any, pattern: str = "{:.4f}") -> str:
+    return "–" if value is None else pattern.format(value)
+
+
+def row(doc: dict[str, Any]) -> list[str]:
+    m, t = doc.get("metrics") or {}, doc.get("timings") or {}
+    s, g = doc.get("server_metrics") or {}, doc.get("gate") or {}
+    baseline = (g.get("baseline") or {}).get("accuracy", {}).get("strict_match")
+    verdict = g.get("verdict", "–")
+    return [
+        f"`{doc['session']}`", doc["status"],
+        f"{_fmt(m.get('strict_match'))} ± {_fmt(m.get('strict_match_stderr'))}",
+        f"{_fmt(m.get('flexible_extract'))} ± {_fmt(m.get('flexible_extract_stderr'))}",
+        _fmt(m.get("n"), "{}"), _fmt(baseline), verdict,
+        _fmt(s.get("output_tokens_per_s"), "{:.1f}"), _fmt(s.get("requests_per_s"), "{:.2f}"),
+        f"{_fmt(s.get('latency_p50_s'), '{:.2f}')} / {_fmt(s.get('latency_p90_s'), '{:.2f}')}",
+        _fmt(t.get("server_ready_s"), "{:.0f}"), _fmt(t.get("eval_s"), "{:.0f}"), _fmt(t.get("total_s"), "{:.0f}"),
+    ]
+
+
+def markdown(documents: list[dict[str, Any]], limit_bytes: int | None = None) -> str:
+    header = "## GSM8k results\n\n"
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    size = len(header) + sum(len(line.encode()) + 1 for line in lines)
+    for index, doc in enumerate(documents):
+        line = "| " + " | ".join(row(doc)) + " |"
+        if limit_bytes and size + len(line.encode()) + 200 > limit_bytes:
+            lines.append(f"| … {len(documents) - index} more sessions: see the artifacts |" +
+                         " |" * (len(COLUMNS) - 1))
+            break
+        lines.append(line)
+        size += len(line.encode()) + 1
+    failed = [d for d in documents if d["status"] != "passed"]
+    notes = [f"- `{d['session']}`: {d['status']}: {(d.get('error') or {}).get('message', '')}" for d in failed]
+    text = header + "\n".join(lines) + "\n"
+    if notes:
+        text += "\n### Not passed\n\n" + "\n".join(notes)[: (limit_bytes or 10**9) // 4] + "\n"
+    return text
+
+
+def plot(documents: list[dict[str, Any]], path: Path) -> None:
+    """Accuracy with error bars per combination, grouped by model, with each baseline marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scored = [d for d in documents if d.get("metrics")]
+    if not scored:
+        raise BenchError("no session has metrics to plot")
+    models = sorted({d["config"]["model"] for d in scored})
+    fig, axes = plt.subplots(len(models), 1, figsize=(10, 1.2 + 0.45 * len(scored) + 0.6 * len(models)),
+                             squeeze=False)
+    for ax, model in zip(axes[:, 0], models, strict=True):
+        group = [d for d in scored if d["config"]["model"] == model]
+        labels = [d["session"].removeprefix(f"gsm8k-{model}-") for d in group]
+        y = list(range(len(group)))
+        for offset, (metric, color) in enumerate((("strict_match", "tab:blue"), ("flexible_extract", "tab:orange"))):
+            ax.errorbar([d["metrics"][metric] for d in group], [v + 0.15 * offset for v in y],
+                        xerr=[d["metrics"][f"{metric}_stderr"] for d in group], fmt="o", color=color,
+                        capsize=3, label=metric.replace("_", "-"))
+        for index, d in enumerate(group):
+            baseline = ((d.get("gate") or {}).get("baseline") or {}).get("accuracy", {}).get("strict_match")
+            if baseline is not None:
+                ax.plot([baseline], [index], marker="|", markersize=18, color="black",
+                        label="baseline (strict)" if index == 0 else None)
+        ax.set_yticks(y, [f"{label} (n={d['metrics']['n']})" for label, d in zip(labels, group, strict=True)])
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_title(model, loc="left")
+        ax.grid(axis="x", alpha=0.3)
+        ax.legend(loc="lower right", fontsize="small")
+    axes[-1, 0].set_xlabel("GSM8k accuracy (± stderr)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(results_dir: Path, out_dir: Path, warn: Callable[[str], None] = print) -> dict[str, Path]:
+    documents = load_results(results_dir, warn)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"markdown": out_dir / "report.md", "summary": out_dir / "summary.md", "plot": out_dir / "report.png"}
+    paths["markdown"].write_text(markdown(documents))
+    paths["summary"].write_text(markdown(documents, MAX_SUMMARY_BYTES))
+    plot(documents, paths["plot"])
+    return paths
+
+
+def main(argv: list[str]) -> int:
+    results_dir = Path(argv[0]) if argv else Path("results")
+    out_dir = Path(argv[1]) if len(argv) > 1 else Path(".")
+    try:
+        paths = write_report(results_dir, out_dir, lambda message: print(f"warning: {message}", file=sys.stderr))
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
