@@ -218,11 +218,10 @@ def test_nox_lists_sessions_and_a_broken_matrix_gives_one_message(tmp_path):
     assert "[smollm2-135m,cpu,cpu,vllm,fp16,tp1]" in listed.stdout
     assert "* lint" in listed.stdout and "* tests" in listed.stdout  # the only default sessions
 
-    (tmp_path / "noxfile.py").write_text((ROOT / "noxfile.py").read_text())
     broken = (ROOT / "matrix.yaml").read_text().replace("runners: [cpu]", "runners: [cpux]")
     (tmp_path / "matrix.yaml").write_text(broken)
-    out = subprocess.run([sys.executable, "-m", "nox", "-l"], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=60)
+    out = subprocess.run([sys.executable, "-m", "nox", "-l"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60, env={**os.environ, "GSM8K_MATRIX": str(tmp_path / "matrix.yaml")})
     assert out.returncode != 0
     assert "Traceback" not in out.stderr
     assert "matrix.yaml:" in out.stderr and "models.smollm2-135m.runners[0]: unknown runner 'cpux'" in out.stderr
