@@ -41,6 +41,14 @@ nox.options.reuse_venv = "yes"
 MATRIX = cli.load_or_exit(Path(os.environ.get("GSM8K_MATRIX", ROOT / "matrix.yaml")))
 
 
+def _or_error(session: nox.Session, action, rerun: str | None = None) -> None:
+    """A failure the user can act on ends the session with its message, not a traceback."""
+    try:
+        action()
+    except BenchError as exc:
+        session.error(f"{exc}\n  rerun: nox -s {rerun}" if rerun else str(exc))
+
+
 @nox.session(tags=["ci"])
 def lint(session: nox.Session) -> None:
     """Ruff over the package, tests and noxfile."""
@@ -67,19 +75,13 @@ def cli_parsers(session: nox.Session) -> None:
 @nox.session(venv_backend="none", default=False)
 def setup(session: nox.Session) -> None:
     """Build the shared lm-eval and vLLM CPU environments and convert the CPU model (once)."""
-    try:
-        cli.prepare_cpu_default(MATRIX, session.log)
-    except BenchError as exc:
-        session.error(str(exc))
+    _or_error(session, lambda: cli.prepare_cpu_default(MATRIX, session.log))
 
 
 @nox.session(venv_backend="none", default=False)
 def dataset(session: nox.Session) -> None:
     """Export GSM8K from the hub to DIR/{train,test}.jsonl, for --dataset-dir on air-gapped runners."""
-    try:
-        cli.export_dataset(session.posargs, session.log)
-    except BenchError as exc:
-        session.error(str(exc))
+    _or_error(session, lambda: cli.export_dataset(session.posargs, session.log))
 
 
 @nox.session(default=False)
@@ -92,27 +94,19 @@ def report(session: nox.Session) -> None:
 @nox.session(venv_backend="none", default=False)
 def matrix(session: nox.Session) -> None:
     """Print the selected sessions as JSON for CI: -- [-k EXPR] [-t TAG ...] [--github-output]."""
-    try:
-        cli.print_matrix(MATRIX, session.posargs)
-    except BenchError as exc:
-        session.error(str(exc))
+    _or_error(session, lambda: cli.print_matrix(MATRIX, session.posargs))
 
 
 @nox.session(venv_backend="none", default=False)
 def gsm8k(session: nox.Session) -> None:
     """One ad-hoc combination: -- --model M [--checkpoint C] --runner R --framework F --precision P --tp N."""
-    try:
-        cli.run_adhoc(MATRIX, session.posargs, session.log)
-    except BenchError as exc:
-        session.error(str(exc))
+    _or_error(session, lambda: cli.run_adhoc(MATRIX, session.posargs, session.log))
 
 
 def _gsm8k_session(combo):
     def run(session: nox.Session) -> None:
-        try:
-            cli.run_combination(MATRIX, combo, session.posargs, session.log)
-        except BenchError as exc:
-            session.error(f"{exc}\n  rerun: nox -s {combo.name}")
+        _or_error(session, lambda: cli.run_combination(MATRIX, combo, session.posargs, session.log),
+                  rerun=combo.name)
 
     run.__doc__ = combo.description
     return run

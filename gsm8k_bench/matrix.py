@@ -442,6 +442,16 @@ def _read_framework(r: Reader, name: str, node: Any, key: str) -> Framework:
     return Framework(name, port, images, env)
 
 
+def _str_or_by_vendor(r: Reader, value: Any, key: str, parent: Any, child: Any) -> str | dict[str, str]:
+    """A string, or a mapping vendor -> string."""
+    if not isinstance(value, dict):
+        return r.typed(value, key, str, parent, child)
+    for vendor, vendor_value in value.items():
+        r.choice(vendor, f"{key}.{vendor}", "vendor", VENDORS, value, vendor)
+        r.typed(vendor_value, f"{key}.{vendor}", str, value, vendor)
+    return dict(value)
+
+
 def _read_precision(r: Reader, name: str, node: Any, key: str,
                     frameworks: Mapping[str, Framework]) -> Precision:
     node = r.mapping(node, key, ("description", "checkpoint_required", *frameworks))
@@ -451,15 +461,8 @@ def _read_precision(r: Reader, name: str, node: Any, key: str,
     per_framework = {}
     for fw in frameworks:
         spec = r.mapping(node.get(fw, Lined()), f"{key}.{fw}", PRECISION_FIELDS)
-        for field_name, value in spec.items():
-            field_key = f"{key}.{fw}.{field_name}"
-            if isinstance(value, dict):
-                for vendor, vendor_value in value.items():
-                    r.choice(vendor, f"{field_key}.{vendor}", "vendor", VENDORS, value, vendor)
-                    r.typed(vendor_value, f"{field_key}.{vendor}", str, value, vendor)
-            else:
-                r.typed(value, field_key, str, spec, field_name)
-        per_framework[fw] = dict(spec)
+        per_framework[fw] = {field_name: _str_or_by_vendor(r, value, f"{key}.{fw}.{field_name}", spec, field_name)
+                             for field_name, value in spec.items()}
     return Precision(name, description, required, per_framework)
 
 
@@ -483,14 +486,8 @@ def _read_model(r: Reader, name: str, node: Any, key: str, defaults: Defaults,
     checkpoints: dict[str, dict[str, str]] = {}
     ckpt_node = r.mapping(node.get("checkpoints", Lined()), f"{key}.checkpoints", precisions)
     for precision, value in ckpt_node.items():
-        ckey = f"{key}.checkpoints.{precision}"
-        if isinstance(value, dict):
-            for vendor, path in value.items():
-                r.choice(vendor, f"{ckey}.{vendor}", "vendor", VENDORS, value, vendor)
-                r.typed(path, f"{ckey}.{vendor}", str, value, vendor)
-            checkpoints[precision] = dict(value)
-        else:
-            checkpoints[precision] = {"*": r.typed(value, ckey, str, ckpt_node, precision)}
+        value = _str_or_by_vendor(r, value, f"{key}.checkpoints.{precision}", ckpt_node, precision)
+        checkpoints[precision] = value if isinstance(value, dict) else {"*": value}
     args_node = r.mapping(node.get("server_args", Lined()), f"{key}.server_args", frameworks)
     server_args = {fw: r.str_list(v, f"{key}.server_args.{fw}", args_node, fw)
                    for fw, v in args_node.items()}

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import time
+import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -340,6 +341,50 @@ def write_input_error(session: str, results_dir: Path, message: str) -> Path:
     })
 
 
+def _prepare(plan: Plan, document: dict[str, Any], log: Callable[[str], None]) -> Plan:
+    """Everything before the server starts: inputs, environments, model, port, a clean work dir."""
+    timings = document["timings"]
+    if plan.dataset_dir:
+        evaluate.validate_dataset_dir(plan.dataset_dir)
+    t = time.monotonic()
+    prepare_environments(plan, log)
+    timings["env_setup_s"] = round(time.monotonic() - t, 3)
+    t = time.monotonic()
+    prepare_model(plan)
+    timings["model_prep_s"] = round(time.monotonic() - t, 3)
+    port = pick_port(HOST, plan.port)
+    if port != plan.port:
+        log(f"port {plan.port} is busy; using {port}")
+        plan = plan_session(plan.combo, plan.options, plan.defaults, os.environ, port=port, baselines=plan.baselines)
+        document["config"] = _config(plan)
+    # A rerun never reads an earlier run's outputs.
+    for stale in (plan.lm_eval_dir, plan.task_dir):
+        shutil.rmtree(stale, ignore_errors=True)
+    plan.work_dir.mkdir(parents=True, exist_ok=True)
+    (plan.work_dir / "server.log").unlink(missing_ok=True)
+    evaluate.write_task(plan.dataset_dir, plan.task_dir, evaluate.stock_task_file(envs.env_dir(envs.LM_EVAL)))
+    return plan
+
+
+def _record_outputs(plan: Plan, document: dict[str, Any], server_log: str) -> dict[str, Any]:
+    """lm-eval's outputs and the server's facts into the document; returns the run's protocol."""
+    config = document["config"]
+    config["dtype_used"] = detect_dtype(server_log)
+    document["environment"]["framework_version"] = _framework_version(plan, server_log)
+    output = evaluate.parse_outputs(plan.lm_eval_dir, plan.task)
+    document["metrics"] = {**output.metrics, **server_metrics.invalid_rates(output.samples)}
+    document["samples"] = output.samples
+    config["generation"].update(output.generation)
+    protocol = gate.protocol_of(config["protocol"], output.generation)
+    config["protocol"] = {**config["protocol"], **protocol}
+    document["environment"]["lm_eval"] = output.lm_eval_version or envs.LM_EVAL_VERSION
+    document["artifacts"].update(lm_eval_results=str(output.results_file), lm_eval_samples=str(output.samples_file),
+                                 lm_eval_log=str(plan.work_dir / "lm-eval.log"))
+    if not output.metrics["n"]:
+        raise EvalError("lm-eval scored zero questions: a run with no checked metrics fails")
+    return protocol
+
+
 def run_session(plan: Plan, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the plan; always write the JSON; raise SessionFailed when the session did not pass."""
     started = time.monotonic()
@@ -348,27 +393,8 @@ def run_session(plan: Plan, log: Callable[[str], None] = print) -> dict[str, Any
     phase = "setup"
     try:
         with _sigterm_as_interrupt():
-            if plan.dataset_dir:
-                evaluate.validate_dataset_dir(plan.dataset_dir)
-            t = time.monotonic()
-            prepare_environments(plan, log)
-            timings["env_setup_s"] = round(time.monotonic() - t, 3)
-            t = time.monotonic()
-            prepare_model(plan)
-            timings["model_prep_s"] = round(time.monotonic() - t, 3)
-
-            port = pick_port(HOST, plan.port)
-            if port != plan.port:
-                log(f"port {plan.port} is busy; using {port}")
-                plan = plan_session(plan.combo, plan.options, plan.defaults, os.environ, port=port,
-                                    baselines=plan.baselines)
-                document["config"] = _config(plan)
-            shutil.rmtree(plan.lm_eval_dir, ignore_errors=True)  # a rerun never reads old outputs
-            plan.work_dir.mkdir(parents=True, exist_ok=True)
-            (plan.work_dir / "server.log").unlink(missing_ok=True)
-            shutil.rmtree(plan.task_dir, ignore_errors=True)
-            evaluate.write_task(plan.dataset_dir, plan.task_dir, evaluate.stock_task_file(envs.env_dir(envs.LM_EVAL)))
-            document["status"] = "failed"  # from here on, the server has been started
+            plan = _prepare(plan, document, log)
+            document["status"] = "failed"  # from here on, a server runs
             phase = "server start"
             log(f"starting {plan.combo.framework.name} ({plan.launcher}): {shlex.join(plan.server_argv)}")
             with _launch(plan) as server:
@@ -386,23 +412,10 @@ def run_session(plan: Plan, log: Callable[[str], None] = print) -> dict[str, Any
             document["server_metrics"] = server_metrics.summarize(
                 plan.combo.framework.name, before, after, timings["eval_s"])
             t = time.monotonic()
-            document["config"]["dtype_used"] = detect_dtype(server_log)
-            document["environment"]["framework_version"] = _framework_version(plan, server_log)
-            output = evaluate.parse_outputs(plan.lm_eval_dir, plan.task)
-            document["metrics"] = {**output.metrics, **server_metrics.invalid_rates(output.samples)}
-            document["samples"] = output.samples
-            document["config"]["generation"].update(output.generation)
-            protocol = gate.protocol_of(document["config"]["protocol"], output.generation)
-            document["config"]["protocol"] = {**document["config"]["protocol"], **protocol}
-            document["environment"]["lm_eval"] = output.lm_eval_version or envs.LM_EVAL_VERSION
-            document["artifacts"].update(lm_eval_results=str(output.results_file),
-                                         lm_eval_samples=str(output.samples_file),
-                                         lm_eval_log=str(plan.work_dir / "lm-eval.log"))
+            protocol = _record_outputs(plan, document, server_log)
             timings["results_s"] = round(time.monotonic() - t, 3)
-            if not output.metrics["n"]:
-                raise EvalError("lm-eval scored zero questions: a run with no checked metrics fails")
             phase = "gate"
-            document["gate"] = gate.judge(plan.baselines, plan.combo, protocol, output.metrics)
+            document["gate"] = gate.judge(plan.baselines, plan.combo, protocol, document["metrics"])
             if document["gate"]["verdict"] == "regression":
                 raise GateFailed(gate.describe_regression(document["gate"]))
             document["status"] = "passed"
@@ -413,6 +426,10 @@ def run_session(plan: Plan, log: Callable[[str], None] = print) -> dict[str, Any
         document["error"] = {"message": f"{phase}: {exc}", "log_tail": getattr(exc, "log_tail", "")}
         if isinstance(exc, ConfigError):
             document["status"] = "error"
+    except Exception as exc:  # a bug or an unexpected library error: still say so in the JSON
+        document["error"] = {"message": f"{phase}: unexpected {type(exc).__name__}: {exc}",
+                             "log_tail": traceback.format_exc()}
+        raise
     finally:
         timings["total_s"] = round(time.monotonic() - started, 3)
         document["environment"]["ended_at"] = _now()

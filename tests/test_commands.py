@@ -239,3 +239,14 @@ def test_root_files_exist():
     for path in ("noxfile.py", "matrix.yaml", "README.md", "pyproject.toml", "benchmarks", "runners",
                  ".github/workflows", ".ci/run"):
         assert Path(ROOT, path).exists(), path
+
+
+def test_bad_input_still_writes_a_json_that_says_what_failed(matrix, tmp_path):
+    from gsm8k_bench import cli
+
+    combo = matrix.get("gsm8k-smollm2-135m-cpu-vllm-fp16-tp1")
+    with pytest.raises(ConfigError, match="no such baselines file"):
+        cli.run_combination(matrix, combo, ["--baselines", str(tmp_path / "none.yaml"),
+                                            "--results-dir", str(tmp_path)])
+    doc = json.loads((tmp_path / f"{combo.name}.json").read_text())
+    assert doc["status"] == "error" and "no such baselines file" in doc["error"]["message"]

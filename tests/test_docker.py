@@ -9,11 +9,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 
 import pytest
 from conftest import ROOT, SHARED_GSM8K, require
-from test_integration import SESSION, env, nox_argv, wait_for
+from test_integration import SESSION, env, kill_during_eval, nox_argv
 
 from gsm8k_bench.containers import SESSION_LABEL
 from gsm8k_bench.images import CPU_IMAGE
@@ -74,20 +73,12 @@ def test_cpu_default_in_a_container_end_to_end(client, tmp_path):
 
 
 def test_container_killed_during_eval_fails_within_60_s(client, tmp_path):
-    proc = subprocess.Popen(run_args(tmp_path, "--limit", "60"), cwd=ROOT, env=env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    try:
-        wait_for(lambda: (tmp_path / SESSION / "lm-eval.log").exists(), 600, "the evaluation to start")
-        time.sleep(3)
+    def kill_container():
         (container,) = labelled(client)
         container.kill()
-        killed_at = time.monotonic()
-        proc.communicate(timeout=60)
-        assert time.monotonic() - killed_at < 60
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode != 0
+
+    returncode, _ = kill_during_eval(run_args(tmp_path, "--limit", "60"), tmp_path / SESSION, kill_container)
+    assert returncode != 0
     doc = json.loads((tmp_path / f"{SESSION}.json").read_text())
     assert doc["status"] == "failed"
     assert "container exited with code" in doc["error"]["message"]

@@ -159,25 +159,35 @@ def test_a_regression_fails_the_session_after_writing_its_json(dataset, cpu_run,
     assert not processes_writing_to(tmp_path / SESSION / "server.log")
 
 
-def test_server_killed_during_eval_fails_within_60_s(dataset, cpu_run, tmp_path):
-    work = tmp_path / SESSION
-    proc = subprocess.Popen(nox_argv(SESSION, "--dataset-dir", str(dataset), "--limit", "60",
-                                     "--results-dir", str(tmp_path)),
-                            cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def kill_during_eval(argv: list[str], work: Path, kill) -> tuple[int, str]:
+    """Start a session, call kill() once lm-eval runs, and return its exit code and output; the session
+    must end within 60 s of the kill."""
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_for(lambda: (work / "lm-eval.log").exists(), 600, "the evaluation to start")
         time.sleep(3)
-        server_pids = processes_writing_to(work / "server.log")
-        assert server_pids
+        kill()
         killed_at = time.monotonic()
-        for pid in server_pids:
-            os.kill(pid, signal.SIGKILL)
         output, _ = proc.communicate(timeout=60)
         assert time.monotonic() - killed_at < 60
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode != 0
+    return proc.returncode, output
+
+
+def test_server_killed_during_eval_fails_within_60_s(dataset, cpu_run, tmp_path):
+    work = tmp_path / SESSION
+
+    def kill_server():
+        server_pids = processes_writing_to(work / "server.log")
+        assert server_pids
+        for pid in server_pids:
+            os.kill(pid, signal.SIGKILL)
+
+    returncode, output = kill_during_eval(nox_argv(SESSION, "--dataset-dir", str(dataset), "--limit", "60",
+                                                   "--results-dir", str(tmp_path)), work, kill_server)
+    assert returncode != 0
     doc = json.loads((tmp_path / f"{SESSION}.json").read_text())
     assert doc["status"] == "failed"
     assert "during the evaluation" in doc["error"]["message"]

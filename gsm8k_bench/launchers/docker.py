@@ -158,8 +158,21 @@ def docker_server(spec: ContainerSpec, *, base_url: str, pull: str, log_path: Pa
         _follow_logs(container, log_path)
         yield DockerServer(base_url, container, image, log_path)
     finally:
-        try:
-            container.stop(timeout=STOP_TIMEOUT_S)
-        finally:
-            container.remove(force=True)
-            client.close()
+        _stop_and_remove(container)
+        client.close()
+
+
+def _stop_and_remove(container) -> None:
+    """SIGTERM with a grace period, then removal (which kills whatever still runs)."""
+    import docker
+
+    try:
+        container.stop(timeout=STOP_TIMEOUT_S)
+    except docker.errors.NotFound:
+        return
+    except docker.errors.APIError:
+        pass  # remove(force=True) below kills it
+    try:
+        container.remove(force=True)
+    except docker.errors.NotFound:
+        pass
