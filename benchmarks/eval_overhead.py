@@ -3,7 +3,8 @@
     python benchmarks/eval_overhead.py [--limit 40] [--dataset-dir DIR] [--sweep 1,4,8,16]
 
 On the CPU default (vLLM CPU, SmolLM2) it measures, on the same questions, prompts, stop sequences and
-token limit: (a) this project's eval phase (lm-eval through its driver), (b) a bare asyncio client
+token limit: (a) this project's eval phase (lm-eval through its driver, imported ahead as
+in a session and timed from its go signal), (b) a bare asyncio client
 sending the same requests at the same concurrency, (c) lm-eval at num_concurrent=1; then prints
 a/b, c/a, the whole-session overhead (wall time minus server start minus eval), the second run's
 setup time, and an optional concurrency sweep of the bare client.  Writes the numbers as JSON.
@@ -49,9 +50,15 @@ def session_run(args, results_dir: Path) -> dict[str, float]:
             "setup_s": round(timings["env_setup_s"] + timings["model_prep_s"], 3)}
 
 
-def timed(argv: list[str], log: Path) -> float:
+def timed_eval(argv: list[str], work: Path) -> float:
+    """As a session runs lm-eval: started ahead, timed from the go file to its exit."""
+    go, log = work / "go", work / "lm-eval.log"
+    work.mkdir(parents=True)
+    proc = procs.start([*argv, "--start-when", str(go)], log)
+    while "lm-eval imported" not in log.read_text() and proc.poll() is None:
+        time.sleep(0.1)
     start = time.monotonic()
-    proc = procs.start(argv, log)
+    go.touch()
     if proc.wait() != 0:
         sys.exit(f"failed: {' '.join(argv)}\n{procs.tail(log)}")
     return time.monotonic() - start
@@ -97,8 +104,9 @@ def main() -> None:
         def lm_eval(out: str, concurrency: int) -> float:
             argv = evaluate.lm_eval_command(plan.lm_eval_python, replace(settings, concurrency=concurrency),
                                             served_name=combo.model.name, base_url=plan.base_url,
-                                            output_dir=tmp / out, task=task, include_path=plan.task_dir)
-            return timed(argv, tmp / f"{out}.log")
+                                            output_dir=tmp / out / "lm-eval", task=task,
+                                            include_path=plan.task_dir)
+            return timed_eval(argv, tmp / out)
 
         with process_server(plan.server_argv, base_url=plan.base_url, env={**os.environ, **plan.server_env},
                             log_path=tmp / "server.log") as server:

@@ -95,9 +95,9 @@ def dataset_dir_from(option: str | None, environ: Mapping[str, str]) -> Path | N
 
 def validate_dataset_dir(path: Path) -> None:
     """A clear error before any server starts: which file is missing or which line is malformed."""
-    source = "--dataset-dir" if path else DATASET_ENV
     if not path.is_dir():
-        raise ConfigError(f"{source} {path}: not a directory; it must hold train.jsonl and test.jsonl")
+        raise ConfigError(f"dataset dir {path} (--dataset-dir or {DATASET_ENV}): not a directory; it must hold "
+                          "train.jsonl and test.jsonl")
     for split in ("train", "test"):
         file = path / f"{split}.jsonl"
         if not file.is_file():

@@ -3,11 +3,16 @@
 lm-eval's own CLI indexes every task the harness ships before the first request (about 8 s here);
 this driver calls the same `simple_evaluate` with a TaskManager that sees only --include_path, and
 saves results and samples with the same EvaluationTracker, so outputs and scores are lm-eval's own.
-Flags are lm_eval's: swap `python lm_eval_driver.py` for `python -m lm_eval run` to reproduce by hand.
+It can also be started early: with --start-when FILE it imports lm-eval (seconds) while the server
+loads, then waits for FILE to exist before sending the first request.
+Flags are lm_eval's (but --start-when): swap `python lm_eval_driver.py` for `python -m lm_eval run`
+to reproduce a run by hand.
 Standalone on purpose: the lm-eval environment does not have this project installed.
 """
 
 import argparse
+import os
+import time
 
 
 def main() -> None:
@@ -22,12 +27,19 @@ def main() -> None:
     parser.add_argument("--log_samples", action="store_true")
     parser.add_argument("--apply_chat_template", action="store_true")
     parser.add_argument("--fewshot_as_multiturn", action="store_true")
+    parser.add_argument("--start-when", help="wait for this file to exist after importing lm-eval")
     args = parser.parse_args()
 
+    import lm_eval.models.openai_completions  # noqa: F401 - the API clients, imported ahead of the start
     from lm_eval import simple_evaluate
     from lm_eval.loggers import EvaluationTracker
     from lm_eval.tasks import TaskManager
     from lm_eval.utils import make_table
+
+    if args.start_when:
+        print("lm-eval imported; waiting for the server", flush=True)
+        while not os.path.exists(args.start_when):
+            time.sleep(0.05)
 
     tracker = EvaluationTracker(output_path=args.output_path)
     results = simple_evaluate(

@@ -284,25 +284,36 @@ def _dist_version(name: str) -> str | None:
         return None
 
 
-def _run_eval(plan: Plan, server, log: Callable[[str], None]) -> float:
-    """Run lm-eval while watching the server: a dead server ends the evaluation at once."""
-    eval_log = plan.work_dir / "lm-eval.log"
+@contextmanager
+def _evaluator(plan: Plan) -> Iterator[subprocess.Popen]:
+    """lm-eval, started while the server loads so its imports are done by the time the server is ready;
+    it sends nothing until the go file exists.  Always stopped."""
+    go = plan.work_dir / ".start-eval"
+    go.unlink(missing_ok=True)
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1"} if plan.dataset_dir else dict(os.environ)
-    start = time.monotonic()
-    proc = procs.start(plan.lm_eval_argv, eval_log, env)
+    proc = procs.start([*plan.lm_eval_argv, "--start-when", str(go)], plan.work_dir / "lm-eval.log", env)
     try:
-        while proc.poll() is None:
-            status = server.exit_status()
-            if status:
-                raise ServerError(f"server {status} during the evaluation", server.log_tail())
-            if time.monotonic() - start > plan.options.eval_timeout_s:
-                raise EvalError(f"evaluation exceeded --eval-timeout {plan.options.eval_timeout_s:.0f} s",
-                                procs.tail(eval_log))
-            time.sleep(EVAL_POLL_S)
+        yield proc
     finally:
         procs.stop(proc)
-    if proc.returncode != 0:
-        raise EvalError(f"lm-eval exited with code {proc.returncode}", procs.tail(eval_log))
+        go.unlink(missing_ok=True)
+
+
+def _run_eval(plan: Plan, server, evaluator: subprocess.Popen) -> float:
+    """Let lm-eval go and watch the server meanwhile: a dead server ends the evaluation at once."""
+    eval_log = plan.work_dir / "lm-eval.log"
+    start = time.monotonic()
+    (plan.work_dir / ".start-eval").touch()
+    while evaluator.poll() is None:
+        status = server.exit_status()
+        if status:
+            raise ServerError(f"server {status} during the evaluation", server.log_tail())
+        if time.monotonic() - start > plan.options.eval_timeout_s:
+            raise EvalError(f"evaluation exceeded --eval-timeout {plan.options.eval_timeout_s:.0f} s",
+                            procs.tail(eval_log))
+        time.sleep(EVAL_POLL_S)
+    if evaluator.returncode != 0:
+        raise EvalError(f"lm-eval exited with code {evaluator.returncode}", procs.tail(eval_log))
     return time.monotonic() - start
 
 
@@ -397,7 +408,7 @@ def run_session(plan: Plan, log: Callable[[str], None] = print) -> dict[str, Any
             document["status"] = "failed"  # from here on, a server runs
             phase = "server start"
             log(f"starting {plan.combo.framework.name} ({plan.launcher}): {shlex.join(plan.server_argv)}")
-            with _launch(plan) as server:
+            with _launch(plan) as server, _evaluator(plan) as evaluator:
                 document["artifacts"]["server_log"] = str(plan.work_dir / "server.log")
                 document["config"]["server"] = server.record()
                 timings["server_ready_s"] = round(
@@ -406,7 +417,7 @@ def run_session(plan: Plan, log: Callable[[str], None] = print) -> dict[str, Any
                     f"({plan.settings.concurrency} concurrent requests)")
                 phase = "evaluation"
                 before = server_metrics.scrape(plan.base_url)
-                timings["eval_s"] = round(_run_eval(plan, server, log), 3)
+                timings["eval_s"] = round(_run_eval(plan, server, evaluator), 3)
                 after = server_metrics.scrape(plan.base_url)
                 server_log = server.log_tail(100000)
             document["server_metrics"] = server_metrics.summarize(

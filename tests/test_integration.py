@@ -164,7 +164,7 @@ def kill_during_eval(argv: list[str], work: Path, kill) -> tuple[int, str]:
     must end within 60 s of the kill."""
     proc = subprocess.Popen(argv, cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        wait_for(lambda: (work / "lm-eval.log").exists(), 600, "the evaluation to start")
+        wait_for(lambda: (work / ".start-eval").exists(), 600, "the evaluation to start")
         time.sleep(3)
         kill()
         killed_at = time.monotonic()
@@ -234,5 +234,6 @@ def test_interrupt_while_waiting_leaves_nothing_running(dataset, cpu_run, tmp_pa
             proc.kill()
     assert proc.returncode != 0
     assert not processes_writing_to(work / "server.log")
+    assert not processes_writing_to(work / "lm-eval.log")
     doc = json.loads((tmp_path / f"{SESSION}.json").read_text())
     assert doc["status"] == "failed" and "interrupted" in doc["error"]["message"]
