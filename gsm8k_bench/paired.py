@@ -19,10 +19,33 @@ and the gate reads only its upper end (a regression when even that lies below -t
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
+
+# A session JSON's metric -> the per-question field that says whether the question was answered right.
+CORRECT_FIELD = {"strict_match": "strict_correct", "flexible_extract": "flexible_correct"}
+
+
+def question_id(doc_id: int, question: str | None) -> str:
+    """`doc_id` plus a short hash of the question text: a changed dataset gives new ids, so its
+    questions are never silently paired with other questions of the same number."""
+    digest = hashlib.sha256((question or "").encode("utf-8")).hexdigest()[:10]
+    return f"{doc_id}:{digest}"
+
+
+def outcomes(samples: Iterable[Mapping], metric: str) -> dict[str, bool]:
+    """A session's samples -> question id -> answered right under `metric`."""
+    field = CORRECT_FIELD[metric]
+    return {question_id(s["doc_id"], s.get("question")): bool(s[field]) for s in samples}
+
+
+def align(reference: Mapping[str, bool], run: Mapping[str, bool]) -> tuple[list[str], list[bool], list[bool]]:
+    """The questions both answered, in doc order, with each side's outcome."""
+    common = sorted(reference.keys() & run.keys(), key=lambda q: (int(q.split(":", 1)[0]), q))
+    return common, [reference[q] for q in common], [run[q] for q in common]
 
 
 def z_one_sided(confidence: float) -> float:
