@@ -70,9 +70,9 @@ def build_cpu_image(tag: str) -> None:
     _run(["tar", "--append", "--file", str(tarball), "--exclude=__pycache__",
           f"--transform=s,^\\.,{SITE_PACKAGES.lstrip('/')},", "-C", site, "."])
     client = docker_client()
-    repository, _, version = tag.rpartition(":")
+    repository, _, tag_name = tag.rpartition(":")
     print(f"importing {tarball} as {tag}", flush=True)
-    client.api.import_image_from_file(str(tarball), repository=repository, tag=version, changes=[
+    client.api.import_image_from_file(str(tarball), repository=repository, tag=tag_name, changes=[
         f"ENV PYTHONPATH={SITE_PACKAGES}",
         "ENV VLLM_CPU_KVCACHE_SPACE=1",
         'CMD ["python3", "-m", "vllm.entrypoints.openai.api_server", "--help"]',
