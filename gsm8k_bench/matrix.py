@@ -42,6 +42,15 @@ class LinedList(list):
 
 
 class LineLoader(yaml.SafeLoader):
+    def compose_node(self, parent, index):
+        """Anchors and aliases are refused: an alias bomb (a few KB expanding to gigabytes) must not
+        reach the constructor, and this project's files have no need to repeat themselves that way."""
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise ConfigError(f"{event.start_mark.line + 1}: YAML anchors and aliases (&name, *name) are not "
+                              "allowed here; write the values out")
+        return super().compose_node(parent, index)
+
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Lined:
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:

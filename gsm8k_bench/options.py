@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from gsm8k_bench.errors import BenchError
+from gsm8k_bench.errors import MAX_VALUE_CHARS, BenchError, shorten
 from gsm8k_bench.launchers import LAUNCHERS
 from gsm8k_bench.models import SOURCES
 
@@ -34,6 +36,7 @@ class SessionOptions:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # argparse would print and sys.exit(2) from inside nox
+        message = re.sub(r"'[^']{%d,}'" % MAX_VALUE_CHARS, lambda m: shorten(m.group(0)[1:-1]), message)
         raise BenchError(f"{self.prog}: {message}\n{self.format_usage().rstrip()}")
 
 
@@ -42,9 +45,11 @@ def _at_least(kind, minimum):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {shorten(text)}") from None
+        if not math.isfinite(value):  # nan compares false with everything: it would disable a timeout
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {shorten(text)}")
         if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text}")
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {shorten(text)}")
         return value
     return parse
 
