@@ -119,7 +119,7 @@ def plan(matrix: Matrix, inputs: dict[str, str]) -> list[dict]:
                  "session_args": " ".join([*adhoc_args, *session_args])}]
     check_size(rows)
     if inputs["image"]:
-        dispatch_policy.check_image(inputs["image"], combos)
+        dispatch_policy.check_image(inputs["image"], matrix, combos)
     job_minutes = dispatch_policy.job_timeout_minutes()
     for row, combo in zip(rows, combos, strict=True):
         row["session_args"] += f" --eval-timeout {dispatch_policy.eval_timeout_s(combo, matrix.defaults, job_minutes)}"

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from gsm8k_bench.errors import ConfigError, shorten
-from gsm8k_bench.matrix import Combination, Defaults
+from gsm8k_bench.matrix import Combination, Defaults, Matrix
 
 DIGEST = re.compile(r"^(?P<repo>[^@]+)@sha256:[0-9a-f]{64}$")
 WORKFLOW = Path(__file__).resolve().parent.parent / ".github" / "workflows" / "gsm8k-benchmark.yml"
@@ -33,15 +33,17 @@ def repository(image: str) -> str:
     return name.rsplit(":", 1)[0] if ":" in last[-1] else name
 
 
-def allowed_images(combo: Combination) -> list[str]:
-    images = combo.framework.images
+def allowed_images(matrix: Matrix, combo: Combination) -> list[str]:
+    """matrix.yaml's images for the combination's framework on its runner or vendor (an ad-hoc combination
+    carries the requested image itself, so the listed ones come from the matrix)."""
+    images = matrix.frameworks[combo.framework.name].images
     return sorted({images[key] for key in (combo.runner.name, combo.runner.vendor) if key in images})
 
 
-def check_image(image: str, combos: Iterable[Combination]) -> None:
+def check_image(image: str, matrix: Matrix, combos: Iterable[Combination]) -> None:
     """Raise unless the image is allowed for every selected combination."""
     for combo in combos:
-        allowed = allowed_images(combo)
+        allowed = allowed_images(matrix, combo)
         if image in allowed:
             continue
         pinned = DIGEST.match(image)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 
 
@@ -38,6 +39,11 @@ def shorten(value: object, limit: int = MAX_VALUE_CHARS) -> str:
     input must not become a 1 MB message."""
     text = repr(value)
     return text if len(text) <= limit else f"{text[:limit - 12]}... ({len(text)} chars)"
+
+
+def cut_quoted(message: str, limit: int = MAX_VALUE_CHARS) -> str:
+    """Shorten every quoted value in a message built by someone else (argparse, a walk over YAML)."""
+    return re.sub(f"'[^']{{{limit},}}'", lambda m: shorten(m.group(0)[1:-1], limit), message)
 
 
 def unknown_choice(kind: str, value: object, allowed: Iterable[str]) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from gsm8k_bench.errors import ConfigError, unknown_choice
+from gsm8k_bench.errors import ConfigError, cut_quoted, unknown_choice
 
 SCHEMA_VERSION = 1
 VENDORS = ("nvidia", "amd", "cpu")
@@ -89,7 +89,7 @@ class Reader:
         elif isinstance(node, Lined | LinedList):
             line = node.line
         where = f"{self.path.name}:{line}" if line else self.path.name
-        return ConfigError(f"{where}: {key}: {message}")
+        return ConfigError(f"{where}: {key}: {cut_quoted(message)}")
 
     def mapping(self, node: Any, key: str, allowed: Iterable[str] | None = None,
                 required: Iterable[str] = ()) -> Lined:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from gsm8k_bench.errors import MAX_VALUE_CHARS, BenchError, shorten
+from gsm8k_bench.errors import BenchError, cut_quoted, shorten
 from gsm8k_bench.launchers import LAUNCHERS
 from gsm8k_bench.models import SOURCES
 
@@ -36,8 +35,7 @@ class SessionOptions:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # argparse would print and sys.exit(2) from inside nox
-        message = re.sub(r"'[^']{%d,}'" % MAX_VALUE_CHARS, lambda m: shorten(m.group(0)[1:-1]), message)
-        raise BenchError(f"{self.prog}: {message}\n{self.format_usage().rstrip()}")
+        raise BenchError(f"{self.prog}: {cut_quoted(message)}\n{self.format_usage().rstrip()}")
 
 
 def _at_least(kind, minimum):

@@ -78,7 +78,8 @@ def test_benchmark_workflow_wiring():
     assert bench["runs-on"] == "${{ matrix.runner_label }}" and bench["timeout-minutes"] > 0
     upload = next(s for s in bench["steps"] if s.get("uses", "").startswith("actions/upload-artifact@"))
     # The benchmark job's own attempt (a "Re-run failed jobs" keeps the plan job's old one).
-    assert upload["if"] == "always()" and upload["with"]["name"] == "${{ matrix.session }}-attempt${{ github.run_attempt }}"
+    assert upload["if"] == "always()"
+    assert upload["with"]["name"] == "${{ matrix.session }}-attempt${{ github.run_attempt }}"
     run = next(s for s in bench["steps"] if "NOX_SESSION" in s.get("env", {}))
     assert run["env"]["HF_TOKEN"] == "${{ secrets.HF_TOKEN }}"
     assert 'runners/launch_gsm8k_${SKU}.sh' in run["run"] and '"$NOX_SESSION"' in run["run"]

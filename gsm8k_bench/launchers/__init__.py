@@ -17,6 +17,7 @@ from typing import Protocol
 
 import requests
 
+from gsm8k_bench import results
 from gsm8k_bench.errors import ServerError
 
 LAUNCHERS = ("process", "docker")
@@ -154,6 +155,7 @@ def wait_ready(server: Server, served_name: str, timeout_s: float,
                               server.log_tail())
         if time.monotonic() - last_report >= progress_every_s:
             last_report = time.monotonic()
-            latest = server.log_tail(1).strip()[-160:]
+            # Masked before it is cut: a cut can split a secret's encoded form and leave part of it.
+            latest = results.mask(server.log_tail(1).strip())[-160:]
             progress(f"waiting for the server: {elapsed:.0f} s | {latest}")
         time.sleep(interval_s)

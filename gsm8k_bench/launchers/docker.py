@@ -128,8 +128,9 @@ class DockerServer:
     log_path: Path
 
     def exit_status(self) -> str | None:
-        import docker
         import requests
+
+        import docker
 
         try:
             self.container.reload()
@@ -220,8 +221,9 @@ if __name__ == "__main__":
 def _stop_and_remove(container) -> None:
     """SIGTERM with a grace period (cut short by a second interrupt), then removal, which kills whatever
     still runs.  An engine that is gone leaves nothing to do here (the next sweep removes the rest)."""
-    import docker
     import requests
+
+    import docker
 
     with procs.cleanup_shield():
         try:
