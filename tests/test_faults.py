@@ -26,10 +26,13 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import MINIMAL, ROOT, SHARED_GSM8K, parse, require
+from test_docker import client, labelled, run_args  # noqa: F401 - client: the engine fixture
 from test_integration import SESSION, env, nox_argv, processes_writing_to, wait_for
 
 from gsm8k_bench import dispatch, dispatch_policy, ownership, report, results
+from gsm8k_bench.containers import SESSION_LABEL
 from gsm8k_bench.errors import BenchError, ConfigError, ServerError
+from gsm8k_bench.images import CPU_IMAGE
 from gsm8k_bench.launchers import reserve_port, wait_ready
 from gsm8k_bench.launchers.process import process_server
 from gsm8k_bench.options import build_parser, parse_session_args
@@ -155,10 +158,10 @@ def test_port_in_time_wait_is_not_busy():
     SO_REUSEADDR fails, the claim must not."""
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
-    client = socket.create_connection(("127.0.0.1", port))
+    peer = socket.create_connection(("127.0.0.1", port))
     accepted, _ = listener.accept()
     accepted.close()  # the side that closes first keeps the TIME_WAIT: the server's port
-    client.close()
+    peer.close()
     listener.close()
     time.sleep(0.2)
     plain = socket.socket()
@@ -520,3 +523,94 @@ def test_fault_table_matches_the_tests():
     assert named <= defined, named - defined
     here = set(re.findall(r"^def (test_\w+)", modules["test_faults"], re.M)) - {"test_fault_table_matches_the_tests"}
     assert here <= named, here - named
+
+
+# --------------------------------------------------------------------------- containers (a real Docker engine)
+
+
+@pytest.mark.docker
+def test_sigkilled_docker_session_leaves_a_container_the_sweep_removes(client, tmp_path):  # noqa: F811
+    """nox SIGKILLed: its container keeps running (nothing in the container can notice); the workflow's
+    always-run sweep (and every later session's start) removes it by its owner label, and never a live
+    run's container, nor one of another host."""
+    here = ownership.current_owner()
+    keep = [client.containers.create(CPU_IMAGE, command=["sleep", "600"], network_mode="none", labels={
+        SESSION_LABEL: "gsm8k-keep", ownership.OWNER_LABEL: owner.label()}) for owner in (
+        here, ownership.Owner("another-host", here.boot_id, 1, "1"))]
+    proc = subprocess.Popen(run_args(tmp_path), cwd=ROOT, env=env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        (container,) = wait_for(lambda: [c for c in labelled(client) if c.labels[SESSION_LABEL] == SESSION], 300,
+                                "the session's container")
+        assert ownership.Owner.parse(container.labels[ownership.OWNER_LABEL]).pid == proc.pid
+        proc.kill()
+        proc.wait(timeout=10)
+        time.sleep(2)
+        container.reload()
+        assert container.status == "running"  # the fault is real: SIGKILL left it behind
+        assert not processes_writing_to(tmp_path / SESSION / "lm-eval.log")  # the evaluator died with nox
+        out = subprocess.run([sys.executable, "-m", "gsm8k_bench.launchers.docker", "sweep"], cwd=ROOT, env=env(),
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.splitlines() == [f"removed orphaned container {container.name}"]
+        assert [c.id for c in labelled(client)] and {c.id for c in labelled(client)} == {c.id for c in keep}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for leftover in labelled(client):
+            leftover.remove(force=True)
+
+
+def _pause_image(engine, tmp_path: Path) -> str:
+    """A tiny image built without any registry: a static program, named python3, that waits for a signal."""
+    import tarfile
+
+    source = tmp_path / "pause.c"
+    source.write_text("#include <unistd.h>\nint main(void) { for (;;) pause(); }\n")
+    binary = tmp_path / "python3"
+    subprocess.run(["gcc", "-static", "-Os", "-o", str(binary), str(source)], check=True, timeout=120)
+    with tarfile.open(tmp_path / "rootfs.tar", "w") as tar:
+        tar.add(binary, arcname="usr/bin/python3")
+    with (tmp_path / "rootfs.tar").open("rb") as handle:
+        engine.api.import_image(src=handle, repository="gsm8k-bench/pause", tag="1")
+    return "gsm8k-bench/pause:1"
+
+
+@pytest.mark.docker
+def test_docker_engine_disappearing_mid_run_ends_the_session(tmp_path):
+    """A private engine (never the shared one) is stopped while the session waits for its container."""
+    docker = pytest.importorskip("docker")
+    require(shutil.which("dockerd") is not None and shutil.which("gcc") is not None and os.geteuid() == 0,
+            "root, dockerd and gcc (to start a private engine and build a tiny image for it)")
+    engine_dir = Path(f"/tmp/gsm8k-engine-{os.getpid()}")  # a socket path must stay under 108 bytes
+    script = ROOT / "docker" / "private-engine.sh"
+    address = subprocess.run([str(script), "start", str(engine_dir)], capture_output=True, text=True, check=True,
+                             timeout=120).stdout.strip()
+    try:
+        engine = docker.DockerClient(base_url=address, version="auto")
+        image = _pause_image(engine, tmp_path)
+        results_dir = tmp_path / "results"
+        proc = subprocess.Popen(cpu_argv(results_dir, "--launcher", "docker", "--pull", "never", "--image", image),
+                                cwd=ROOT, env={**env(), "DOCKER_HOST": address}, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        try:
+            (container,) = wait_for(lambda: engine.containers.list(), 300, "the container to run")
+            init_pid = container.attrs["State"]["Pid"]
+            assert init_pid > 0 and Path(f"/proc/{init_pid}").exists()
+            subprocess.run([str(script), "stop", str(engine_dir)], check=True, timeout=120)
+            stopped_at = time.monotonic()
+            output, _ = proc.communicate(timeout=120)
+            assert time.monotonic() - stopped_at < 30
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    finally:
+        subprocess.run([str(script), "stop", str(engine_dir)], timeout=120)
+        shutil.rmtree(engine_dir, ignore_errors=True)
+    assert proc.returncode != 0
+    doc = read_json(results_dir / f"{SESSION}.json")
+    assert doc["status"] == "failed"
+    assert f"server start: Docker engine unreachable at {address}" in doc["error"]["message"], doc["error"]
+    assert "Traceback" not in output
+    assert not Path(f"/proc/{init_pid}").exists()  # the engine took its container down with it
+    assert nothing_left(results_dir / SESSION)
