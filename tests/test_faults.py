@@ -65,6 +65,24 @@ def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def with_fault(argv: list[str], environ: dict[str, str], ready, what: str, fault, bound_s: float):
+    """Start a session, wait until ready() returns something, call fault(proc, that), and require the
+    session to end within bound_s of the fault.  Returns (exit code, output, what ready() returned)."""
+    proc = subprocess.Popen(argv, cwd=ROOT, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        found = wait_for(ready, 600, what)
+        fault(proc, found)
+        faulted_at = time.monotonic()
+        output, _ = proc.communicate(timeout=bound_s + 60)
+        assert time.monotonic() - faulted_at < bound_s, output[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, output, found
+
+
 # --------------------------------------------------------------------------- 1. cancellation
 
 
@@ -73,47 +91,42 @@ def test_sigkill_of_nox_takes_the_server_with_it(tmp_path):
     """PR_SET_PDEATHSIG: nox SIGKILLed (GitHub's last step) leaves no vLLM server, engine core or lm-eval."""
     require((SHARED_GSM8K / "test.jsonl").is_file(), f"GSM8K files at {SHARED_GSM8K}")
     work = tmp_path / SESSION
-    proc = subprocess.Popen(cpu_argv(tmp_path), cwd=ROOT, env=env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: len(processes_writing_to(work / "server.log")) > 1, 600,
-                 "the server and its engine process")
+
+    def kill_nox(proc, _):
         assert processes_writing_to(work / "lm-eval.log")
         proc.kill()
-        proc.wait(timeout=10)
-        wait_for(lambda: nothing_left(work), 20, "the server and lm-eval to die with nox")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+
+    returncode, _, _ = with_fault(cpu_argv(tmp_path), env(), lambda: len(processes_writing_to(work / "server.log")) > 1,
+                                  "the server and its engine process", kill_nox, bound_s=10)
+    assert returncode == -signal.SIGKILL
+    wait_for(lambda: nothing_left(work), 20, "the server and lm-eval to die with nox")
 
 
 @pytest.mark.integration
 def test_github_cancel_reaches_the_session_through_the_workflow_step(tmp_path):
     """The workflow's own run step, signalled as GitHub cancels: SIGINT to the step's process, SIGTERM
-    2.5 s later (while cleanup runs).  The step execs nox, so nox gets both; the second signal must not
-    skip the kill; everything ends before GitHub's SIGKILL (10 s after the SIGINT)."""
+    2.5 s later.  The step execs nox, so nox gets both.  The server ignores SIGTERM, so the second signal
+    lands while cleanup waits out its 15 s grace: it must cut the grace short, not skip the kill, and
+    everything must end before GitHub's SIGKILL (10 s after the SIGINT)."""
     require((SHARED_GSM8K / "test.jsonl").is_file(), f"GSM8K files at {SHARED_GSM8K}")
     step = next(s for s in yaml.safe_load(WORKFLOW.read_text())["jobs"]["benchmark"]["steps"]
                 if "NOX_SESSION" in s.get("env", {}))
-    work = tmp_path / SESSION
-    step_env = {**env(), "SKU": "cpu", "NOX_SESSION": SESSION,
-                "SESSION_ARGS": f"--dataset-dir {SHARED_GSM8K} --results-dir {tmp_path}"}
-    proc = subprocess.Popen(["bash", "-e", "-c", step["run"]], cwd=ROOT, env=step_env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    try:
-        wait_for(lambda: len(processes_writing_to(work / "server.log")) > 1, 600, "the server to start")
-        os.kill(proc.pid, signal.SIGINT)
-        cancelled_at = time.monotonic()
+    work = tmp_path / FAKE_SESSION
+    step_env = {**fake_env(FAKE_VLLM_READY_AFTER_S="600", FAKE_VLLM_IGNORE_SIGTERM="1"), "SKU": "cpu",
+                "NOX_SESSION": "gsm8k", "SESSION_ARGS": " ".join(fake_argv(tmp_path)[6:])}
+
+    def cancel(proc, _):
+        proc.send_signal(signal.SIGINT)
         time.sleep(2.5)
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-        output, _ = proc.communicate(timeout=30)
-        assert time.monotonic() - cancelled_at < 10, "GitHub would SIGKILL the step here"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode != 0
-    doc = read_json(tmp_path / f"{SESSION}.json")
+        assert proc.poll() is None  # still in cleanup, waiting for the server that ignores SIGTERM
+        proc.send_signal(signal.SIGTERM)
+
+    # cancel() itself took 2.5 s of the 10.
+    returncode, output, _ = with_fault(["bash", "-e", "-c", step["run"]], step_env,
+                                       lambda: processes_writing_to(work / "server.log"), "the server to start",
+                                       cancel, bound_s=7.5)
+    assert returncode != 0
+    doc = read_json(tmp_path / f"{FAKE_SESSION}.json")
     assert doc["status"] == "failed" and "interrupted during server start (signal SIGINT)" in doc["error"]["message"]
     assert nothing_left(work), output[-3000:]
 
@@ -273,19 +286,10 @@ def test_sigstopped_server_during_readiness_fails_within_15_s(tmp_path):
     """A stopped server process is a hang, not a slow load: the next readiness poll names it."""
     require((SHARED_GSM8K / "test.jsonl").is_file(), f"GSM8K files at {SHARED_GSM8K}")
     work = tmp_path / SESSION
-    proc = subprocess.Popen(cpu_argv(tmp_path), cwd=ROOT, env=env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    try:
-        leader = wait_for(lambda: min(processes_writing_to(work / "server.log"), default=None), 600,
-                          "the server to start")
-        os.kill(leader, signal.SIGSTOP)
-        stopped_at = time.monotonic()
-        output, _ = proc.communicate(timeout=120)
-        assert time.monotonic() - stopped_at < 15
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode != 0
+    returncode, output, leader = with_fault(
+        cpu_argv(tmp_path), env(), lambda: min(processes_writing_to(work / "server.log"), default=None),
+        "the server to start", lambda proc, leader: os.kill(leader, signal.SIGSTOP), bound_s=15)
+    assert returncode != 0
     doc = read_json(tmp_path / f"{SESSION}.json")
     assert doc["status"] == "failed"
     assert re.search(rf"server hung before it was ready \(\d+ s\): process\(es\) [\d, ]*{leader}[\d, ]* stopped",
@@ -590,24 +594,20 @@ def test_docker_engine_disappearing_mid_run_ends_the_session(tmp_path):
         engine = docker.DockerClient(base_url=address, version="auto")
         image = _pause_image(engine, tmp_path)
         results_dir = tmp_path / "results"
-        proc = subprocess.Popen(cpu_argv(results_dir, "--launcher", "docker", "--pull", "never", "--image", image),
-                                cwd=ROOT, env={**env(), "DOCKER_HOST": address}, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
-        try:
-            (container,) = wait_for(lambda: engine.containers.list(), 300, "the container to run")
-            init_pid = container.attrs["State"]["Pid"]
-            assert init_pid > 0 and Path(f"/proc/{init_pid}").exists()
+
+        def stop_engine(proc, containers):
+            assert Path(f"/proc/{containers[0].attrs['State']['Pid']}").exists()
             subprocess.run([str(script), "stop", str(engine_dir)], check=True, timeout=120)
-            stopped_at = time.monotonic()
-            output, _ = proc.communicate(timeout=120)
-            assert time.monotonic() - stopped_at < 30
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+
+        returncode, output, (container,) = with_fault(
+            cpu_argv(results_dir, "--launcher", "docker", "--pull", "never", "--image", image),
+            {**env(), "DOCKER_HOST": address}, engine.containers.list, "the container to run", stop_engine,
+            bound_s=30)
+        init_pid = container.attrs["State"]["Pid"]
     finally:
         subprocess.run([str(script), "stop", str(engine_dir)], timeout=120)
         shutil.rmtree(engine_dir, ignore_errors=True)
-    assert proc.returncode != 0
+    assert returncode != 0
     doc = read_json(results_dir / f"{SESSION}.json")
     assert doc["status"] == "failed"
     assert f"server start: Docker engine unreachable at {address}" in doc["error"]["message"], doc["error"]
