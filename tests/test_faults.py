@@ -69,7 +69,7 @@ def with_fault(argv: list[str], environ: dict[str, str], ready, what: str, fault
     """Start a session, wait until ready() returns something, call fault(proc, that), and require the
     session to end within bound_s of the fault.  Returns (exit code, output, what ready() returned)."""
     proc = subprocess.Popen(argv, cwd=ROOT, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+                            text=True, start_new_session=True)
     try:
         found = wait_for(ready, 600, what)
         fault(proc, found)
@@ -77,8 +77,8 @@ def with_fault(argv: list[str], environ: dict[str, str], ready, what: str, fault
         output, _ = proc.communicate(timeout=bound_s + 60)
         assert time.monotonic() - faulted_at < bound_s, output[-3000:]
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        if proc.poll() is None:  # the test failed: leave nothing of it running either
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     return proc.returncode, output, found
 
