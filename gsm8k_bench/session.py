@@ -79,8 +79,7 @@ class Plan:
 
     @property
     def served_name(self) -> str:
-        """The model name this run's server answers to; with the run id, no other server does."""
-        return f"{self.combo.model.name}-{self.run_id}" if self.run_id else self.combo.model.name
+        return served_model_name(self.combo, self.run_id)
 
     @property
     def base_url(self) -> str:
@@ -97,6 +96,11 @@ class Plan:
     @property
     def task(self) -> str:
         return evaluate.LOCAL_TASK if self.dataset_dir else evaluate.STOCK_TASK
+
+
+def served_model_name(combo: Combination, run_id: str | None) -> str:
+    """The model name a run's server answers to; with the run id, no other run's server does."""
+    return f"{combo.model.name}-{run_id}" if run_id else combo.model.name
 
 
 def plan_session(combo: Combination, options: SessionOptions, defaults: Defaults,
@@ -137,8 +141,7 @@ def plan_session(combo: Combination, options: SessionOptions, defaults: Defaults
             python = "python3"  # the CPU image's `vllm` script does not start; its module does
     elif vendor == "cpu" and combo.framework.name == "vllm":
         python = str(envs.env_python(envs.VLLM_CPU))
-    served_name = f"{combo.model.name}-{run_id}" if run_id else combo.model.name
-    target = ServeTarget(model_path=model_path, served_name=served_name, host=HOST, port=port,
+    target = ServeTarget(model_path=model_path, served_name=served_model_name(combo, run_id), host=HOST, port=port,
                          python=python)
     server_argv = FRAMEWORKS[combo.framework.name].server_command(combo, target)
     container = None
