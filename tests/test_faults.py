@@ -565,6 +565,22 @@ def test_sigkilled_docker_session_leaves_a_container_the_sweep_removes(client, t
             leftover.remove(force=True)
 
 
+def test_owner_label_tells_a_gone_run_from_a_live_one():
+    """Only what this host can prove is gone: a dead pid, a pid reused by a later process, another boot."""
+    here = ownership.current_owner()
+    dead = subprocess.Popen(["sleep", "60"])
+    dead_owner = ownership.Owner(here.host, here.boot_id, dead.pid, ownership.process_start_ticks(dead.pid))
+    assert not dead_owner.is_gone(here)
+    dead.kill()
+    dead.wait()
+    assert dead_owner.is_gone(here)
+    assert ownership.Owner.parse(here.label()) == here and not here.is_gone(here)
+    assert ownership.Owner(here.host, here.boot_id, here.pid, "1").is_gone(here)  # our pid, another process
+    assert ownership.Owner(here.host, "another-boot", here.pid, here.start_ticks).is_gone(here)
+    assert not ownership.Owner("another-host", "x", 1, "1").is_gone(here)
+    assert ownership.Owner.parse("no owner") is None
+
+
 def _pause_image(engine, tmp_path: Path) -> str:
     """A tiny image built without any registry: a static program, named python3, that waits for a signal."""
     import tarfile
