@@ -18,6 +18,8 @@ SCHEMA_VERSION = 1
 STATUSES = ("passed", "failed", "error")
 # Values of variables whose names contain one of these words (any case) are secrets.
 SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL", re.IGNORECASE)
+# ...unless the name says the value is where a secret is kept, not the secret (HF_TOKEN_PATH).
+WHERE_NAME = re.compile(r"_(PATH|FILE|DIR)$", re.IGNORECASE)
 # Shorter values are not masked: hiding "1", "true" or a port number would garble every log, and a
 # value that short is no secret worth the name.  The same floor applies to each encoded form.
 MIN_SECRET_LEN = 6
@@ -34,7 +36,7 @@ def token_files(environ: Mapping[str, str]) -> list[Path]:
 
 
 def secret_values(environ: Mapping[str, str]) -> list[str]:
-    values = {v for k, v in environ.items() if SECRET_NAME.search(k)}
+    values = {v for k, v in environ.items() if SECRET_NAME.search(k) and not WHERE_NAME.search(k)}
     for path in token_files(environ):
         try:
             values.add(path.read_text(encoding="utf-8").strip())

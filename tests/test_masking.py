@@ -50,7 +50,8 @@ def test_a_secret_inside_a_longer_one_leaks_no_suffix():
 
 
 def test_names_match_in_any_case_and_values_nest(tmp_path):
-    environ = {"my_api_key": "k3y-value-1", "Hf_Token": "tok-value-2", "HOME": "/root-not-secret"}
+    environ = {"my_api_key": "k3y-value-1", "Hf_Token": "tok-value-2", "HOME": "/root-not-secret",
+               "HF_TOKEN_PATH": "/root-not-secret"}  # where a token is kept is no secret
     tree = {"list": ["a k3y-value-1", {"deep": ("tok-value-2",)}], "tok-value-2": 1, "home": "/root-not-secret"}
     assert results.mask_tree(tree, environ) == {"list": ["a ***", {"deep": ["***"]}], "***": 1,
                                                 "home": "/root-not-secret"}
