@@ -1,6 +1,8 @@
 """Child processes in their own process group, so stopping one also stops everything it spawned
-(vLLM's engine core, lm-eval's workers).  Each child asks the kernel to kill it when the session's
-process dies, even by SIGKILL (PR_SET_PDEATHSIG), and cleanup is shielded from a second interrupt."""
+(vLLM's engine core, lm-eval's workers).  The group dies with the session's process, even when that is
+SIGKILLed: the child asks the kernel for SIGKILL when its parent dies (PR_SET_PDEATHSIG), and a small
+guard process, which asks the same, kills the whole group then (grandchildren such as vLLM's engine core
+never see their parent's death).  Cleanup is shielded from a second interrupt."""
 
 from __future__ import annotations
 
@@ -32,12 +34,41 @@ def _die_with_parent(parent_pid: int):
     return preexec
 
 
+# The guard: SIGTERM (its own parent-death signal) kills the group; it leaves once the group is gone.
+_GUARD = """
+import ctypes, os, signal, sys, time
+group, parent = int(sys.argv[1]), int(sys.argv[2])
+def kill_group(*_):
+    try:
+        os.killpg(group, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    os._exit(0)
+signal.signal(signal.SIGTERM, kill_group)
+ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)
+if os.getppid() != parent:
+    kill_group()
+while True:
+    time.sleep(1)
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        os._exit(0)
+"""
+_guards: dict[int, subprocess.Popen] = {}
+
+
 def start(argv: list[str], log_path: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen:
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    linux = sys.platform == "linux"
     with log_path.open("ab") as log:
-        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=dict(env) if env is not None else None, start_new_session=True,
-                                preexec_fn=_die_with_parent(os.getpid()) if sys.platform == "linux" else None)
+                                preexec_fn=_die_with_parent(os.getpid()) if linux else None)
+    if linux:
+        _guards[proc.pid] = subprocess.Popen([sys.executable, "-c", _GUARD, str(proc.pid), str(os.getpid())],
+                                             stdin=subprocess.DEVNULL, start_new_session=True)
+    return proc
 
 
 def _signal_group(proc: subprocess.Popen, sig: signal.Signals) -> None:
@@ -59,6 +90,10 @@ def stop(proc: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
         # Children can outlive the leader (vLLM's engine core): kill whatever of the group remains.
         _signal_group(proc, signal.SIGKILL)
         proc.wait(timeout=10)
+        guard = _guards.pop(proc.pid, None)
+        if guard:
+            guard.kill()
+            guard.wait(timeout=10)
 
 
 def hurry() -> None:

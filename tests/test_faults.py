@@ -102,6 +102,34 @@ def test_sigkill_of_nox_takes_the_server_with_it(tmp_path):
     wait_for(lambda: nothing_left(work), 20, "the server and lm-eval to die with nox")
 
 
+def test_grandchildren_die_when_the_session_is_sigkilled(tmp_path):
+    """A grandchild (as vLLM's engine core is) never learns that nox died: the group guard kills it."""
+    session = textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        from gsm8k_bench import procs
+        child = ("import subprocess, sys, time; "
+                 "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); time.sleep(600)")
+        proc = procs.start([sys.executable, "-c", child], Path({str(tmp_path / "child.log")!r}))
+        print(proc.pid, flush=True)
+        time.sleep(600)
+        """)
+    parent = subprocess.Popen([sys.executable, "-c", session], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    group = int(parent.stdout.readline())
+
+    def members() -> list[str]:
+        return subprocess.run(["pgrep", "-g", str(group)], capture_output=True, text=True).stdout.split()
+
+    try:
+        wait_for(lambda: len(members()) == 2, 30, "the child and its grandchild")
+        parent.kill()
+        parent.wait()
+        wait_for(lambda: not members(), 10, "the group to die with its session")
+    finally:
+        if members():
+            os.killpg(group, signal.SIGKILL)
+
+
 @pytest.mark.integration
 def test_github_cancel_reaches_the_session_through_the_workflow_step(tmp_path):
     """The workflow's own run step, signalled as GitHub cancels: SIGINT to the step's process, SIGTERM
