@@ -145,16 +145,21 @@ class DockerServer:
 
     def hang_status(self) -> str | None:
         """A paused container, or a stopped process in it (ps on the engine's host, via `docker top`)."""
+        import requests
+
         import docker
 
         if self.container.attrs.get("State", {}).get("Paused"):
             return "container is paused"
         try:
             top = self.container.top(ps_args="-o pid,stat")
-        except docker.errors.APIError:
+        except (docker.errors.APIError, requests.RequestException):
+            return None  # not running (yet), or the engine is gone: exit_status says which
+        titles = top.get("Titles") or []
+        if "STAT" not in titles:
             return None
-        stat = (top.get("Titles") or []).index("STAT") if "STAT" in (top.get("Titles") or []) else None
-        stopped = [row[0] for row in top.get("Processes") or [] if stat is not None and row[stat].startswith("T")]
+        stat = titles.index("STAT")
+        stopped = [row[0] for row in top.get("Processes") or [] if row[stat].startswith("T")]
         return f"process(es) {', '.join(stopped)} in the container stopped (SIGSTOP?)" if stopped else None
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
