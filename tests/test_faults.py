@@ -624,9 +624,9 @@ def _pause_image(engine, tmp_path: Path) -> str:
     return "gsm8k-bench/pause:1"
 
 
-@pytest.mark.docker
-def test_docker_engine_disappearing_mid_run_ends_the_session(tmp_path):
-    """A private engine (never the shared one) is stopped while the session waits for its container."""
+@pytest.fixture(scope="module")
+def private_engine(tmp_path_factory):
+    """A private Docker engine (never the shared one: this module stops it) with a tiny image."""
     docker = pytest.importorskip("docker")
     require(shutil.which("dockerd") is not None and shutil.which("gcc") is not None and os.geteuid() == 0,
             "root, dockerd and gcc (to start a private engine and build a tiny image for it)")
@@ -636,25 +636,52 @@ def test_docker_engine_disappearing_mid_run_ends_the_session(tmp_path):
                              timeout=120).stdout.strip()
     try:
         engine = docker.DockerClient(base_url=address, version="auto")
-        image = _pause_image(engine, tmp_path)
-        results_dir = tmp_path / "results"
-
-        def stop_engine(proc, containers):
-            assert Path(f"/proc/{containers[0].attrs['State']['Pid']}").exists()
-            subprocess.run([str(script), "stop", str(engine_dir)], check=True, timeout=120)
-
-        returncode, output, (container,) = with_fault(
-            cpu_argv(results_dir, "--launcher", "docker", "--pull", "never", "--image", image),
-            {**env(), "DOCKER_HOST": address}, engine.containers.list, "the container to run", stop_engine,
-            bound_s=30)
-        init_pid = container.attrs["State"]["Pid"]
+        image = _pause_image(engine, tmp_path_factory.mktemp("pause-image"))
+        yield address, engine, image, lambda: subprocess.run([str(script), "stop", str(engine_dir)], check=True,
+                                                             timeout=120)
     finally:
         subprocess.run([str(script), "stop", str(engine_dir)], timeout=120)
         shutil.rmtree(engine_dir, ignore_errors=True)
+
+
+def _in_container_argv(results_dir: Path, image: str) -> list[str]:
+    return cpu_argv(results_dir, "--launcher", "docker", "--pull", "never", "--image", image)
+
+
+@pytest.mark.docker
+def test_sigstopped_process_in_a_container_is_a_hang(private_engine, tmp_path):
+    """The server in a container stopped (SIGSTOP from the host): `docker top` shows it, the session
+    fails at the next readiness poll and removes the container."""
+    address, engine, image, _ = private_engine
+
+    def stop_server(proc, containers):
+        init_pid = containers[0].attrs["State"]["Pid"]
+        (server_pid,) = Path(f"/proc/{init_pid}/task/{init_pid}/children").read_text().split()
+        os.kill(int(server_pid), signal.SIGSTOP)
+        return server_pid
+
+    returncode, output, _ = with_fault(_in_container_argv(tmp_path, image), {**env(), "DOCKER_HOST": address},
+                                       engine.containers.list, "the container to run", stop_server, bound_s=30)
     assert returncode != 0
-    doc = read_json(results_dir / f"{SESSION}.json")
+    doc = read_json(tmp_path / f"{SESSION}.json")
+    assert re.search(r"server hung before it was ready \(\d+ s\): process\(es\) \d+ in the container stopped",
+                     doc["error"]["message"]), doc["error"]
+    assert engine.containers.list(all=True) == []
+    assert nothing_left(tmp_path / SESSION)
+
+
+@pytest.mark.docker
+def test_docker_engine_disappearing_mid_run_ends_the_session(private_engine, tmp_path):
+    """The private engine is stopped while the session waits for its container (the last test here)."""
+    address, engine, image, stop_engine = private_engine
+    returncode, output, (container,) = with_fault(
+        _in_container_argv(tmp_path, image), {**env(), "DOCKER_HOST": address}, engine.containers.list,
+        "the container to run", lambda proc, containers: stop_engine(), bound_s=30)
+    init_pid = container.attrs["State"]["Pid"]
+    assert returncode != 0
+    doc = read_json(tmp_path / f"{SESSION}.json")
     assert doc["status"] == "failed"
     assert f"server start: Docker engine unreachable at {address}" in doc["error"]["message"], doc["error"]
     assert "Traceback" not in output
     assert not Path(f"/proc/{init_pid}").exists()  # the engine took its container down with it
-    assert nothing_left(results_dir / SESSION)
+    assert nothing_left(tmp_path / SESSION)

@@ -233,6 +233,7 @@ def _stop_and_remove(container) -> None:
     with procs.cleanup_shield():
         try:
             container.kill(signal="SIGTERM")
+            container.kill(signal="SIGCONT")  # docker-init passes both on: a stopped server acts on SIGTERM
             deadline = time.monotonic() + STOP_TIMEOUT_S
             while time.monotonic() < deadline and not procs.hurried():
                 container.reload()
