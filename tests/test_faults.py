@@ -658,10 +658,9 @@ def test_sigstopped_process_in_a_container_is_a_hang(private_engine, tmp_path):
         init_pid = containers[0].attrs["State"]["Pid"]
         (server_pid,) = Path(f"/proc/{init_pid}/task/{init_pid}/children").read_text().split()
         os.kill(int(server_pid), signal.SIGSTOP)
-        return server_pid
 
-    returncode, output, _ = with_fault(_in_container_argv(tmp_path, image), {**env(), "DOCKER_HOST": address},
-                                       engine.containers.list, "the container to run", stop_server, bound_s=30)
+    returncode, _, _ = with_fault(_in_container_argv(tmp_path, image), {**env(), "DOCKER_HOST": address},
+                                  engine.containers.list, "the container to run", stop_server, bound_s=30)
     assert returncode != 0
     doc = read_json(tmp_path / f"{SESSION}.json")
     assert re.search(r"server hung before it was ready \(\d+ s\): process\(es\) \d+ in the container stopped",
