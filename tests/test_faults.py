@@ -572,9 +572,12 @@ def test_sigkilled_docker_session_leaves_a_container_the_sweep_removes(client, t
     proc = subprocess.Popen(run_args(tmp_path), cwd=ROOT, env=env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        (container,) = wait_for(lambda: [c for c in labelled(client) if c.labels[SESSION_LABEL] == SESSION], 300,
-                                "the session's container")
-        assert ownership.Owner.parse(container.labels[ownership.OWNER_LABEL]).pid == proc.pid
+        def ours() -> list:  # the owner label names the nox process that started the container
+            return [c for c in labelled(client) if c.labels.get(ownership.OWNER_LABEL, "").split("/")[2:3] == [
+                str(proc.pid)]]
+
+        (container,) = wait_for(ours, 300, "the session's container")
+        assert container.labels[SESSION_LABEL] == SESSION
         proc.kill()
         proc.wait(timeout=10)
         time.sleep(2)
@@ -590,7 +593,7 @@ def test_sigkilled_docker_session_leaves_a_container_the_sweep_removes(client, t
     finally:
         if proc.poll() is None:
             proc.kill()
-        for mine in [*keep, *[c for c in labelled(client) if c.labels[SESSION_LABEL] == SESSION]]:
+        for mine in [*keep, *ours()]:
             mine.remove(force=True)
 
 
