@@ -31,7 +31,7 @@ def _load_checkout_package() -> None:
 
 _load_checkout_package()
 
-from gsm8k_bench import cli  # noqa: E402
+from gsm8k_bench import cli, results  # noqa: E402
 from gsm8k_bench.errors import BenchError  # noqa: E402
 
 nox.options.sessions = ["lint", "tests"]
@@ -46,7 +46,8 @@ def _or_error(session: nox.Session, action, rerun: str | None = None) -> None:
     try:
         action()
     except BenchError as exc:
-        session.error(f"{exc}\n  rerun: nox -s {rerun}" if rerun else str(exc))
+        message = results.mask(str(exc))  # a message can quote a server's or a file's text
+        session.error(f"{message}\n  rerun: nox -s {rerun}" if rerun else message)
 
 
 @nox.session(tags=["ci"])

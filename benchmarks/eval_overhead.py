@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from gsm8k_bench import envs, evaluate, procs  # noqa: E402
 from gsm8k_bench.cli import CPU_DEFAULT  # noqa: E402
-from gsm8k_bench.launchers import pick_port, wait_ready  # noqa: E402
+from gsm8k_bench.launchers import reserve_port, wait_ready  # noqa: E402
 from gsm8k_bench.launchers.process import process_server  # noqa: E402
 from gsm8k_bench.matrix import load_matrix  # noqa: E402
 from gsm8k_bench.options import parse_session_args  # noqa: E402
@@ -94,7 +94,8 @@ def main() -> None:
 
         options = parse_session_args(combo.name, ["--limit", str(args.limit), "--results-dir", str(tmp / "b")]
                                      + (["--dataset-dir", args.dataset_dir] if args.dataset_dir else []))
-        plan = plan_session(combo, options, matrix.defaults, os.environ, port=pick_port(HOST, 8000))
+        port = reserve_port(HOST, 8000)  # claimed until this process ends
+        plan = plan_session(combo, options, matrix.defaults, os.environ, port=port.port)
         prepare_environments(plan, print)
         prepare_model(plan)
         stock = evaluate.stock_task_file(envs.env_dir(envs.LM_EVAL))

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from gsm8k_bench import dispatch, envs, evaluate, gate
+from gsm8k_bench import dispatch, envs, evaluate, gate, ownership
 from gsm8k_bench import session as session_mod
 from gsm8k_bench.errors import BenchError, ConfigError
 from gsm8k_bench.matrix import Combination, Matrix, adhoc_combination, load_matrix, select
@@ -42,7 +42,7 @@ def print_matrix(matrix: Matrix, argv: list[str], out=sys.stdout) -> list[dict]:
                         help="also append matrix=<json> to $GITHUB_OUTPUT")
     args = parser.parse_args(argv)
     if args.dispatch:
-        rows = dispatch.plan(matrix, dispatch.read_inputs(os.environ), os.environ.get("GITHUB_RUN_ATTEMPT", "1"))
+        rows = dispatch.plan(matrix, dispatch.read_inputs(os.environ))
     else:
         combos = select(matrix.combinations, args.keywords, args.tags, args.names)
         rows = dispatch.check_size([c.summary() for c in combos])
@@ -84,17 +84,21 @@ def prepare_cpu_default(matrix: Matrix, log: Callable[[str], None] = print) -> N
 def run_combination(matrix: Matrix, combo: Combination, argv: list[str],
                     log: Callable[[str], None] = print) -> dict | None:
     options = parse_session_args(combo.name, argv)
-    try:
-        baselines = gate.load_baselines(options.baselines or matrix.path.with_name(BASELINES_FILE))
-        plan = session_mod.plan_session(combo, options, matrix.defaults, os.environ, baselines=baselines)
-    except ConfigError as exc:
-        if not options.dry_run:
-            session_mod.write_input_error(combo.name, options.results_dir, str(exc))
-        raise
     if options.dry_run:
-        print(session_mod.dry_run_text(plan))
+        baselines = gate.load_baselines(options.baselines or matrix.path.with_name(BASELINES_FILE))
+        print(session_mod.dry_run_text(session_mod.plan_session(combo, options, matrix.defaults, os.environ,
+                                                                baselines=baselines)))
         return None
-    document = session_mod.run_session(plan, log)
+    # Held for the whole run: a second run of this session into the same folder fails here, at once.
+    with ownership.ResultsLock(options.results_dir, combo.name):
+        try:
+            baselines = gate.load_baselines(options.baselines or matrix.path.with_name(BASELINES_FILE))
+            plan = session_mod.plan_session(combo, options, matrix.defaults, os.environ, baselines=baselines,
+                                            run_id=ownership.new_run_id())
+        except ConfigError as exc:
+            session_mod.write_input_error(combo.name, options.results_dir, str(exc))
+            raise
+        document = session_mod.run_session(plan, log)
     metrics = document["metrics"]
     verdict = document["gate"]
     log(f"{combo.name}: passed; strict-match {metrics['strict_match']:.4f} "

@@ -11,6 +11,7 @@ import ast
 import re
 from collections.abc import Mapping
 
+from gsm8k_bench import dispatch_policy
 from gsm8k_bench.errors import ConfigError
 from gsm8k_bench.matrix import MODEL_NAME, Combination, Matrix, adhoc_combination, select
 
@@ -98,9 +99,9 @@ def check_size(rows: list[dict]) -> list[dict]:
     return rows
 
 
-def plan(matrix: Matrix, inputs: dict[str, str], run_attempt: str = "1") -> list[dict]:
-    """The job matrix for the benchmark job: one row per session, each with its exact nox call."""
-    attempt = str(_int_input("run attempt", run_attempt or "1", 1, 1000))
+def plan(matrix: Matrix, inputs: dict[str, str]) -> list[dict]:
+    """The job matrix for the benchmark job: one row per session, each with its exact nox call (artifacts
+    are named by the benchmark job itself, with its own run attempt)."""
     session_args = _session_args(inputs)
     sessions = inputs["sessions"]
     if sessions:
@@ -113,8 +114,13 @@ def plan(matrix: Matrix, inputs: dict[str, str], run_attempt: str = "1") -> list
         rows = [{**c.summary(), "nox_session": c.name, "session_args": " ".join(session_args)} for c in combos]
     else:
         combo, adhoc_args = _adhoc(matrix, inputs)
+        combos = [combo]
         rows = [{**combo.summary(), "nox_session": "gsm8k",
                  "session_args": " ".join([*adhoc_args, *session_args])}]
-    for row in check_size(rows):
-        row["artifact"] = f"{row['session']}-attempt{attempt}"
+    check_size(rows)
+    if inputs["image"]:
+        dispatch_policy.check_image(inputs["image"], matrix, combos)
+    job_minutes = dispatch_policy.job_timeout_minutes()
+    for row, combo in zip(rows, combos, strict=True):
+        row["session_args"] += f" --eval-timeout {dispatch_policy.eval_timeout_s(combo, matrix.defaults, job_minutes)}"
     return rows

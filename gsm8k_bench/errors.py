@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 
 
@@ -30,9 +31,24 @@ class EvalError(BenchError):
         self.log_tail = log_tail
 
 
+MAX_VALUE_CHARS = 80
+
+
+def shorten(value: object, limit: int = MAX_VALUE_CHARS) -> str:
+    """repr() of a value for an error message, cut to `limit` characters: a pasted file or a 1 MB
+    input must not become a 1 MB message."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 12]}... ({len(text)} chars)"
+
+
+def cut_quoted(message: str, limit: int = MAX_VALUE_CHARS) -> str:
+    """Shorten every quoted value in a message built by someone else (argparse, a walk over YAML)."""
+    return re.sub(f"'[^']{{{limit},}}'", lambda m: shorten(m.group(0)[1:-1], limit), message)
+
+
 def unknown_choice(kind: str, value: object, allowed: Iterable[str]) -> str:
     """Message for a name that is not known: a "did you mean" and the full list."""
     allowed = sorted(allowed)
-    close = difflib.get_close_matches(str(value), allowed, n=1)
+    close = difflib.get_close_matches(str(value)[:200], allowed, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"unknown {kind} {value!r}{hint} Allowed: {', '.join(allowed)}"
+    return f"unknown {kind} {shorten(value)}{hint} Allowed: {', '.join(allowed)}"

@@ -102,16 +102,27 @@ def validate_dataset_dir(path: Path) -> None:
         file = path / f"{split}.jsonl"
         if not file.is_file():
             raise ConfigError(f"{file}: missing; a GSM8K dataset dir holds train.jsonl and test.jsonl")
-        with file.open(encoding="utf-8") as handle:
-            first = handle.readline()
-        try:
-            row = json.loads(first)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{file}:1: not JSON lines ({exc.msg})") from None
-        if not isinstance(row, dict) or not {"question", "answer"} <= row.keys():
-            raise ConfigError(f"{file}:1: each line needs keys 'question' and 'answer'")
-        if "####" not in str(row["answer"]):
-            raise ConfigError(f"{file}:1: 'answer' must end with '#### <number>' as in GSM8K")
+        _validate_jsonl(file)
+
+
+def _validate_jsonl(file: Path) -> None:
+    """Every line a GSM8K row; the first bad one is named file:line."""
+    rows = 0
+    with file.open(encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{file}:{number}: not JSON lines ({exc.msg})") from None
+            if not isinstance(row, dict) or not {"question", "answer"} <= row.keys():
+                raise ConfigError(f"{file}:{number}: each line needs keys 'question' and 'answer'")
+            if "####" not in str(row["answer"]):
+                raise ConfigError(f"{file}:{number}: 'answer' must end with '#### <number>' as in GSM8K")
+            rows += 1
+    if not rows:
+        raise ConfigError(f"{file}: empty; a GSM8K split has one JSON object per line")
 
 
 HUB_DATASET = ("openai/gsm8k", "main")

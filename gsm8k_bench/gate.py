@@ -61,6 +61,8 @@ def load_baselines(path: Path) -> Baselines:
     r = Reader(path)
     try:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=LineLoader)  # noqa: S506 - SafeLoader
+    except ConfigError as exc:  # the loader's own refusals carry the line
+        raise ConfigError(f"{path.name}:{exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path.name}: YAML syntax error: {exc}") from None
     data = r.mapping(data, "(top level)", ("version", "gate", "baselines"), required=("version",))

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from gsm8k_bench.errors import ConfigError, unknown_choice
+from gsm8k_bench.errors import ConfigError, cut_quoted, unknown_choice
 
 SCHEMA_VERSION = 1
 VENDORS = ("nvidia", "amd", "cpu")
@@ -42,6 +42,15 @@ class LinedList(list):
 
 
 class LineLoader(yaml.SafeLoader):
+    def compose_node(self, parent, index):
+        """Anchors and aliases are refused: an alias bomb (a few KB expanding to gigabytes) must not
+        reach the constructor, and this project's files have no need to repeat themselves that way."""
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise ConfigError(f"{event.start_mark.line + 1}: YAML anchors and aliases (&name, *name) are not "
+                              "allowed here; write the values out")
+        return super().compose_node(parent, index)
+
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Lined:
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
@@ -80,7 +89,7 @@ class Reader:
         elif isinstance(node, Lined | LinedList):
             line = node.line
         where = f"{self.path.name}:{line}" if line else self.path.name
-        return ConfigError(f"{where}: {key}: {message}")
+        return ConfigError(f"{where}: {key}: {cut_quoted(message)}")
 
     def mapping(self, node: Any, key: str, allowed: Iterable[str] | None = None,
                 required: Iterable[str] = ()) -> Lined:

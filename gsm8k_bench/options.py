@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from gsm8k_bench.errors import BenchError
+from gsm8k_bench.errors import BenchError, cut_quoted, shorten
 from gsm8k_bench.launchers import LAUNCHERS
 from gsm8k_bench.models import SOURCES
 
@@ -34,7 +35,7 @@ class SessionOptions:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # argparse would print and sys.exit(2) from inside nox
-        raise BenchError(f"{self.prog}: {message}\n{self.format_usage().rstrip()}")
+        raise BenchError(f"{self.prog}: {cut_quoted(message)}\n{self.format_usage().rstrip()}")
 
 
 def _at_least(kind, minimum):
@@ -42,9 +43,11 @@ def _at_least(kind, minimum):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {shorten(text)}") from None
+        if not math.isfinite(value):  # nan compares false with everything: it would disable a timeout
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {shorten(text)}")
         if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text}")
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {shorten(text)}")
         return value
     return parse
 

@@ -1,22 +1,74 @@
 """Child processes in their own process group, so stopping one also stops everything it spawned
-(vLLM's engine core, lm-eval's workers)."""
+(vLLM's engine core, lm-eval's workers).  The group dies with the session's process, even when that is
+SIGKILLed: the child asks the kernel for SIGKILL when its parent dies (PR_SET_PDEATHSIG), and a small
+guard process, which asks the same, kills the whole group then (grandchildren such as vLLM's engine core
+never see their parent's death).  Cleanup is shielded from a second interrupt."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
-from collections.abc import Mapping
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 STOP_GRACE_S = 15.0
+PR_SET_PDEATHSIG = 1
+# Set by a SIGINT/SIGTERM that arrives while children are being stopped: skip the grace, still kill.
+_hurry = threading.Event()
+
+
+def _die_with_parent(parent_pid: int):
+    """preexec_fn: the kernel sends SIGKILL to the child when the thread that started it dies."""
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def preexec() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(1)
+    return preexec
+
+
+# The guard: SIGTERM (its own parent-death signal) kills the group; it leaves once the group is gone.
+_GUARD = """
+import ctypes, os, signal, sys, time
+group, parent = int(sys.argv[1]), int(sys.argv[2])
+def kill_group(*_):
+    try:
+        os.killpg(group, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    os._exit(0)
+signal.signal(signal.SIGTERM, kill_group)
+ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)
+if os.getppid() != parent:
+    kill_group()
+while True:
+    time.sleep(1)
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        os._exit(0)
+"""
+_guards: dict[int, subprocess.Popen] = {}
 
 
 def start(argv: list[str], log_path: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen:
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    linux = sys.platform == "linux"
     with log_path.open("ab") as log:
-        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=dict(env) if env is not None else None, start_new_session=True)
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=dict(env) if env is not None else None, start_new_session=True,
+                                preexec_fn=_die_with_parent(os.getpid()) if linux else None)
+    if linux:
+        _guards[proc.pid] = subprocess.Popen([sys.executable, "-c", _GUARD, str(proc.pid), str(os.getpid())],
+                                             stdin=subprocess.DEVNULL, start_new_session=True)
+    return proc
 
 
 def _signal_group(proc: subprocess.Popen, sig: signal.Signals) -> None:
@@ -27,15 +79,63 @@ def _signal_group(proc: subprocess.Popen, sig: signal.Signals) -> None:
 
 
 def stop(proc: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
-    """Terminate the whole group, wait, then kill what is left; safe on a process that already ended."""
-    _signal_group(proc, signal.SIGTERM)
+    """Terminate the whole group, wait, then kill what is left; safe on a process that already ended.
+    A stopped (SIGSTOPped) group is continued so it can act on SIGTERM."""
+    with cleanup_shield():
+        _signal_group(proc, signal.SIGTERM)
+        _signal_group(proc, signal.SIGCONT)
+        deadline = time.monotonic() + grace_s
+        while proc.poll() is None and time.monotonic() < deadline and not _hurry.is_set():
+            time.sleep(0.1)
+        # Children can outlive the leader (vLLM's engine core): kill whatever of the group remains.
+        _signal_group(proc, signal.SIGKILL)
+        proc.wait(timeout=10)
+        guard = _guards.pop(proc.pid, None)
+        if guard:
+            guard.kill()
+            guard.wait(timeout=10)
+
+
+def hurry() -> None:
+    """A second interrupt: cleanup skips its grace periods (and still kills)."""
+    _hurry.set()
+
+
+def hurried() -> bool:
+    return _hurry.is_set()
+
+
+@contextmanager
+def cleanup_shield() -> Iterator[None]:
+    """While children are stopped, SIGINT/SIGTERM (a second Ctrl-C, CI's SIGTERM after its SIGINT) no
+    longer unwind the cleanup, which would skip the final kill: they cut the grace periods short."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, lambda signum, frame: hurry())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        pass
-    # Children can outlive the leader (vLLM's engine core): kill whatever of the group remains.
-    _signal_group(proc, signal.SIGKILL)
-    proc.wait(timeout=10)
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def stopped_members(pgid: int) -> list[int]:
+    """PIDs of the process group that are stopped (SIGSTOP, a debugger): alive and answering nothing."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses, so split after the last ')'.
+        fields = stat.rpartition(")")[2].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] in ("T", "t"):
+            found.append(int(entry.name))
+    return found
 
 
 def tail(path: Path, lines: int = 50) -> str:

@@ -29,16 +29,45 @@ def load_results(results_dir: Path, warn: Callable[[str], None]) -> list[dict[st
         if path.parent != results_dir and path.parent.parent != results_dir:
             continue  # lm-eval's own files live deeper
         try:
-            documents.append(results.read(path))
+            document = results.read(path)
         except (ValueError, json.JSONDecodeError, UnicodeDecodeError):
             warn(f"skipping {path}: not a session JSON")
+            continue
+        if not isinstance(document.get("session"), str) or document.get("status") not in results.STATUSES:
+            warn(f"skipping {path}: no 'session' name or no 'status' (one of {', '.join(results.STATUSES)})")
+            continue
+        documents.append(document)
     if not documents:
         raise BenchError(f"{results_dir}: no session JSON found (files named <session>.json)")
-    return sorted(documents, key=lambda d: d["session"])
+    return sorted(newest_per_session(documents), key=lambda d: d["session"])
+
+
+def _attempt(doc: dict[str, Any]) -> int | None:
+    attempt = (doc.get("environment") or {}).get("ci_run_attempt")
+    return attempt if isinstance(attempt, int) else None
+
+
+def newest_per_session(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One document per session: the highest CI run attempt, then the latest end time (reruns of a
+    workflow upload one artifact per attempt)."""
+    newest: dict[str, dict[str, Any]] = {}
+    for doc in documents:
+        key = (_attempt(doc) or 0, str((doc.get("environment") or {}).get("ended_at") or ""))
+        kept = newest.get(doc["session"])
+        if kept is None or key > (_attempt(kept) or 0, str((kept.get("environment") or {}).get("ended_at") or "")):
+            newest[doc["session"]] = doc
+    return list(newest.values())
 
 
 def _fmt(value: Any, pattern: str = "{:.4f}") -> str:
-    return "–" if value is None else pattern.format(value)
+    """A number in the pattern; anything else (lm-eval writes "N/A" for a stderr at n = 1) as it is."""
+    if value is None:
+        return "–"
+    return pattern.format(value) if isinstance(value, int | float) and not isinstance(value, bool) else str(value)
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
 
 def row(doc: dict[str, Any]) -> list[str]:
@@ -46,8 +75,9 @@ def row(doc: dict[str, Any]) -> list[str]:
     s, g = doc.get("server_metrics") or {}, doc.get("gate") or {}
     baseline = (g.get("baseline") or {}).get("accuracy", {}).get("strict_match")
     verdict = g.get("verdict", "–")
+    attempt = _attempt(doc)
     return [
-        f"`{doc['session']}`", doc["status"],
+        f"`{doc['session']}`", doc["status"] + (f" (attempt {attempt})" if attempt else ""),
         f"{_fmt(m.get('strict_match'))} ± {_fmt(m.get('strict_match_stderr'))}",
         f"{_fmt(m.get('flexible_extract'))} ± {_fmt(m.get('flexible_extract_stderr'))}",
         _fmt(m.get("n"), "{}"), _fmt(baseline), verdict,
@@ -84,7 +114,9 @@ def plot(documents: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    scored = [d for d in documents if d.get("metrics")]
+    scored = [d for d in documents if isinstance(d.get("metrics"), dict)
+              and all(isinstance(d["metrics"].get(k), int | float) for k in ("strict_match", "flexible_extract"))
+              and isinstance((d.get("config") or {}).get("model"), str)]
     if not scored:
         raise BenchError("no session has metrics to plot")
     models = sorted({d["config"]["model"] for d in scored})
@@ -96,14 +128,14 @@ def plot(documents: list[dict[str, Any]], path: Path) -> None:
         y = list(range(len(group)))
         for offset, (metric, color) in enumerate((("strict_match", "tab:blue"), ("flexible_extract", "tab:orange"))):
             ax.errorbar([d["metrics"][metric] for d in group], [v + 0.15 * offset for v in y],
-                        xerr=[d["metrics"][f"{metric}_stderr"] for d in group], fmt="o", color=color,
+                        xerr=[_number(d["metrics"].get(f"{metric}_stderr")) for d in group], fmt="o", color=color,
                         capsize=3, label=metric.replace("_", "-"))
         for index, d in enumerate(group):
             baseline = ((d.get("gate") or {}).get("baseline") or {}).get("accuracy", {}).get("strict_match")
             if baseline is not None:
                 ax.plot([baseline], [index], marker="|", markersize=18, color="black",
                         label="baseline (strict)" if index == 0 else None)
-        ax.set_yticks(y, [f"{label} (n={d['metrics']['n']})" for label, d in zip(labels, group, strict=True)])
+        ax.set_yticks(y, [f"{label} (n={d['metrics'].get('n')})" for label, d in zip(labels, group, strict=True)])
         ax.set_xlim(-0.02, 1.02)
         ax.set_title(model, loc="left")
         ax.grid(axis="x", alpha=0.3)
@@ -120,7 +152,11 @@ def write_report(results_dir: Path, out_dir: Path, warn: Callable[[str], None] =
     paths = {"markdown": out_dir / "report.md", "summary": out_dir / "summary.md", "plot": out_dir / "report.png"}
     paths["markdown"].write_text(markdown(documents))
     paths["summary"].write_text(markdown(documents, MAX_SUMMARY_BYTES))
-    plot(documents, paths["plot"])
+    try:
+        plot(documents, paths["plot"])
+    except BenchError as exc:  # every session failed: the tables above still say so
+        warn(f"no plot: {exc}")
+        del paths["plot"]
     return paths
 
 

@@ -16,7 +16,7 @@ import subprocess
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
@@ -29,7 +29,7 @@ from gsm8k_bench.containers.spec import ContainerSpec, Mount
 from gsm8k_bench.errors import BenchError, ConfigError, EvalError, ServerError
 from gsm8k_bench.evaluate import EvalSettings
 from gsm8k_bench.frameworks import FRAMEWORKS, ServeTarget
-from gsm8k_bench.launchers import pick_port, wait_ready
+from gsm8k_bench.launchers import reserve_port, wait_ready
 from gsm8k_bench.matrix import Combination, Defaults
 from gsm8k_bench.options import SessionOptions
 
@@ -71,10 +71,15 @@ class Plan:
     result_file: Path
     lm_eval_python: Path
     lm_eval_argv: list[str]
+    run_id: str | None = None
 
     @property
     def session(self) -> str:
         return self.combo.name
+
+    @property
+    def served_name(self) -> str:
+        return served_model_name(self.combo, self.run_id)
 
     @property
     def base_url(self) -> str:
@@ -93,10 +98,16 @@ class Plan:
         return evaluate.LOCAL_TASK if self.dataset_dir else evaluate.STOCK_TASK
 
 
+def served_model_name(combo: Combination, run_id: str | None) -> str:
+    """The model name a run's server answers to; with the run id, no other run's server does."""
+    return f"{combo.model.name}-{run_id}" if run_id else combo.model.name
+
+
 def plan_session(combo: Combination, options: SessionOptions, defaults: Defaults,
                  environ: Mapping[str, str], port: int | None = None,
-                 baselines: gate.Baselines = NO_BASELINES) -> Plan:
-    """Pure: no files are read or written, nothing is installed or started."""
+                 baselines: gate.Baselines = NO_BASELINES, run_id: str | None = None) -> Plan:
+    """Pure: no files are read or written, nothing is installed or started.  run_id (ownership.new_run_id)
+    makes the served model name unique to this run."""
     vendor = combo.runner.vendor
     launcher = options.launcher or ("process" if vendor == "cpu" else "docker")
     image = options.image or combo.image
@@ -130,7 +141,7 @@ def plan_session(combo: Combination, options: SessionOptions, defaults: Defaults
             python = "python3"  # the CPU image's `vllm` script does not start; its module does
     elif vendor == "cpu" and combo.framework.name == "vllm":
         python = str(envs.env_python(envs.VLLM_CPU))
-    target = ServeTarget(model_path=model_path, served_name=combo.model.name, host=HOST, port=port,
+    target = ServeTarget(model_path=model_path, served_name=served_model_name(combo, run_id), host=HOST, port=port,
                          python=python)
     server_argv = FRAMEWORKS[combo.framework.name].server_command(combo, target)
     container = None
@@ -146,9 +157,9 @@ def plan_session(combo: Combination, options: SessionOptions, defaults: Defaults
     plan = Plan(combo, options, defaults, baselines, launcher, image, settings,
                 options.start_timeout_s or combo.runner.start_timeout_s or defaults.start_timeout_s,
                 model, port, server_argv, server_env, container, dataset_dir, work_dir,
-                results.result_path(results_dir, combo.name), lm_eval_python, [])
+                results.result_path(results_dir, combo.name), lm_eval_python, [], run_id)
     lm_eval_argv = evaluate.lm_eval_command(
-        lm_eval_python, settings, served_name=combo.model.name, base_url=plan.base_url,
+        lm_eval_python, settings, served_name=plan.served_name, base_url=plan.base_url,
         output_dir=plan.lm_eval_dir, task=plan.task, include_path=plan.task_dir)
     return replace(plan, lm_eval_argv=lm_eval_argv)
 
@@ -179,16 +190,25 @@ def dry_run_text(plan: Plan) -> str:
 
 
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (CI cancelling a job, `kill` of nox) unwinds like Ctrl-C, so cleanup runs."""
+def _interrupts_unwind_once() -> Iterator[None]:
+    """The first SIGINT or SIGTERM (Ctrl-C, CI cancelling a job, `kill` of nox) unwinds like Ctrl-C, so
+    cleanup runs; later ones (CI sends SIGTERM 7.5 s after SIGINT) only shorten the cleanup's grace
+    periods, so they can never skip the final kill."""
+    interrupted = []
+
     def handler(signum, frame):
+        if interrupted:
+            procs.hurry()
+            return
+        interrupted.append(signum)
         raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _now() -> str:
@@ -219,6 +239,7 @@ def _config(plan: Plan) -> dict[str, Any]:
     combo, flags = plan.combo, plan.combo.flags
     return {
         "model": combo.model.name,
+        "served_model_name": plan.served_name,
         "checkpoint": combo.checkpoint,
         "model_source": plan.model.origin,
         "runner": combo.runner.name,
@@ -269,12 +290,21 @@ def _base_document(plan: Plan, started_at: str) -> dict[str, Any]:
             "framework_version": None,
             "python": platform.python_version(),
             "host": socket.gethostname(),
+            "run_id": plan.run_id,
+            # The benchmark job's own attempt ("Re-run failed jobs" gives it a new one): the report
+            # keeps the newest result per session.
+            "ci_run_attempt": _run_attempt(os.environ),
             "git_commit": _git_commit(),
             "started_at": started_at,
             "ended_at": None,
         },
         "artifacts": {"work_dir": str(plan.work_dir)},
     }
+
+
+def _run_attempt(environ: Mapping[str, str]) -> int | None:
+    value = environ.get("GITHUB_RUN_ATTEMPT", "")
+    return int(value) if value.isdigit() else None
 
 
 def _dist_version(name: str) -> str | None:
@@ -341,10 +371,14 @@ def prepare_model(plan: Plan) -> None:
     models.prepare(plan.combo.checkpoint, plan.model, envs.env_python(envs.VLLM_CPU))
 
 
-def write_input_error(session: str, results_dir: Path, message: str) -> Path:
-    """The JSON of a session stopped by bad input before it could plan anything."""
+def write_input_error(session: str, results_dir: Path, message: str) -> Path | None:
+    """The JSON of a session stopped by bad input before it could plan anything; None when an earlier
+    run's JSON is there: a rerun that never started a server does not destroy a result."""
     now = _now()
-    return results.write_atomic(results.result_path(results_dir.expanduser().resolve(), session), {
+    path = results.result_path(results_dir.expanduser().resolve(), session)
+    if path.exists():
+        return None
+    return results.write_atomic(path, {
         "schema": results.SCHEMA_VERSION, "session": session, "status": "error",
         "error": {"message": f"input: {message}", "log_tail": ""}, "config": None, "metrics": None,
         "gate": None, "server_metrics": None, "samples": [], "timings": {},
@@ -352,8 +386,9 @@ def write_input_error(session: str, results_dir: Path, message: str) -> Path:
     })
 
 
-def _prepare(plan: Plan, document: dict[str, Any], log: Callable[[str], None]) -> Plan:
-    """Everything before the server starts: inputs, environments, model, port, a clean work dir."""
+def _prepare(plan: Plan, document: dict[str, Any], log: Callable[[str], None], cleanup: ExitStack) -> Plan:
+    """Everything before the server starts: inputs, environments, model, port (claimed until `cleanup`
+    closes), a clean work dir."""
     timings = document["timings"]
     if plan.dataset_dir:
         evaluate.validate_dataset_dir(plan.dataset_dir)
@@ -363,10 +398,12 @@ def _prepare(plan: Plan, document: dict[str, Any], log: Callable[[str], None]) -
     t = time.monotonic()
     prepare_model(plan)
     timings["model_prep_s"] = round(time.monotonic() - t, 3)
-    port = pick_port(HOST, plan.port)
-    if port != plan.port:
-        log(f"port {plan.port} is busy; using {port}")
-        plan = plan_session(plan.combo, plan.options, plan.defaults, os.environ, port=port, baselines=plan.baselines)
+    claim = reserve_port(HOST, plan.port)
+    cleanup.callback(claim.release)
+    if claim.port != plan.port:
+        log(f"port {plan.port} is busy or claimed by another session; using {claim.port}")
+        plan = plan_session(plan.combo, plan.options, plan.defaults, os.environ, port=claim.port,
+                            baselines=plan.baselines, run_id=plan.run_id)
         document["config"] = _config(plan)
     # A rerun never reads an earlier run's outputs.
     for stale in (plan.lm_eval_dir, plan.task_dir):
@@ -397,23 +434,30 @@ def _record_outputs(plan: Plan, document: dict[str, Any], server_log: str) -> di
 
 
 def run_session(plan: Plan, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the plan; always write the JSON; raise SessionFailed when the session did not pass."""
+    """Run the plan; always write the JSON (except over an earlier result when the run never got past
+    its inputs); mask secrets in every file it leaves and every line it prints; raise SessionFailed
+    when the session did not pass."""
     started = time.monotonic()
+    masker = results.Masker()
+
+    def say(message: str) -> None:
+        log(masker.text(message))
+
     document = _base_document(plan, _now())
     timings = document["timings"]
     phase = "setup"
-    try:
-        with _sigterm_as_interrupt():
-            plan = _prepare(plan, document, log)
+    with _interrupts_unwind_once(), ExitStack() as cleanup:
+        try:
+            plan = _prepare(plan, document, say, cleanup)
             document["status"] = "failed"  # from here on, a server runs
             phase = "server start"
-            log(f"starting {plan.combo.framework.name} ({plan.launcher}): {shlex.join(plan.server_argv)}")
+            say(f"starting {plan.combo.framework.name} ({plan.launcher}): {shlex.join(plan.server_argv)}")
             with _launch(plan) as server, _evaluator(plan) as evaluator:
                 document["artifacts"]["server_log"] = str(plan.work_dir / "server.log")
                 document["config"]["server"] = server.record()
                 timings["server_ready_s"] = round(
-                    wait_ready(server, plan.combo.model.name, plan.start_timeout_s, log), 3)
-                log(f"server ready after {timings['server_ready_s']:.1f} s; running lm-eval "
+                    wait_ready(server, plan.served_name, plan.start_timeout_s, say), 3)
+                say(f"server ready after {timings['server_ready_s']:.1f} s; running lm-eval "
                     f"({plan.settings.concurrency} concurrent requests)")
                 phase = "evaluation"
                 before = server_metrics.scrape(plan.base_url)
@@ -430,24 +474,29 @@ def run_session(plan: Plan, log: Callable[[str], None] = print) -> dict[str, Any
             if document["gate"]["verdict"] == "regression":
                 raise GateFailed(gate.describe_regression(document["gate"]))
             document["status"] = "passed"
-    except KeyboardInterrupt as exc:
-        document["error"] = {"message": f"interrupted during {phase} ({exc or 'Ctrl-C'})", "log_tail": ""}
-        raise
-    except BenchError as exc:
-        document["error"] = {"message": f"{phase}: {exc}", "log_tail": getattr(exc, "log_tail", "")}
-        if isinstance(exc, ConfigError):
-            document["status"] = "error"
-    except Exception as exc:  # a bug or an unexpected library error: still say so in the JSON
-        document["error"] = {"message": f"{phase}: unexpected {type(exc).__name__}: {exc}",
-                             "log_tail": traceback.format_exc()}
-        raise
-    finally:
-        timings["total_s"] = round(time.monotonic() - started, 3)
-        document["environment"]["ended_at"] = _now()
-        results.write_atomic(plan.result_file, document)
+        except KeyboardInterrupt as exc:
+            document["error"] = {"message": f"interrupted during {phase} ({exc or 'Ctrl-C'})", "log_tail": ""}
+            raise
+        except BenchError as exc:
+            document["error"] = {"message": f"{phase}: {exc}", "log_tail": getattr(exc, "log_tail", "")}
+            if isinstance(exc, ConfigError):
+                document["status"] = "error"
+        except Exception as exc:  # a bug or an unexpected library error: still say so in the JSON
+            document["error"] = {"message": f"{phase}: unexpected {type(exc).__name__}: {exc}",
+                                 "log_tail": traceback.format_exc()}
+            raise
+        finally:
+            timings["total_s"] = round(time.monotonic() - started, 3)
+            document["environment"]["ended_at"] = _now()
+            masker.files([plan.work_dir])  # server.log, lm-eval.log and lm-eval's outputs are uploaded
+            if phase == "setup" and document["status"] == "error" and plan.result_file.exists():
+                say(f"{plan.session}: input error before any server started; the earlier result "
+                    f"{plan.result_file} is kept")
+            else:
+                results.write_atomic(plan.result_file, document)
     if document["status"] != "passed":
-        raise SessionFailed(f"{plan.session}: {document['status']}: {document['error']['message']}"
-                            f" (details: {plan.result_file})")
+        raise SessionFailed(masker.text(f"{plan.session}: {document['status']}: {document['error']['message']}"
+                                        f" (details: {plan.result_file})"))
     return document
 
 

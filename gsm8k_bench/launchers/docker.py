@@ -1,15 +1,17 @@
 """The server in a container, through the Docker SDK: the GPU runners' launcher.
 
 The image is checked before anything starts, and pulled only as the pull policy says: `create` never
-pulls on its own (the SDK's `run` would).  Leftover containers labelled for the same session (an
-earlier run that crashed) are removed first; this run's container is always stopped and removed.
+pulls on its own (the SDK's `run` would).  Containers of this project whose owning run is gone (crashed,
+SIGKILLed) are removed first; this run's container is always stopped and removed.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from gsm8k_bench.containers import SESSION_LABEL
 from gsm8k_bench.containers.spec import ContainerSpec
 from gsm8k_bench.errors import ServerError
 from gsm8k_bench.launchers import LOG_TAIL_LINES
+from gsm8k_bench.ownership import OWNER_LABEL, Owner, current_owner
 
 STOP_TIMEOUT_S = 15
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
@@ -59,13 +62,30 @@ def ensure_image(client, image: str, pull: str):
         raise ServerError(f"pulling image {image!r} failed: {exc.explanation or exc}") from None
 
 
-def remove_leftovers(client, session: str) -> list[str]:
-    """Containers an earlier, crashed run of this session left behind."""
+def sweep_orphans(client, session: str | None = None) -> list[str]:
+    """Remove this project's containers whose owning run is provably gone (its process died, even by
+    SIGKILL, or the host rebooted); a live run's container, here or on another host, is never touched.
+    Containers from before owner labels are removed only for `session` (an earlier crashed run of it)."""
+    import docker
+
+    here = current_owner()
     removed = []
-    for container in client.containers.list(all=True, filters={"label": f"{SESSION_LABEL}={session}"}):
-        container.remove(force=True)
-        removed.append(container.name)
+    for container in client.containers.list(all=True, filters={"label": SESSION_LABEL}):
+        labels = container.labels or {}
+        owner = Owner.parse(labels.get(OWNER_LABEL, ""))
+        orphan = owner.is_gone(here) if owner else labels.get(SESSION_LABEL) == session
+        if orphan:
+            try:
+                container.remove(force=True)
+            except docker.errors.NotFound:
+                continue  # another sweep got there first
+            removed.append(container.name)
     return removed
+
+
+def _engine_gone(exc: Exception) -> ServerError:
+    return ServerError(f"Docker engine unreachable at {engine_address()} ({type(exc).__name__}); the "
+                       "container is gone with it or will be removed by the next sweep")
 
 
 def create_kwargs(spec: ContainerSpec, name: str, environ: dict[str, str]) -> dict:
@@ -108,16 +128,39 @@ class DockerServer:
     log_path: Path
 
     def exit_status(self) -> str | None:
+        import requests
+
         import docker
 
         try:
             self.container.reload()
         except docker.errors.NotFound:
             return "container was removed"
+        except (requests.RequestException, docker.errors.DockerException) as exc:
+            raise _engine_gone(exc) from None
         state = self.container.attrs.get("State", {})
         if state.get("Status") in ("exited", "dead"):
             return f"container exited with code {state.get('ExitCode')}"
         return None
+
+    def hang_status(self) -> str | None:
+        """A paused container, or a stopped process in it (ps on the engine's host, via `docker top`)."""
+        import requests
+
+        import docker
+
+        if self.container.attrs.get("State", {}).get("Paused"):
+            return "container is paused"
+        try:
+            top = self.container.top(ps_args="-o pid,stat")
+        except (docker.errors.APIError, requests.RequestException):
+            return None  # not running (yet), or the engine is gone: exit_status says which
+        titles = top.get("Titles") or []
+        if "STAT" not in titles:
+            return None
+        stat = titles.index("STAT")
+        stopped = [row[0] for row in top.get("Processes") or [] if row[stat].startswith("T")]
+        return f"process(es) {', '.join(stopped)} in the container stopped (SIGSTOP?)" if stopped else None
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         return procs.tail(self.log_path, lines)
@@ -149,9 +192,11 @@ def _follow_logs(container, log_path: Path) -> threading.Thread:
 def docker_server(spec: ContainerSpec, *, base_url: str, pull: str, log_path: Path) -> Iterator[DockerServer]:
     client = docker_client()
     image = ensure_image(client, spec.image, pull)
-    remove_leftovers(client, spec.labels[SESSION_LABEL])
+    sweep_orphans(client, spec.labels[SESSION_LABEL])
     name = f"{spec.name}-{secrets.token_hex(3)}"
-    container = client.containers.create(**create_kwargs(spec, name, dict(os.environ)))
+    kwargs = create_kwargs(spec, name, dict(os.environ))
+    kwargs["labels"][OWNER_LABEL] = current_owner().label()
+    container = client.containers.create(**kwargs)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     try:
         container.start()
@@ -162,17 +207,46 @@ def docker_server(spec: ContainerSpec, *, base_url: str, pull: str, log_path: Pa
         client.close()
 
 
+def main(argv: list[str]) -> int:
+    """`python -m gsm8k_bench.launchers.docker sweep`: the workflow's always-run cleanup step."""
+    if argv != ["sweep"]:
+        print("usage: python -m gsm8k_bench.launchers.docker sweep", file=sys.stderr)
+        return 2
+    client = docker_client()
+    for name in sweep_orphans(client):
+        print(f"removed orphaned container {name}")
+    client.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
+
+
 def _stop_and_remove(container) -> None:
-    """SIGTERM with a grace period, then removal (which kills whatever still runs)."""
+    """SIGTERM with a grace period (cut short by a second interrupt), then removal, which kills whatever
+    still runs.  An engine that is gone leaves nothing to do here (the next sweep removes the rest)."""
+    import requests
+
     import docker
 
-    try:
-        container.stop(timeout=STOP_TIMEOUT_S)
-    except docker.errors.NotFound:
-        return
-    except docker.errors.APIError:
-        pass  # remove(force=True) below kills it
-    try:
-        container.remove(force=True)
-    except docker.errors.NotFound:
-        pass
+    with procs.cleanup_shield():
+        try:
+            container.kill(signal="SIGTERM")
+            container.kill(signal="SIGCONT")  # docker-init passes both on: a stopped server acts on SIGTERM
+            deadline = time.monotonic() + STOP_TIMEOUT_S
+            while time.monotonic() < deadline and not procs.hurried():
+                container.reload()
+                if container.attrs.get("State", {}).get("Status") in ("exited", "dead"):
+                    break
+                time.sleep(0.2)
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError:
+            pass  # not running (any more): remove(force=True) below
+        except requests.RequestException:
+            return  # the engine is gone
+        try:
+            container.remove(force=True)
+        except (docker.errors.NotFound, requests.RequestException):
+            pass

@@ -23,6 +23,10 @@ class ProcessServer:
         code = self.proc.poll()
         return None if code is None else f"exited with code {code}"
 
+    def hang_status(self) -> str | None:
+        stopped = procs.stopped_members(self.proc.pid)
+        return f"process(es) {', '.join(map(str, stopped))} stopped (SIGSTOP?)" if stopped else None
+
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         return procs.tail(self.log_path, lines)
 
