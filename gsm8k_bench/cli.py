@@ -106,9 +106,11 @@ def run_combination(matrix: Matrix, combo: Combination, argv: list[str],
 def adhoc_parser() -> argparse.ArgumentParser:
     parser = _MatrixParser(prog="nox -s gsm8k --", description="Run one combination, listed in "
                            "matrix.yaml or not; the remaining arguments are the session's (--limit ...).")
-    parser.add_argument("--model", required=True, help="short name; a matrix.yaml model keeps its settings")
-    parser.add_argument("--checkpoint", help="checkpoint to serve (hub id or path); needed for new models")
-    parser.add_argument("--runner", required=True)
+    parser.add_argument("--model", required=True,
+                        help="a short name (a matrix.yaml model keeps its settings) or a checkpoint (hub id "
+                        "or path; the checkpoint of a matrix.yaml model at --precision runs as that model)")
+    parser.add_argument("--checkpoint", help="checkpoint to serve (hub id or path) under a new short --model")
+    parser.add_argument("--runner", required=True, help="runner name or its CI label (h100 or h100-cr)")
     parser.add_argument("--framework", required=True)
     parser.add_argument("--precision", required=True)
     parser.add_argument("--tp", type=int, default=1)

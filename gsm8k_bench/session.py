@@ -227,6 +227,7 @@ def _config(plan: Plan) -> dict[str, Any]:
         "framework": combo.framework.name,
         "launcher": plan.launcher,
         "image": plan.image if plan.launcher == "docker" else None,
+        "image_override": plan.options.image is not None,  # --image instead of matrix.yaml's
         "server_command": shlex.join(plan.server_argv),
         "container": plan.container.describe() if plan.container else None,
         "precision": combo.precision.name,
