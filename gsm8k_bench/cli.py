@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from gsm8k_bench import dispatch, envs, evaluate, gate
+from gsm8k_bench import dispatch, envs, evaluate, gate, results, summary
 from gsm8k_bench import session as session_mod
 from gsm8k_bench.errors import BenchError, ConfigError
 from gsm8k_bench.matrix import Combination, Matrix, adhoc_combination, load_matrix, select
@@ -94,13 +94,12 @@ def run_combination(matrix: Matrix, combo: Combination, argv: list[str],
     if options.dry_run:
         print(session_mod.dry_run_text(plan))
         return None
-    document = session_mod.run_session(plan, log)
-    metrics = document["metrics"]
-    verdict = document["gate"]
-    log(f"{combo.name}: passed; strict-match {metrics['strict_match']:.4f} "
-        f"flexible-extract {metrics['flexible_extract']:.4f} n={metrics['n']}; gate: {verdict['verdict']} "
-        f"({verdict['reason']}) -> {plan.result_file}")
-    return document
+    try:
+        return session_mod.run_session(plan, log)
+    finally:  # passed or not, the JSON is written: the last lines show what it measured
+        if plan.result_file.is_file():
+            for line in summary.lines(results.read(plan.result_file), plan.result_file):
+                log(line)
 
 
 def adhoc_parser() -> argparse.ArgumentParser:

@@ -29,6 +29,7 @@ def _signal_group(proc: subprocess.Popen, sig: signal.Signals) -> None:
 def stop(proc: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
     """Terminate the whole group, wait, then kill what is left; safe on a process that already ended."""
     _signal_group(proc, signal.SIGTERM)
+    _signal_group(proc, signal.SIGCONT)  # a stopped (hung) group acts on the SIGTERM only once continued
     try:
         proc.wait(timeout=grace_s)
     except subprocess.TimeoutExpired:
