@@ -110,7 +110,8 @@ def plan(matrix: Matrix, inputs: dict[str, str], run_attempt: str = "1") -> list
             combos = select(matrix.combinations, tags=sessions.split(":", 1)[1].split())
         else:
             combos = select(matrix.combinations, keywords=_keyword_expression(sessions))
-        rows = [{**c.summary(), "nox_session": c.name, "session_args": " ".join(session_args)} for c in combos]
+        rows = [{**c.summary(), "nox_session": c.name, "image": inputs["image"] or c.image,
+                 "session_args": " ".join(session_args)} for c in combos]
     else:
         combo, nox_session, adhoc_args = _adhoc(matrix, inputs)
         rows = [{**combo.summary(), "nox_session": nox_session, "image": inputs["image"] or combo.image,

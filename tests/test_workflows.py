@@ -124,7 +124,7 @@ def test_plan_step_yields_the_benchmark_matrix(tmp_path, matrix):
         assert row["session"] in names and row["nox_session"] == row["session"]  # one nox -s per cell
         assert row["artifact"] == f"{row['session']}-attempt2" and ARTIFACT_NAME.match(row["artifact"])
         assert row["runner_label"] == matrix.runners[row["runner"]].label
-        assert row["session_args"] == "--num-fewshot 5"
+        assert row["session_args"] == "--num-fewshot 5" and row["image"] == matrix.get(row["session"]).image
 
 
 def documented_example() -> dict[str, str]:
