@@ -125,8 +125,9 @@ class Monitor:
     def snapshot(self, now: float) -> Snapshot:
         then, tokens_then = self.history[0]
         rate = (self.tokens - tokens_then) / (now - then) if now > then and self.answering else None
-        return Snapshot(now - self.start, self.answered, self.total, self.in_flight, self.answering, rate,
-                        now - self.last_progress)
+        # A request lm-eval retried after a timeout may finish twice on the server: never more than asked.
+        return Snapshot(now - self.start, min(self.answered, self.total), self.total, self.in_flight,
+                        self.answering, rate, now - self.last_progress)
 
     def _show(self, line: str) -> None:
         if self.in_place:
