@@ -353,7 +353,7 @@ def _same_checkpoint(given: str, listed: str) -> bool:
     return key(given) == key(listed)
 
 
-def model_name_from(checkpoint: str) -> str:
+def _model_name_from(checkpoint: str) -> str:
     """A session-name-safe short name for a checkpoint in no matrix entry (its last path part)."""
     name = re.sub(r"[^a-z0-9.]+", "-", PurePath(checkpoint.rstrip("/")).name.lower()).strip("-")
     if not MODEL_NAME.match(name):
@@ -697,7 +697,7 @@ def adhoc_combination(matrix: Matrix, *, model: str, runner: str, framework: str
             raise ConfigError(f"--{kind}: " + unknown_choice(kind, value, known))
     if model not in matrix.models and "/" in model and checkpoint is None:
         known_model = matrix.model_for_checkpoint(model, precision, matrix.runners[runner].vendor)
-        model, checkpoint = (known_model.name, None) if known_model else (model_name_from(model), model)
+        model, checkpoint = (known_model.name, None) if known_model else (_model_name_from(model), model)
     if protocol is not None and protocol not in PROTOCOLS:
         raise ConfigError("--protocol: " + unknown_choice("protocol", protocol, PROTOCOLS))
     if not MODEL_NAME.match(model):
