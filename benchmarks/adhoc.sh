@@ -8,6 +8,8 @@ usage: $(basename "$0") --model M --runner R --precision P [--image I] [--tp N] 
        [--num-fewshot K] [--limit N] [-- SESSION_ARGS ...]
   Runs ${FRAMEWORK} in Docker for one combination, listed in matrix.yaml or not; the result is
   results/gsm8k-<model>-<runner>-${FRAMEWORK}-<precision>-tp<N>.json.
+  M: a matrix.yaml model or a checkpoint (hub id or path); R: a runner name or its CI label
+  (h100 or h100-cr).
 USAGE
   exit 2
 }

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from gsm8k_bench import dispatch, envs, evaluate, gate, ownership
+from gsm8k_bench import dispatch, envs, evaluate, gate, ownership, results, summary
 from gsm8k_bench import session as session_mod
 from gsm8k_bench.errors import BenchError, ConfigError
 from gsm8k_bench.matrix import Combination, Matrix, adhoc_combination, load_matrix, select
@@ -98,21 +98,22 @@ def run_combination(matrix: Matrix, combo: Combination, argv: list[str],
         except ConfigError as exc:
             session_mod.write_input_error(combo.name, options.results_dir, str(exc))
             raise
-        document = session_mod.run_session(plan, log)
-    metrics = document["metrics"]
-    verdict = document["gate"]
-    log(f"{combo.name}: passed; strict-match {metrics['strict_match']:.4f} "
-        f"flexible-extract {metrics['flexible_extract']:.4f} n={metrics['n']}; gate: {verdict['verdict']} "
-        f"({verdict['reason']}) -> {plan.result_file}")
-    return document
+        try:
+            return session_mod.run_session(plan, log)
+        finally:  # passed or not, the JSON is written: the last lines show what it measured
+            if plan.result_file.is_file():
+                for line in summary.lines(results.read(plan.result_file), plan.result_file):
+                    log(line)
 
 
 def adhoc_parser() -> argparse.ArgumentParser:
     parser = _MatrixParser(prog="nox -s gsm8k --", description="Run one combination, listed in "
                            "matrix.yaml or not; the remaining arguments are the session's (--limit ...).")
-    parser.add_argument("--model", required=True, help="short name; a matrix.yaml model keeps its settings")
-    parser.add_argument("--checkpoint", help="checkpoint to serve (hub id or path); needed for new models")
-    parser.add_argument("--runner", required=True)
+    parser.add_argument("--model", required=True,
+                        help="a short name (a matrix.yaml model keeps its settings) or a checkpoint (hub id "
+                        "or path; the checkpoint of a matrix.yaml model at --precision runs as that model)")
+    parser.add_argument("--checkpoint", help="checkpoint to serve (hub id or path) under a new short --model")
+    parser.add_argument("--runner", required=True, help="runner name or its CI label (h100 or h100-cr)")
     parser.add_argument("--framework", required=True)
     parser.add_argument("--precision", required=True)
     parser.add_argument("--tp", type=int, default=1)

@@ -13,11 +13,12 @@ from collections.abc import Mapping
 
 from gsm8k_bench import dispatch_policy
 from gsm8k_bench.errors import ConfigError
-from gsm8k_bench.matrix import MODEL_NAME, Combination, Matrix, adhoc_combination, select
+from gsm8k_bench.matrix import Combination, Matrix, adhoc_combination, select
 
 GITHUB_MAX_JOBS = 256
 IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/:@-]{0,254}$")
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+LOCAL_PATH = re.compile(r"^(/[A-Za-z0-9_-][A-Za-z0-9._-]*)+/?$")  # absolute; no '..' or '.' parts
 SESSION_LIST = re.compile(r"^gsm8k-[a-z0-9.-]+( +gsm8k-[a-z0-9.-]+)*$")
 TAG_LIST = re.compile(r"^tags?: *[a-z0-9.-]+( +[a-z0-9.-]+)*$")
 INPUTS = ("sessions", "model", "runner", "image", "framework", "precision", "tp", "num_fewshot", "limit")
@@ -64,29 +65,28 @@ def _session_args(inputs: dict[str, str]) -> list[str]:
     return args
 
 
-def _adhoc(matrix: Matrix, inputs: dict[str, str]) -> tuple[Combination, list[str]]:
+def _adhoc(matrix: Matrix, inputs: dict[str, str]) -> tuple[Combination, str, list[str]]:
+    """The combination, the nox session that runs it and that session's arguments.  A matrix model (by
+    name or by the checkpoint it serves) on a listed combination runs as that matrix session."""
     missing = [n for n in ("model", "runner", "framework", "precision") if not inputs[n]]
     if missing:
         raise ConfigError(f"inputs {', '.join(missing)} are required without 'sessions' "
                           "(or give 'sessions' to rerun part of matrix.yaml)")
-    model, checkpoint = inputs["model"], None
-    if model not in matrix.models:
-        if not HUB_ID.match(model):
-            raise ConfigError(f"input 'model': {model!r} is neither a matrix.yaml model "
-                              f"({', '.join(matrix.models)}) nor a hub id like org/name")
-        checkpoint = model
-        model = re.sub(r"[^a-z0-9.]+", "-", model.rsplit("/", 1)[1].lower()).strip("-")
-        if not MODEL_NAME.match(model):
-            raise ConfigError(f"input 'model': cannot derive a session name from {inputs['model']!r}")
+    model = inputs["model"]
+    if model not in matrix.models and not (HUB_ID.match(model) or LOCAL_PATH.match(model)):
+        raise ConfigError(f"input 'model': {model!r} is neither a matrix.yaml model "
+                          f"({', '.join(matrix.models)}), a hub id like org/name, nor an absolute path")
     tp = _int_input("tp", inputs["tp"] or "1", 1, 64)
     combo = adhoc_combination(matrix, model=model, runner=inputs["runner"], framework=inputs["framework"],
-                              precision=inputs["precision"], tp=tp, checkpoint=checkpoint,
-                              image=inputs["image"] or None)
-    args = ["--model", model, "--runner", combo.runner.name, "--framework", combo.framework.name,
+                              precision=inputs["precision"], tp=tp, image=inputs["image"] or None)
+    listed = matrix.by_name().get(combo.name)
+    if listed is not None and listed.model == combo.model:
+        return listed, listed.name, []
+    args = ["--model", combo.model.name, "--runner", combo.runner.name, "--framework", combo.framework.name,
             "--precision", combo.precision.name, "--tp", str(tp)]
-    if checkpoint:
-        args += ["--checkpoint", checkpoint]
-    return combo, args
+    if combo.model.name not in matrix.models:
+        args += ["--checkpoint", combo.model.checkpoint]
+    return combo, "gsm8k", args
 
 
 def check_size(rows: list[dict]) -> list[dict]:
@@ -111,11 +111,12 @@ def plan(matrix: Matrix, inputs: dict[str, str]) -> list[dict]:
             combos = select(matrix.combinations, tags=sessions.split(":", 1)[1].split())
         else:
             combos = select(matrix.combinations, keywords=_keyword_expression(sessions))
-        rows = [{**c.summary(), "nox_session": c.name, "session_args": " ".join(session_args)} for c in combos]
+        rows = [{**c.summary(), "nox_session": c.name, "image": inputs["image"] or c.image,
+                 "session_args": " ".join(session_args)} for c in combos]
     else:
-        combo, adhoc_args = _adhoc(matrix, inputs)
+        combo, nox_session, adhoc_args = _adhoc(matrix, inputs)
         combos = [combo]
-        rows = [{**combo.summary(), "nox_session": "gsm8k",
+        rows = [{**combo.summary(), "nox_session": nox_session, "image": inputs["image"] or combo.image,
                  "session_args": " ".join([*adhoc_args, *session_args])}]
     check_size(rows)
     if inputs["image"]:

@@ -2,8 +2,8 @@
 on the GPU fleet, and a time budget that ends every cell's own timeouts before GitHub's.
 
 Images: the fleet runs an image with the HF token, host networking and host IPC, so `image` may only
-name an image matrix.yaml lists for that framework and runner (or vendor), or pin a digest
-(`repo@sha256:<64 hex>`) of one of those repositories: a reviewed repository, at an immutable content.
+come from a repository matrix.yaml lists for that framework and runner (or vendor): any tag of it (the
+publisher is the one reviewed) or a digest (`repo@sha256:<64 hex>`, immutable content).
 """
 
 from __future__ import annotations
@@ -41,20 +41,18 @@ def allowed_images(matrix: Matrix, combo: Combination) -> list[str]:
 
 
 def check_image(image: str, matrix: Matrix, combos: Iterable[Combination]) -> None:
-    """Raise unless the image is allowed for every selected combination."""
+    """Raise unless the image comes from a repository allowed for every selected combination."""
     for combo in combos:
         allowed = allowed_images(matrix, combo)
-        if image in allowed:
-            continue
-        pinned = DIGEST.match(image)
-        if pinned and pinned.group("repo") in {repository(a) for a in allowed}:
-            continue
         repos = sorted({repository(a) for a in allowed})
+        pinned = DIGEST.match(image)
+        if (pinned.group("repo") if pinned else repository(image)) in repos:
+            continue
         raise ConfigError(
-            f"input 'image': {shorten(image)} is not allowed for {combo.framework.name} on {combo.runner.name}. "
-            f"Allowed: {', '.join(allowed) or '(none listed in matrix.yaml)'}, or a digest of "
-            f"{', '.join(repos) or 'a listed repository'} pinned as REPO@sha256:<64 hex>; "
-            "other images are added to matrix.yaml by review")
+            f"input 'image': {shorten(image)} is not from a repository allowed for {combo.framework.name} on "
+            f"{combo.runner.name}. Allowed repositories: {', '.join(repos) or '(none listed in matrix.yaml)'} "
+            "(any tag, or a digest pinned as REPO@sha256:<64 hex>); other repositories are added to "
+            "matrix.yaml by review")
 
 
 def job_timeout_minutes(workflow: Path = WORKFLOW) -> int:

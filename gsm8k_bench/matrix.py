@@ -7,10 +7,11 @@ every error names the file, the line and the key path, with the allowed values.
 from __future__ import annotations
 
 import itertools
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import yaml
@@ -244,6 +245,10 @@ class Model:
         by_vendor = self.checkpoints.get(precision, {})
         return by_vendor.get(vendor, by_vendor.get("*"))
 
+    def serves(self, precision: str, vendor: str) -> str:
+        """The checkpoint a session of this model loads at this precision on this vendor."""
+        return self.checkpoint_for(precision, vendor) or self.checkpoint
+
 
 @dataclass(frozen=True)
 class Combination:
@@ -269,7 +274,7 @@ class Combination:
 
     @property
     def checkpoint(self) -> str:
-        return self.prequantized_checkpoint or self.model.checkpoint
+        return self.model.serves(self.precision.name, self.runner.vendor)
 
     @property
     def flags(self) -> PrecisionFlags:
@@ -326,9 +331,44 @@ class Matrix:
             raise ConfigError(f"{self.path.name}: " + unknown_choice("session", name, combos))
         return combos[name]
 
+    def runner(self, name_or_label: str) -> Runner:
+        """A runner by its SKU name or its CI label (`h100` or `h100-cr`): every runner input takes both."""
+        by_label = {runner.label: runner for runner in self.runners.values()}
+        found = self.runners.get(name_or_label) or by_label.get(name_or_label)
+        if found is None:
+            raise ConfigError(unknown_choice("runner", name_or_label, [*self.runners, *by_label]))
+        return found
+
+    def model_for_checkpoint(self, checkpoint: str, precision: str, vendor: str) -> Model | None:
+        """The matrix model that serves `checkpoint` at this precision on this vendor, if one does."""
+        found = [model for model in self.models.values() if precision in model.precisions
+                 and _same_checkpoint(checkpoint, model.serves(precision, vendor))]
+        if len(found) > 1:
+            raise ConfigError(f"{checkpoint!r} is the {precision} checkpoint of several models in "
+                              f"{self.path.name} ({', '.join(m.name for m in found)}); name one as the model")
+        return found[0] if found else None
+
 
 def session_name(model: str, runner: str, framework: str, precision: str, tp: int) -> str:
     return f"gsm8k-{model}-{runner}-{framework}-{precision}-tp{tp}"
+
+
+def _same_checkpoint(given: str, listed: str) -> bool:
+    """Hub ids compare as written; local paths after ~ and ./.. are spelled out (no file is read)."""
+    def key(checkpoint: str) -> str:
+        if checkpoint.startswith(("/", "~", ".")):
+            return os.path.normpath(os.path.expanduser(checkpoint))
+        return checkpoint.rstrip("/")
+    return key(given) == key(listed)
+
+
+def _model_name_from(checkpoint: str) -> str:
+    """A session-name-safe short name for a checkpoint in no matrix entry (its last path part)."""
+    name = re.sub(r"[^a-z0-9.]+", "-", PurePath(checkpoint.rstrip("/")).name.lower()).strip("-")
+    if not MODEL_NAME.match(name):
+        raise ConfigError(f"cannot derive a session name from the checkpoint {checkpoint!r}; give a short "
+                          "name as the model and the checkpoint separately")
+    return name
 
 
 # --------------------------------------------------------------------------- loading
@@ -364,6 +404,7 @@ def parse_matrix(text: str, path: Path) -> Matrix:
 
     defaults = _read_defaults(r, data.get("defaults", Lined()))
     runners = _read_named(r, data, "runners", PART_NAME, _read_runner)
+    _check_labels(r, data["runners"], runners)
     frameworks = _read_named(r, data, "frameworks", PART_NAME, _read_framework)
     precisions = _read_named(r, data, "precisions", PART_NAME,
                              lambda r, name, node, key: _read_precision(r, name, node, key, frameworks))
@@ -417,6 +458,20 @@ def _read_runner(r: Reader, name: str, node: Any, key: str) -> Runner:
         r.typed(start, f"{key}.start_timeout_s", (int, float), node, "start_timeout_s")
     return Runner(name, vendor, gpus, label, precisions, concurrency,
                   float(start) if start is not None else None)
+
+
+def _check_labels(r: Reader, node: Any, runners: Mapping[str, Runner]) -> None:
+    """A runner input may be a name or a label, so each must point at exactly one runner."""
+    seen: dict[str, str] = {}
+    for runner in runners.values():
+        other = seen.get(runner.label)
+        if other is None and runner.label in runners and runner.label != runner.name:
+            other = runner.label
+        if other:
+            raise r.fail(f"runners.{runner.name}.label", f"label {runner.label!r} already names runner "
+                         f"{other!r}; runner inputs take names and labels, so each must be unique",
+                         node[runner.name], "label")
+        seen[runner.label] = runner.name
 
 
 def _vendor_keyed(r: Reader, node: Any, key: str, value_check) -> dict[str, Any]:
@@ -634,14 +689,24 @@ def adhoc_combination(matrix: Matrix, *, model: str, runner: str, framework: str
                       image: str | None = None) -> Combination:
     """One combination from the command line, also one matrix.yaml does not list.
 
-    A model known to matrix.yaml keeps its settings (checkpoints, server args); an unknown one needs
-    --checkpoint.  Runner, framework and precision must exist: they carry hardware and flag meaning.
+    `model` is a matrix model's short name, a new short name (with `checkpoint`), or a checkpoint itself
+    (a hub id or a path): the checkpoint a matrix model serves at this precision becomes that model, so
+    the run gets the matrix session's name; any other checkpoint gets a name derived from it.  A model
+    known to matrix.yaml keeps its settings (checkpoints, server args).  `runner` is a SKU name or its CI
+    label.  Runner, framework and precision must exist: they carry hardware and flag meaning.
     """
     r = Reader(Path("command line"))
-    for kind, value, known in (("runner", runner, matrix.runners), ("framework", framework, matrix.frameworks),
+    try:
+        runner = matrix.runner(runner).name
+    except ConfigError as exc:
+        raise ConfigError(f"--runner: {exc}") from None
+    for kind, value, known in (("framework", framework, matrix.frameworks),
                                ("precision", precision, matrix.precisions)):
         if value not in known:
             raise ConfigError(f"--{kind}: " + unknown_choice(kind, value, known))
+    if model not in matrix.models and "/" in model and checkpoint is None:
+        known_model = matrix.model_for_checkpoint(model, precision, matrix.runners[runner].vendor)
+        model, checkpoint = (known_model.name, None) if known_model else (_model_name_from(model), model)
     if protocol is not None and protocol not in PROTOCOLS:
         raise ConfigError("--protocol: " + unknown_choice("protocol", protocol, PROTOCOLS))
     if not MODEL_NAME.match(model):

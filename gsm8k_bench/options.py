@@ -12,6 +12,9 @@ from gsm8k_bench.launchers import LAUNCHERS
 from gsm8k_bench.models import SOURCES
 
 PULL_POLICIES = ("never", "missing", "always")
+PROGRESS_INTERVAL_S = 30.0
+# A GPU server generates tokens every few milliseconds while requests run; minutes without one is a hang.
+STALL_TIMEOUT_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,8 @@ class SessionOptions:
     start_timeout_s: float | None
     request_timeout_s: float | None
     eval_timeout_s: float
+    progress_interval_s: float
+    stall_timeout_s: float
     max_gen_toks: int | None
     model_source: str
     baselines: Path | None
@@ -76,6 +81,12 @@ def build_parser(session: str) -> argparse.ArgumentParser:
                         help="seconds per request before lm-eval retries it")
     parser.add_argument("--eval-timeout", dest="eval_timeout_s", type=_at_least(float, 1.0),
                         default=6 * 3600.0, help="wall-clock limit of the evaluation (default 6 h)")
+    parser.add_argument("--progress-interval", dest="progress_interval_s", type=_at_least(float, 0.5),
+                        default=PROGRESS_INTERVAL_S, help="seconds between progress lines when the output is not "
+                        f"a terminal (default {PROGRESS_INTERVAL_S:.0f}; a terminal gets one line updated in place)")
+    parser.add_argument("--stall-timeout", dest="stall_timeout_s", type=_at_least(float, 1.0),
+                        default=STALL_TIMEOUT_S, help="fail the session when no request finishes and no token is "
+                        f"generated for this many seconds while requests are in flight (default {STALL_TIMEOUT_S:.0f})")
     parser.add_argument("--max-gen-toks", type=_at_least(int, 1), help="generation token limit")
     parser.add_argument("--model-source", choices=SOURCES, default="auto",
                         help="hub, or a packaged copy where one exists (default auto)")

@@ -21,18 +21,31 @@ LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 @dataclass(frozen=True)
 class MetricNames:
     generation_tokens: str
-    requests: str
+    requests: str  # counter of finished requests
     latency: str  # histogram of end-to-end request latency, seconds
+    running: str  # gauge: requests being generated
+    waiting: str  # gauge: requests queued
+    # Counter of generated tokens that grows while requests run (not only when they finish): live progress.
+    step_tokens: str
+    step_tokens_where: tuple[tuple[str, str], ...] = ()
     finished_label: str | None = None  # label of `requests` that says why a request ended
     length_value: str = "length"
+    breakdown_label: str = "priority"  # gauge series with a non-empty value here split a total: not summed
 
 
 NAMES = {
+    # vLLM counts generated tokens every engine step.
     "vllm": MetricNames("vllm:generation_tokens_total", "vllm:request_success_total",
-                        "vllm:e2e_request_latency_seconds", finished_label="finished_reason"),
-    # SGLang exports these with --enable-metrics; it has no per-reason request counter.
+                        "vllm:e2e_request_latency_seconds", "vllm:num_requests_running",
+                        "vllm:num_requests_waiting", "vllm:generation_tokens_total",
+                        finished_label="finished_reason"),
+    # SGLang exports these with --enable-metrics; it has no per-reason request counter.  Its
+    # generation_tokens_total grows when a request finishes; realtime_tokens_total{mode="decode"} every
+    # decode step (sglang/srt/observability/metrics_collector.py, 0.5.23).
     "sglang": MetricNames("sglang:generation_tokens_total", "sglang:num_requests_total",
-                          "sglang:e2e_request_latency_seconds"),
+                          "sglang:e2e_request_latency_seconds", "sglang:num_running_reqs",
+                          "sglang:num_queue_reqs", "sglang:realtime_tokens_total",
+                          step_tokens_where=(("mode", "decode"),)),
 }
 
 Samples = list[tuple[str, dict[str, str], float]]
@@ -52,9 +65,9 @@ def parse(text: str) -> Samples:
     return samples
 
 
-def scrape(base_url: str) -> Samples | None:
+def scrape(base_url: str, timeout_s: float = 10.0) -> Samples | None:
     try:
-        response = requests.get(f"{base_url}/metrics", timeout=10)
+        response = requests.get(f"{base_url}/metrics", timeout=timeout_s)
     except requests.RequestException:
         return None
     return parse(response.text) if response.status_code == 200 else None
@@ -63,6 +76,28 @@ def scrape(base_url: str) -> Samples | None:
 def _total(samples: Samples, name: str, where: Mapping[str, str] | None = None) -> float:
     return sum(v for n, labels, v in samples
                if n == name and all(labels.get(k) == want for k, want in (where or {}).items()))
+
+
+@dataclass(frozen=True)
+class Counts:
+    """One scrape's numbers for live progress."""
+
+    finished: float  # requests finished since the server started
+    running: float
+    waiting: float
+    step_tokens: float  # generated tokens since the server started, counted while requests run
+
+
+def counts(framework: str, samples: Samples) -> Counts | None:
+    names = NAMES.get(framework)
+    if names is None:
+        return None
+
+    def gauge(name: str) -> float:
+        return sum(v for n, labels, v in samples if n == name and not labels.get(names.breakdown_label))
+
+    return Counts(_total(samples, names.requests), gauge(names.running), gauge(names.waiting),
+                  _total(samples, names.step_tokens, dict(names.step_tokens_where)))
 
 
 def _buckets(samples: Samples, histogram: str) -> dict[float, float]:

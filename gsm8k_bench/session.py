@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import gsm8k_bench
-from gsm8k_bench import envs, evaluate, gate, models, procs, results, server_metrics
+from gsm8k_bench import envs, evaluate, gate, models, procs, progress, results, server_metrics
 from gsm8k_bench.containers import container_spec
 from gsm8k_bench.containers.spec import ContainerSpec, Mount
 from gsm8k_bench.errors import BenchError, ConfigError, EvalError, ServerError
@@ -248,6 +248,7 @@ def _config(plan: Plan) -> dict[str, Any]:
         "framework": combo.framework.name,
         "launcher": plan.launcher,
         "image": plan.image if plan.launcher == "docker" else None,
+        "image_override": plan.options.image is not None,  # --image instead of matrix.yaml's
         "server_command": shlex.join(plan.server_argv),
         "container": plan.container.describe() if plan.container else None,
         "precision": combo.precision.name,
@@ -329,19 +330,29 @@ def _evaluator(plan: Plan) -> Iterator[subprocess.Popen]:
         go.unlink(missing_ok=True)
 
 
-def _run_eval(plan: Plan, server, evaluator: subprocess.Popen) -> float:
-    """Let lm-eval go and watch the server meanwhile: a dead server ends the evaluation at once."""
+def _run_eval(plan: Plan, server, evaluator: subprocess.Popen, before: server_metrics.Samples | None,
+              log: Callable[[str], None]) -> float:
+    """Let lm-eval go and watch the server meanwhile: a dead or hung server ends the evaluation."""
     eval_log = plan.work_dir / "lm-eval.log"
     start = time.monotonic()
     (plan.work_dir / ".start-eval").touch()
-    while evaluator.poll() is None:
-        status = server.exit_status()
-        if status:
-            raise ServerError(f"server {status} during the evaluation", server.log_tail())
-        if time.monotonic() - start > plan.options.eval_timeout_s:
-            raise EvalError(f"evaluation exceeded --eval-timeout {plan.options.eval_timeout_s:.0f} s",
-                            procs.tail(eval_log))
-        time.sleep(EVAL_POLL_S)
+    total = progress.question_count(plan.settings.limit, plan.dataset_dir)
+    with progress.Monitor(plan.combo.framework.name, plan.base_url, total, baseline=before, log=log,
+                          interval_s=plan.options.progress_interval_s,
+                          stall_timeout_s=plan.options.stall_timeout_s) as monitor:
+        while evaluator.poll() is None:
+            status = server.exit_status()
+            if status:
+                raise ServerError(f"server {status} during the evaluation", server.log_tail())
+            if time.monotonic() - start > plan.options.eval_timeout_s:
+                raise EvalError(f"evaluation exceeded --eval-timeout {plan.options.eval_timeout_s:.0f} s",
+                                procs.tail(eval_log))
+            stall = monitor.poll()
+            if stall:
+                raise ServerError(stall, server.log_tail())
+            time.sleep(EVAL_POLL_S)
+        if evaluator.returncode == 0:
+            monitor.done()
     if evaluator.returncode != 0:
         raise EvalError(f"lm-eval exited with code {evaluator.returncode}", procs.tail(eval_log))
     return time.monotonic() - start
@@ -461,7 +472,7 @@ def run_session(plan: Plan, log: Callable[[str], None] = print) -> dict[str, Any
                     f"({plan.settings.concurrency} concurrent requests)")
                 phase = "evaluation"
                 before = server_metrics.scrape(plan.base_url)
-                timings["eval_s"] = round(_run_eval(plan, server, evaluator), 3)
+                timings["eval_s"] = round(_run_eval(plan, server, evaluator, before, log), 3)
                 after = server_metrics.scrape(plan.base_url)
                 server_log = server.log_tail(100000)
             document["server_metrics"] = server_metrics.summarize(

@@ -7,6 +7,7 @@ so this proves the GPU commands without a GPU.  `nox -s cli-parsers` runs these.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -78,3 +79,25 @@ def test_sglang_parser_accepts_every_sglang_command(matrix):
         assert parsed["served_model_name"] == combo.model.name
         assert {k: parsed[k] for k in ("dtype", "quantization", "kv_cache_dtype")} == expected_flags(combo)
     assert not results[-1]["ok"] and "fp8_bogus" in results[-1]["error"]
+
+
+def test_progress_reads_sglangs_own_metrics(tmp_path):
+    """The names and labels the live progress reads, rendered by SGLang's own metric collectors."""
+    from gsm8k_bench import server_metrics
+
+    python = envs.ensure_env(envs.SGLANG_CLI)
+    (tmp_path / "config.json").write_text(json.dumps({  # SGLang reads the model's config, no weights
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
+        "num_attention_heads": 4, "num_hidden_layers": 2, "num_key_value_heads": 4, "vocab_size": 1000,
+        "max_position_embeddings": 2048, "torch_dtype": "bfloat16"}))
+    events = {"running": 5, "running_by": {"0": 3, "1": 2}, "queued": 4, "queued_by": {"0": 4},
+              "decode_tokens": 40, "finished": 2, "generation_tokens": 30}
+    out = subprocess.run([str(python), str(HERE / "sglang_metrics.py"), str(tmp_path)], input=json.dumps(events),
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    samples = server_metrics.parse(out.stdout)
+    # Totals only: the per-priority series split them and are not counted twice.
+    assert server_metrics.counts("sglang", samples) == server_metrics.Counts(
+        finished=2, running=5, waiting=4, step_tokens=40)
+    names = server_metrics.NAMES["sglang"]
+    assert sum(v for n, _, v in samples if n == names.generation_tokens) == 60

@@ -250,3 +250,23 @@ def test_bad_input_still_writes_a_json_that_says_what_failed(matrix, tmp_path):
                                             "--results-dir", str(tmp_path)])
     doc = json.loads((tmp_path / f"{combo.name}.json").read_text())
     assert doc["status"] == "error" and "no such baselines file" in doc["error"]["message"]
+
+
+def test_adhoc_run_of_a_matrix_checkpoint_on_a_label_is_the_matrix_session(tmp_path):
+    argv = ["--model", "meta-llama/Llama-3.1-8B-Instruct", "--runner", "h100-cr", "--framework", "vllm",
+            "--precision", "fp16", "--tp", "1", "--image", "vllm/vllm-openai:latest", "--dry-run"]
+    out = subprocess.run([sys.executable, "-m", "nox", "-s", "gsm8k", "--", *argv], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60, env={**os.environ, "GSM8K_BENCH_CACHE": str(tmp_path / "cache")})
+    assert out.returncode == 0, out.stderr
+    assert "session: gsm8k-llama-3.1-8b-h100-vllm-fp16-tp1" in out.stdout
+    assert "image: vllm/vllm-openai:latest" in out.stdout
+    assert "vllm serve meta-llama/Llama-3.1-8B-Instruct" in out.stdout
+
+
+def test_the_json_says_when_the_image_is_an_override(matrix):
+    from gsm8k_bench.session import _config
+
+    name = "gsm8k-llama-3.1-8b-h100-vllm-fp16-tp1"
+    assert _config(plan_for(matrix, name))["image_override"] is False
+    override = _config(plan_for(matrix, name, "--image", "vllm/vllm-openai:latest"))
+    assert override["image_override"] is True and override["image"] == "vllm/vllm-openai:latest"

@@ -397,7 +397,7 @@ def test_non_finite_numbers_are_usage_errors(flag, value):
 def test_numeric_flags_are_all_checked():
     numeric = {a.dest for a in build_parser("s")._actions if a.type is not None and a.type.__name__ == "parse"}
     assert numeric == {"limit", "num_fewshot", "concurrency", "start_timeout_s", "request_timeout_s",
-                       "eval_timeout_s", "max_gen_toks"}
+                       "eval_timeout_s", "max_gen_toks", "progress_interval_s", "stall_timeout_s"}
 
 
 def test_nan_timeout_from_the_command_line_is_a_usage_error_not_a_traceback(tmp_path):
@@ -515,7 +515,8 @@ def test_summary_job_reports_always_and_keeps_attempts_apart():
 @pytest.mark.parametrize(("image", "allowed"), [
     ("vllm/vllm-openai:v0.32.0", True),
     ("vllm/vllm-openai@sha256:" + "a" * 64, True),
-    ("vllm/vllm-openai:nightly", False),  # an allowed repository, but a movable tag nobody reviewed
+    ("vllm/vllm-openai:latest", True),  # any tag of a listed repository (the README's own example)
+    ("vllm/vllm-openai-nightly:latest", False),  # a look-alike repository
     ("evil.example/vllm/vllm-openai:v0.32.0", False),
     ("evil/x@sha256:" + "b" * 64, False),
     ("vllm/vllm-openai-rocm:v0.32.0", False),  # another vendor's image
@@ -527,8 +528,8 @@ def test_image_input_only_from_listed_repositories(matrix, image, allowed):
         (row,) = dispatch.plan(matrix, inputs)
         assert f"--image {image}" in row["session_args"]
     else:
-        with pytest.raises(ConfigError, match=r"is not allowed for vllm on h100\. Allowed: vllm/vllm-openai:v0\.32\.0, "
-                                              r"or a digest of vllm/vllm-openai pinned"):
+        with pytest.raises(ConfigError, match=r"is not from a repository allowed for vllm on h100\. Allowed "
+                                              r"repositories: vllm/vllm-openai \(any tag, or a digest pinned"):
             dispatch.plan(matrix, inputs)
 
 

@@ -6,7 +6,7 @@ import pytest
 from conftest import MINIMAL, parse
 
 from gsm8k_bench.errors import ConfigError
-from gsm8k_bench.matrix import SESSION_NAME, select
+from gsm8k_bench.matrix import SESSION_NAME, adhoc_combination, select
 
 
 def names(matrix) -> list[str]:
@@ -107,6 +107,11 @@ include:
         (lambda t: t.replace("version: 1", "version: 7"), r"version: schema version 7 is not supported"),
         (lambda t: t.replace("version: 1\n", "version: 1\nversion: 1\n"), r"matrix\.yaml:\d+: duplicate key 'version'"),
         (lambda t: t.replace("tp: [1, 2]", "tp: [0]"), r"models\.tiny\.tp\[0\]: must be >= 1"),
+        # A runner input takes a name or a label: each must name exactly one runner.
+        (lambda t: t.replace("label: mi355x-amd", "label: h100-cr"),
+         r"runners\.mi355x\.label: label 'h100-cr' already names runner 'h100'"),
+        (lambda t: t.replace("label: ubuntu-24.04", "label: h100"),
+         r"runners\.cpu\.label: label 'h100' already names runner 'h100'"),
     ],
 )
 def test_validation_errors_name_file_key_and_allowed_values(edit, expected):
@@ -135,3 +140,38 @@ def test_select_uses_nox_keyword_and_tag_semantics(matrix):
         select(matrix.combinations, names=["gsm8k-smollm2-135m-cpu-vllm-fp16-tp2"])
     with pytest.raises(ConfigError, match="not a valid expression"):
         select(matrix.combinations, keywords="h100 and (")
+
+
+def test_runner_inputs_take_the_name_or_the_ci_label():
+    m = parse(MINIMAL)
+    assert m.runner("mi355x") is m.runner("mi355x-amd") is m.runners["mi355x"]
+    with pytest.raises(ConfigError, match=r"unknown runner 'mi355-amd'; did you mean 'mi355x-amd'\?"):
+        m.runner("mi355-amd")
+
+
+def adhoc(m, model, precision="fp16", runner="mi355x-amd", **kwargs):
+    return adhoc_combination(m, model=model, runner=runner, framework="vllm", precision=precision, tp=1,
+                             **kwargs)
+
+
+def test_a_checkpoint_resolves_to_the_model_that_serves_it_at_that_precision():
+    m = parse(MINIMAL.replace("checkpoint: org/tiny\n", "checkpoint: /models/tiny\n"))
+    # A local path, spelled differently, at fp16; the vendor's pre-quantized checkpoint at fp4.
+    assert adhoc(m, "/models/../models/tiny/").name == "gsm8k-tiny-mi355x-vllm-fp16-tp1"
+    assert adhoc(m, "org/tiny-mxfp4", "fp4").name == "gsm8k-tiny-mi355x-vllm-fp4-tp1"
+    # Not what the model serves at that precision or on that vendor: ad hoc, named after the checkpoint.
+    other = adhoc(m, "org/tiny-mxfp4", "fp8")
+    assert other.name == "gsm8k-tiny-mxfp4-mi355x-vllm-fp8-tp1" and other.checkpoint == "org/tiny-mxfp4"
+    assert adhoc(m, "Org/Other_Model.v2").name == "gsm8k-other-model.v2-mi355x-vllm-fp16-tp1"
+    # An explicit short name keeps the user's choice.
+    assert adhoc(m, "mine", checkpoint="/models/tiny").name == "gsm8k-mine-mi355x-vllm-fp16-tp1"
+
+
+def test_a_checkpoint_two_models_serve_must_be_named():
+    twin = MINIMAL.split("models:\n")[1].replace("  tiny:", "  tiny-long:").replace(
+        "    tp: [1, 2]", "    tp: [1, 2]\n    max_model_len: 8192")
+    m = parse(MINIMAL + twin)
+    with pytest.raises(ConfigError, match=r"'org/tiny' is the fp16 checkpoint of several models in "
+                                          r"matrix\.yaml \(tiny, tiny-long\)"):
+        adhoc(m, "org/tiny")
+    assert adhoc(m, "tiny-long").name == "gsm8k-tiny-long-mi355x-vllm-fp16-tp1"

@@ -71,3 +71,11 @@ def test_benchmark_script_runs_the_adhoc_session_path():
 def test_private_engine_script_usage():
     out = run("docker/private-engine.sh", "restart")
     assert out.returncode == 2 and "usage:" in out.stderr
+
+
+def test_benchmark_script_takes_a_runner_label_and_a_matrix_checkpoint():
+    out = run("benchmarks/gsm8k_vllm_docker.sh", "--model", "RedHatAI/Meta-Llama-3.1-8B-Instruct-FP8",
+              "--runner", "mi300x-amd", "--precision", "fp8", "--", "--dry-run")
+    assert out.returncode == 0, out.stderr
+    assert "session: gsm8k-llama-3.1-8b-mi300x-vllm-fp8-tp1" in out.stdout  # the matrix session
+    assert "vllm serve RedHatAI/Meta-Llama-3.1-8B-Instruct-FP8" in out.stdout

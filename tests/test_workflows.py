@@ -19,6 +19,7 @@ from gsm8k_bench.errors import ConfigError
 WORKFLOWS = ROOT / ".github" / "workflows"
 BENCHMARK = WORKFLOWS / "gsm8k-benchmark.yml"
 ARTIFACT_NAME = re.compile(r'^[^":<>|*?\\/\r\n]+$')
+DOCUMENTED_LABELS = ("h100-cr", "h200-cw", "b200-nv", "mi300x-amd", "mi325x-amd", "mi355x-amd")
 
 
 def load(path):
@@ -60,9 +61,14 @@ def test_actions_pinned_and_permissions_minimal():
                     assert step["with"]["persist-credentials"] is False
 
 
-def test_benchmark_workflow_wiring():
+def test_benchmark_workflow_wiring(matrix):
     workflow = load(BENCHMARK)
+    assert workflow["name"] == "GSM8k Benchmark"  # what the README tells users to pick
     inputs = workflow["on"]["workflow_dispatch"]["inputs"]
+    # The form offers the CI labels from matrix.yaml (and cpu), the values the README documents.
+    gpu_labels = [r.label for r in matrix.runners.values() if r.vendor != "cpu"]
+    assert inputs["runner"]["options"] == [*gpu_labels, "cpu"] and inputs["runner"]["default"] == "h100-cr"
+    assert gpu_labels == list(DOCUMENTED_LABELS)
     assert set(inputs) == {"model", "runner", "image", "framework", "precision", "tp", "num-fewshot", "limit",
                            "sessions"}
     assert inputs["framework"]["options"] == ["vllm", "sglang"]
@@ -120,18 +126,68 @@ def test_plan_step_yields_the_benchmark_matrix(tmp_path, matrix):
         assert ARTIFACT_NAME.match(f"{row['session']}-attempt2")
         assert row["runner_label"] == matrix.runners[row["runner"]].label
         assert re.fullmatch(r"--num-fewshot 5 --eval-timeout \d+", row["session_args"])
+        assert row["image"] == matrix.get(row["session"]).image
+
+
+def documented_example() -> dict[str, str]:
+    """The `gh workflow run "GSM8k Benchmark" ...` example in README.md, as its -f inputs."""
+    readme = (ROOT / "README.md").read_text()
+    command = re.search(r'^gh workflow run "GSM8k Benchmark" (.*?)(?<!\\)\n', readme, re.M | re.S)
+    assert command, "README.md shows the dispatch with gh workflow run"
+    return dict(re.findall(r"-f ([\w-]+)=(\S+)", command.group(1)))
+
+
+def test_the_documented_example_runs_the_matrix_session(tmp_path):
+    example = documented_example()
+    assert example == {"model": "meta-llama/Llama-3.1-8B-Instruct", "runner": "h100-cr", "tp": "1",
+                       "image": "vllm/vllm-openai:latest", "framework": "vllm", "precision": "fp16"}
+    out = run_plan_step(tmp_path, **example)
+    assert out.returncode == 0, out.stdout + out.stderr
+    (row,) = json.loads((tmp_path / "output").read_text().removeprefix("matrix="))
+    assert row["session"] == row["nox_session"] == "gsm8k-llama-3.1-8b-h100-vllm-fp16-tp1"
+    assert (row["runner"], row["runner_label"], row["image"]) == ("h100", "h100-cr", "vllm/vllm-openai:latest")
+    assert re.fullmatch(r"--num-fewshot 5 --image vllm/vllm-openai:latest --eval-timeout \d+", row["session_args"])
+
+
+def adhoc_inputs(**inputs) -> dict[str, str]:
+    return {**dict.fromkeys(dispatch.INPUTS, ""), "framework": "vllm", "precision": "fp16", **inputs}
+
+
+@pytest.mark.parametrize("label", DOCUMENTED_LABELS)
+def test_each_documented_label_is_its_runner(matrix, label):
+    sku = label.split("-")[0]
+    by_label = dispatch.plan(matrix, adhoc_inputs(model="llama-3.1-8b", runner=label))
+    by_sku = dispatch.plan(matrix, adhoc_inputs(model="llama-3.1-8b", runner=sku))
+    assert by_label == by_sku
+    (row,) = by_label
+    assert (row["session"], row["runner_label"]) == (f"gsm8k-llama-3.1-8b-{sku}-vllm-fp16-tp1", label)
+    assert row["nox_session"] == row["session"] and row["image"] == matrix.get(row["session"]).image
+
+
+@pytest.mark.parametrize(("checkpoint", "precision", "session"), [
+    # The checkpoint a matrix model serves at that precision is that model ...
+    ("RedHatAI/Meta-Llama-3.1-8B-Instruct-FP8", "fp8", "gsm8k-llama-3.1-8b-b200-vllm-fp8-tp1"),
+    ("nvidia/Llama-3.1-8B-Instruct-FP4", "fp4", "gsm8k-llama-3.1-8b-b200-vllm-fp4-tp1"),
+    # ... the base checkpoint at fp8, where the matrix serves a pre-quantized one, is not.
+    ("meta-llama/Llama-3.1-8B-Instruct", "fp8", "gsm8k-llama-3.1-8b-instruct-b200-vllm-fp8-tp1"),
+])
+def test_a_checkpoint_is_the_matrix_model_that_serves_it(matrix, checkpoint, precision, session):
+    (row,) = dispatch.plan(matrix, adhoc_inputs(model=checkpoint, runner="b200-nv", precision=precision))
+    assert row["session"] == session and row["checkpoint"] == checkpoint
+    assert row["nox_session"] == (session if session in matrix.by_name() else "gsm8k")
 
 
 def test_plan_step_adhoc_combination(tmp_path):
-    out = run_plan_step(tmp_path, model="Qwen/Qwen3-8B", runner="mi355x", framework="sglang", precision="fp8",
-                        tp="2", limit="100", image="lmsysorg/sglang:v0.5.23-rocm720-mi35x")
+    out = run_plan_step(tmp_path, model="Qwen/Qwen3-8B", runner="mi355x-amd", framework="sglang",
+                        precision="fp8", tp="2", limit="100", image="lmsysorg/sglang:v9-rocm")
     assert out.returncode == 0, out.stderr
     (row,) = json.loads((tmp_path / "output").read_text().removeprefix("matrix="))
     assert row["session"] == "gsm8k-qwen3-8b-mi355x-sglang-fp8-tp2" and row["nox_session"] == "gsm8k"
+    assert row["runner_label"] == "mi355x-amd" and row["image"] == "lmsysorg/sglang:v9-rocm"
     assert row["session_args"].split() == [
         "--model", "qwen3-8b", "--runner", "mi355x", "--framework", "sglang", "--precision", "fp8", "--tp", "2",
         "--checkpoint", "Qwen/Qwen3-8B", "--num-fewshot", "5", "--limit", "100", "--image",
-        "lmsysorg/sglang:v0.5.23-rocm720-mi35x", "--eval-timeout", row["session_args"].split()[-1]]
+        "lmsysorg/sglang:v9-rocm", "--eval-timeout", row["session_args"].split()[-1]]
 
 
 @pytest.mark.parametrize(("inputs", "message"), [
@@ -144,6 +200,8 @@ def test_plan_step_adhoc_combination(tmp_path):
     ({"sessions": "().__class__"}, "-k expressions may use names"),
     ({"sessions": "gsm8k-nope-h100-vllm-fp16-tp1"}, "did you mean"),
     ({"model": "llama-3.1-8b", "runner": "h100", "precision": "fp4"}, "cannot run precision 'fp4'"),
+    ({"model": "llama-3.1-8b", "runner": "h100-cw"}, "unknown runner 'h100-cw'; did you mean"),
+    ({"model": "../../etc/x"}, "neither a matrix.yaml model"),
 ])
 def test_plan_step_rejects_bad_inputs(tmp_path, inputs, message):
     out = run_plan_step(tmp_path, **inputs)

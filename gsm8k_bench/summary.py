@@ -1,0 +1,49 @@
+"""The last lines a session prints: a short table of what it measured, the verdict and where the JSON is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from gsm8k_bench import gate
+from gsm8k_bench.report import _fmt as _fixed  # the report's number format (a dash for none)
+
+
+def _metric_rows(document: dict[str, Any]) -> list[tuple[str, ...]]:
+    metrics, verdict = document.get("metrics") or {}, document.get("gate") or {}
+    confidence = verdict.get("confidence", gate.GateSettings().confidence)
+    checks = {check["metric"]: check for check in verdict.get("checks", [])}
+    rows = [("metric", "accuracy", f"upper bound ({confidence:.0%})", "baseline - tol", "n", "verdict")]
+    n = metrics.get("n")
+    for metric in gate.METRICS:
+        observed, check = metrics.get(metric), checks.get(metric)
+        if check:
+            bound, threshold = check["upper_bound"], check["threshold"]
+            said = "regression" if check["regression"] else "pass"
+        else:  # not gated: the same one-sided bound, for reading the number
+            bound = gate.wilson_upper(observed, n, confidence) if observed is not None and n else None
+            threshold, said = None, verdict.get("verdict", "–").replace("_", " ")
+        rows.append((metric.replace("_", "-"), _fixed(observed), _fixed(bound), _fixed(threshold),
+                     _fixed(n, "{}"), said))
+    return rows
+
+
+def lines(document: dict[str, Any], result_file: Path) -> list[str]:
+    """The session's status line, then the table; every value straight from its session JSON."""
+    error = (document.get("error") or {}).get("message")
+    out = [f"{document['session']}: {document['status']}" + (f": {error}" if error else "")]
+    rows = _metric_rows(document)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = [row[0].ljust(widths[0]), *(cell.rjust(w) for cell, w in zip(row[1:-1], widths[1:-1], strict=True)),
+                 row[-1]]
+        out.append("  " + "  ".join(cells))
+    verdict = document.get("gate") or {}
+    if verdict.get("verdict") == "not_gated":
+        out.append(f"  not gated: {verdict['reason']}")
+    served, timings = document.get("server_metrics") or {}, document.get("timings") or {}
+    out += [f"  output tokens/s  {_fixed(served.get('output_tokens_per_s'), '{:.1f}')}",
+            f"  time to ready    {_fixed(timings.get('server_ready_s'), '{:.1f} s')}",
+            f"  eval time        {_fixed(timings.get('eval_s'), '{:.1f} s')}",
+            f"  result           {result_file}"]
+    return out
