@@ -7,9 +7,10 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
-from gsm8k_bench import dispatch, envs, evaluate, gate
+from gsm8k_bench import dispatch, envs, evaluate, gate, promote, references
 from gsm8k_bench import session as session_mod
 from gsm8k_bench.errors import BenchError, ConfigError
 from gsm8k_bench.matrix import Combination, Matrix, adhoc_combination, load_matrix, select
@@ -69,6 +70,7 @@ def export_dataset(argv: list[str], log: Callable[[str], None] = print) -> Path:
 
 
 BASELINES_FILE = "baselines.yaml"
+REFERENCES_DIR = "references"
 CPU_DEFAULT = "gsm8k-smollm2-135m-cpu-vllm-fp16-tp1"
 
 
@@ -86,6 +88,8 @@ def run_combination(matrix: Matrix, combo: Combination, argv: list[str],
     options = parse_session_args(combo.name, argv)
     try:
         baselines = gate.load_baselines(options.baselines or matrix.path.with_name(BASELINES_FILE))
+        reference = references.find(options.references or matrix.path.with_name(REFERENCES_DIR), combo.name)
+        baselines = replace(baselines, reference=reference)
         plan = session_mod.plan_session(combo, options, matrix.defaults, os.environ, baselines=baselines)
     except ConfigError as exc:
         if not options.dry_run:
@@ -101,6 +105,12 @@ def run_combination(matrix: Matrix, combo: Combination, argv: list[str],
         f"flexible-extract {metrics['flexible_extract']:.4f} n={metrics['n']}; gate: {verdict['verdict']} "
         f"({verdict['reason']}) -> {plan.result_file}")
     return document
+
+
+def promote_runs(matrix: Matrix, argv: list[str], log: Callable[[str], None] = print) -> list[Path]:
+    """`nox -s promote -- PATH...`, judged with baselines.yaml's confidence and tolerance."""
+    settings = gate.load_baselines(matrix.path.with_name(BASELINES_FILE)).settings
+    return promote.promote(argv, matrix.path.with_name(REFERENCES_DIR), settings, log)
 
 
 def adhoc_parser() -> argparse.ArgumentParser:
