@@ -6,6 +6,7 @@ Hugging Face cache already holds the checkpoint, else a packaged copy when one e
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 from dataclasses import dataclass
@@ -85,6 +86,14 @@ def prepare(checkpoint: str, source: ModelSource, python: Path) -> None:
     """Convert a packaged model once; a finished folder carries a marker and is reused as it is."""
     if source.converted_dir is None or (source.converted_dir / ".converted").is_file():
         return
+    source.converted_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(source.converted_dir.with_name(f".{source.converted_dir.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another session may be converting it right now
+        if not (source.converted_dir / ".converted").is_file():
+            _convert(checkpoint, source, python)
+
+
+def _convert(checkpoint: str, source: ModelSource, python: Path) -> None:
     packaged = PACKAGED[checkpoint]
     joined = None
     if packaged.parts:  # joined once into the cache; the converter reads it from there
