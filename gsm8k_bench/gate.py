@@ -162,7 +162,8 @@ def judge_outcomes(reference: Reference, protocol: Mapping[str, Any], outcomes: 
             "lost_doc_ids": lost, "gained_doc_ids": gained})
     regressed = any(c["regression"] for c in checks)
     summary = "; ".join(
-        f"{c['metric']} {c['observed']:.4f} vs {c['reference']:.4f} (lost {c['lost']}, gained {c['gained']}, "
+        f"{c['metric']} {c['observed']:.4f} vs {c['reference']:.4f} (lost {c['lost']}"
+        f"{' [doc_ids ' + shown(c['lost_doc_ids']) + ']' if c['lost'] else ''}, gained {c['gained']}, "
         f"McNemar p {c['mcnemar_p']:.3g}, upper bound {c['upper_bound']:+.4f} "
         f"{'<' if c['regression'] else '>='} {c['threshold']:+.4f})" for c in checks)
     dataset_note = (f"; {len(changed)} doc_ids have other question texts than the reference's and are not "

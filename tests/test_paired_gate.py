@@ -224,6 +224,7 @@ def test_a_healthy_rerun_passes_question_by_question(tmp_path):
     assert strict["lost_doc_ids"] == [0] and strict["gained_doc_ids"] == [1] and strict["difference"] == 0
     assert strict["mcnemar_p"] == 1.0 and strict["upper_bound"] > 0 > strict["lower_bound"]
     assert verdict["reference"]["compared"] == 40 and str(tmp_path) in verdict["reference"]["path"]
+    assert "strict_match 0.7500 vs 0.7500 (lost 1 [doc_ids 0], gained 1, McNemar p 1" in verdict["reason"]
     # The session JSON's gate keeps its keys; new ones are added.
     assert {"verdict", "confidence", "tolerance", "baseline", "checks", "reason"} <= verdict.keys()
 
