@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's package
 from gsm8k_bench import gate, paired
 
 GSM8K_QUESTIONS = 1319
