@@ -177,11 +177,14 @@ def judge_outcomes(reference: Reference, protocol: Mapping[str, Any], outcomes: 
                           "date": reference.provenance.get("date")}}
 
 
+def display_path(path: Path) -> str:
+    """Relative to the working directory when inside it, else absolute (never ../../..)."""
+    relative = os.path.relpath(path)
+    return str(path) if relative.startswith("..") else relative
+
+
 def promote_command(result_file: Path | None, session: str) -> str:
-    if result_file is None:
-        return f"nox -s promote -- results/{session}.json"
-    path = os.path.relpath(result_file) if result_file.is_absolute() else str(result_file)
-    return f"nox -s promote -- {result_file if path.startswith('..') else path}"
+    return f"nox -s promote -- {display_path(result_file) if result_file else f'results/{session}.json'}"
 
 
 def judge(baselines: Baselines, combo: Combination, protocol: Mapping[str, Any],

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +92,10 @@ def _accuracy_change(old: references.Reference | None, new: references.Reference
         f" (n {old.n} -> {new.n})")
 
 
+def _counted(doc_ids: list[int]) -> str:
+    return f"{len(doc_ids)} (doc_ids {gate.shown(doc_ids)})" if doc_ids else "0"
+
+
 def review(new: references.Reference, current: Path, settings: gate.GateSettings,
            force: bool) -> tuple[str, str]:
     """What promoting `new` over the reference at `current` changes, and why it is refused ('' if not)."""
@@ -109,8 +112,8 @@ def review(new: references.Reference, current: Path, settings: gate.GateSettings
     verdict = gate.judge_outcomes(old, new.protocol, new.outcomes, settings)
     if isinstance(verdict, str):
         return f"{change}; not comparable with the current reference: {verdict}", ""
-    change += "".join(f"\n    {c['metric']}: gained {c['gained']} {gate.shown(c['gained_doc_ids'])}; lost "
-                      f"{c['lost']} {gate.shown(c['lost_doc_ids'])}" for c in verdict["checks"])
+    change += "".join(f"\n    {c['metric']}: gained {_counted(c['gained_doc_ids'])}; lost {_counted(c['lost_doc_ids'])}"
+                      for c in verdict["checks"])
     if verdict["verdict"] == "regression" and not force:
         return change, f"the current reference calls it a {gate.describe_regression(verdict)} (--force to promote)"
     return change, ""
@@ -139,7 +142,7 @@ def promote(argv: list[str], default_dir: Path, settings: gate.GateSettings,
         written.append(target)
         log(f"{candidate.session}: {change}\n    -> {target}")
     if written:
-        log("commit with: git add " + " ".join(os.path.relpath(p) for p in written))
+        log("commit with: git add " + " ".join(gate.display_path(p) for p in written))
     if refused:
         raise BenchError("not promoted:\n  " + "\n  ".join(refused))
     return written

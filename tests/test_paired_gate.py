@@ -324,7 +324,7 @@ def test_promote_writes_a_reference_and_prints_the_git_add_line(tmp_path):
     log.clear()
     promote_(tmp_path, run_file(tmp_path, "b", session_doc(better)), log=log)
     assert "strict_match 0.5000 -> 0.5250, flexible_extract 0.5000 -> 0.5250 (n 40 -> 40)" in log[0]
-    assert "strict_match: gained 1 1; lost 0 " in log[0]
+    assert "strict_match: gained 1 (doc_ids 1); lost 0" in log[0]
 
 
 def test_promote_refuses_failed_runs_runs_without_samples_and_regressions(tmp_path):
