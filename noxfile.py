@@ -99,6 +99,12 @@ def matrix(session: nox.Session) -> None:
 
 
 @nox.session(venv_backend="none", default=False)
+def promote(session: nox.Session) -> None:
+    """Make passed runs their sessions' references: -- PATH... [--force] (session JSONs or results dirs)."""
+    _or_error(session, lambda: cli.promote_runs(MATRIX, session.posargs, session.log))
+
+
+@nox.session(venv_backend="none", default=False)
 def gsm8k(session: nox.Session) -> None:
     """One ad-hoc combination: -- --model M [--checkpoint C] --runner R --framework F --precision P --tp N."""
     _or_error(session, lambda: cli.run_adhoc(MATRIX, session.posargs, session.log))

@@ -7,13 +7,14 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
-from gsm8k_bench import dispatch, envs, evaluate, gate, ownership, results, summary
+from gsm8k_bench import dispatch, envs, evaluate, gate, ownership, promote, references, results, summary
 from gsm8k_bench import session as session_mod
 from gsm8k_bench.errors import BenchError, ConfigError
 from gsm8k_bench.matrix import Combination, Matrix, adhoc_combination, load_matrix, select
-from gsm8k_bench.options import parse_session_args
+from gsm8k_bench.options import SessionOptions, parse_session_args
 
 
 def load_or_exit(path: Path) -> Matrix:
@@ -69,6 +70,7 @@ def export_dataset(argv: list[str], log: Callable[[str], None] = print) -> Path:
 
 
 BASELINES_FILE = "baselines.yaml"
+REFERENCES_DIR = "references"
 CPU_DEFAULT = "gsm8k-smollm2-135m-cpu-vllm-fp16-tp1"
 
 
@@ -81,19 +83,25 @@ def prepare_cpu_default(matrix: Matrix, log: Callable[[str], None] = print) -> N
     log(f"ready: nox -s {CPU_DEFAULT}")
 
 
+def _gate_inputs(matrix: Matrix, combo: Combination, options: SessionOptions) -> gate.Baselines:
+    """What the gate judges the run against: baselines.yaml and the session's reference, if any."""
+    baselines = gate.load_baselines(options.baselines or matrix.path.with_name(BASELINES_FILE))
+    reference = references.find(options.references or matrix.path.with_name(REFERENCES_DIR), combo.name)
+    return replace(baselines, reference=reference)
+
+
 def run_combination(matrix: Matrix, combo: Combination, argv: list[str],
                     log: Callable[[str], None] = print) -> dict | None:
     options = parse_session_args(combo.name, argv)
     if options.dry_run:
-        baselines = gate.load_baselines(options.baselines or matrix.path.with_name(BASELINES_FILE))
         print(session_mod.dry_run_text(session_mod.plan_session(combo, options, matrix.defaults, os.environ,
-                                                                baselines=baselines)))
+                                                                baselines=_gate_inputs(matrix, combo, options))))
         return None
     # Held for the whole run: a second run of this session into the same folder fails here, at once.
     with ownership.ResultsLock(options.results_dir, combo.name):
         try:
-            baselines = gate.load_baselines(options.baselines or matrix.path.with_name(BASELINES_FILE))
-            plan = session_mod.plan_session(combo, options, matrix.defaults, os.environ, baselines=baselines,
+            plan = session_mod.plan_session(combo, options, matrix.defaults, os.environ,
+                                            baselines=_gate_inputs(matrix, combo, options),
                                             run_id=ownership.new_run_id())
         except ConfigError as exc:
             session_mod.write_input_error(combo.name, options.results_dir, str(exc))
@@ -104,6 +112,12 @@ def run_combination(matrix: Matrix, combo: Combination, argv: list[str],
             if plan.result_file.is_file():
                 for line in summary.lines(results.read(plan.result_file), plan.result_file):
                     log(line)
+
+
+def promote_runs(matrix: Matrix, argv: list[str], log: Callable[[str], None] = print) -> list[Path]:
+    """`nox -s promote -- PATH...`, judged with baselines.yaml's confidence and tolerance."""
+    settings = gate.load_baselines(matrix.path.with_name(BASELINES_FILE)).settings
+    return promote.promote(argv, matrix.path.with_name(REFERENCES_DIR), settings, log)
 
 
 def adhoc_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,6 @@
 """Convert a GGUF file shipped in a Python package to a Hugging Face folder (run in the server's env).
 
-usage: python convert_gguf.py PACKAGE GGUF_FILE OUT_DIR EOS_TOKEN
+usage: python convert_gguf.py PACKAGE|FOLDER GGUF_FILE OUT_DIR EOS_TOKEN
 Standalone on purpose: it runs with the serving environment's interpreter, which has transformers,
 gguf and torch but not this project.
 """
@@ -16,10 +16,13 @@ def main(package: str, gguf_file: str, out_dir: str, eos_token: str) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        sys.exit(f"package {package!r} is not installed in {sys.prefix}")
-    source = Path(spec.submodule_search_locations[0])
+    if Path(package).is_dir():  # a GGUF joined from parts, in a folder of the cache
+        source = Path(package)
+    else:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            sys.exit(f"package {package!r} is not installed in {sys.prefix}")
+        source = Path(spec.submodule_search_locations[0])
     out = Path(out_dir)
     staging = out.with_name(out.name + ".converting")
     shutil.rmtree(staging, ignore_errors=True)

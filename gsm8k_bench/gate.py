@@ -1,6 +1,14 @@
-"""Baselines and the regression gate: pure functions, no I/O beyond reading baselines.yaml.
+"""Baselines, references and the regression gate: pure functions, no I/O beyond reading baselines.yaml.
 
-A run is compared only with a baseline of the same protocol (endpoint, chat template, few-shot
+First choice is the session's reference (gsm8k_bench/references.py): a known-good run's per-question
+outcomes.  With the same protocol, the run is compared with it over the questions both answered,
+question by question (gsm8k_bench/paired.py: McNemar's exact p and Newcombe's method-10 score bound on
+the paired difference); a regression is called when even the upper bound on run - reference accuracy
+lies below -tolerance, and the lost questions are named.  Without a usable reference, a scalar baseline
+from baselines.yaml (published numbers) judges it as below; else the run is not gated, and the verdict
+says which `nox -s promote` command would create the reference.
+
+A run against a scalar baseline is compared only with a baseline of the same protocol (endpoint, chat template, few-shot
 format, token limit, stop sequences) and the same number of questions: `--limit N` takes the first N
 questions, which are not a random sample of the 1,319, so a smoke run is judged against a smoke
 baseline or not at all.  The verdict is one-sided and accounts for n: a regression is called only
@@ -11,17 +19,22 @@ drop is.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from statistics import NormalDist
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from gsm8k_bench import paired
 from gsm8k_bench.errors import ConfigError
 from gsm8k_bench.matrix import Combination, LineLoader, Reader
 
-METRICS = ("strict_match", "flexible_extract")
+if TYPE_CHECKING:
+    from gsm8k_bench.references import Reference
+
+METRICS = tuple(paired.CORRECT_FIELD)  # strict_match, flexible_extract
+PAIRED_METHOD = "paired: exact McNemar p; one-sided Newcombe (1998, method 10) score bound on run - reference"
+SHOWN_DOC_IDS = 30  # lost questions named on the console (the JSON lists them all)
 PROTOCOL_KEYS = ("endpoint", "apply_chat_template", "fewshot_as_multiturn", "num_fewshot", "max_gen_toks",
                  "until")
 FILTER_KEYS = ("model", "runner", "framework", "precision", "tp")
@@ -49,8 +62,11 @@ class Baseline:
 
 @dataclass(frozen=True)
 class Baselines:
+    """What a run is judged against: settings, scalar baselines, and the session's reference if any."""
+
     settings: GateSettings
     entries: tuple[Baseline, ...]
+    reference: Reference | None = None
 
 
 def load_baselines(path: Path) -> Baselines:
@@ -100,11 +116,7 @@ def load_baselines(path: Path) -> Baselines:
 
 def wilson_upper(p: float, n: int, confidence: float) -> float:
     """Upper end of the one-sided Wilson score interval for a proportion p observed over n trials."""
-    z = NormalDist().inv_cdf(confidence)
-    denominator = 1 + z * z / n
-    centre = p + z * z / (2 * n)
-    margin = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return min(1.0, (centre + margin) / denominator)
+    return paired.wilson_interval(p, n, paired.z_one_sided(confidence))[1]
 
 
 def protocol_of(run_protocol: Mapping[str, Any], generation: Mapping[str, Any]) -> dict[str, Any]:
@@ -114,9 +126,92 @@ def protocol_of(run_protocol: Mapping[str, Any], generation: Mapping[str, Any]) 
     return record
 
 
+def protocol_difference(expected: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    return {k: (expected.get(k), run.get(k)) for k in PROTOCOL_KEYS if expected.get(k) != run.get(k)}
+
+
+def judge_paired(reference: Reference, protocol: Mapping[str, Any], samples: Iterable[Mapping[str, Any]],
+                 settings: GateSettings) -> dict[str, Any] | str:
+    """The run against its reference over the questions both answered, or why they cannot be paired."""
+    samples = list(samples)
+    if not samples:
+        return "the run has no per-question samples"
+    return judge_outcomes(reference, protocol, {m: paired.outcomes(samples, m) for m in METRICS}, settings)
+
+
+def judge_outcomes(reference: Reference, protocol: Mapping[str, Any], outcomes: Mapping[str, Mapping[str, bool]],
+                   settings: GateSettings) -> dict[str, Any] | str:
+    """judge_paired on a run's outcomes (metric -> question id -> right)."""
+    if dict(reference.protocol) != dict(protocol):
+        return f"protocol differs (reference, run): {protocol_difference(reference.protocol, protocol)}"
+    checks, changed = [], []
+    for metric in METRICS:
+        run = outcomes[metric]
+        changed = paired.changed_questions(reference.outcomes[metric], run)
+        ids, before, now = paired.align(reference.outcomes[metric], run)
+        if not ids:
+            return ("no question in common" + (f": doc_ids {changed[:SHOWN_DOC_IDS]} have other question texts "
+                                               "than the reference's (the dataset changed)" if changed else ""))
+        comparison = paired.compare(before, now, settings.confidence)
+        lost, gained = paired.discordant(ids, before, now)
+        table = comparison.table
+        checks.append({
+            "metric": metric, "n": table.n, "observed": round(table.run_accuracy, 4),
+            "reference": round(table.reference_accuracy, 4), "difference": round(table.difference, 4),
+            "lost": table.lost, "gained": table.gained, "mcnemar_p": comparison.mcnemar_p,
+            "lower_bound": round(comparison.lower, 4), "upper_bound": round(comparison.upper, 4),
+            "threshold": -settings.tolerance, "regression": comparison.regressed(settings.tolerance),
+            "lost_doc_ids": lost, "gained_doc_ids": gained})
+    regressed = any(c["regression"] for c in checks)
+    summary = "; ".join(
+        f"{c['metric']} {c['observed']:.4f} vs {c['reference']:.4f} (lost {c['lost']}"
+        f"{' [doc_ids ' + shown(c['lost_doc_ids']) + ']' if c['lost'] else ''}, gained {c['gained']}, "
+        f"McNemar p {c['mcnemar_p']:.3g}, upper bound {c['upper_bound']:+.4f} "
+        f"{'<' if c['regression'] else '>='} {c['threshold']:+.4f})" for c in checks)
+    dataset_note = (f"; {len(changed)} doc_ids have other question texts than the reference's and are not "
+                    f"compared: {changed[:SHOWN_DOC_IDS]}" if changed else "")
+    return {"verdict": "regression" if regressed else "pass", "confidence": settings.confidence,
+            "tolerance": settings.tolerance, "baseline": None, "checks": checks,
+            "reason": f"paired with {reference.path} over {checks[0]['n']} questions: {summary}{dataset_note}",
+            "method": PAIRED_METHOD, "changed_doc_ids": changed,
+            "reference": {"path": str(reference.path), "n": reference.n, "compared": checks[0]["n"],
+                          "accuracy": dict(reference.accuracy), "git_commit": reference.provenance.get("git_commit"),
+                          "date": reference.provenance.get("date")}}
+
+
+def display_path(path: Path) -> str:
+    """Relative to the working directory when inside it, else absolute (never ../../..)."""
+    relative = os.path.relpath(path)
+    return str(path) if relative.startswith("..") else relative
+
+
+def promote_command(result_file: Path | None, session: str) -> str:
+    return f"nox -s promote -- {display_path(result_file) if result_file else f'results/{session}.json'}"
+
+
 def judge(baselines: Baselines, combo: Combination, protocol: Mapping[str, Any],
-          metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """The verdict: 'pass', 'regression' or 'not_gated' (with the reason), and the numbers behind it."""
+          metrics: Mapping[str, Any], samples: Iterable[Mapping[str, Any]] = (),
+          result_file: Path | None = None) -> dict[str, Any]:
+    """The verdict: 'pass', 'regression' or 'not_gated' (with the reason), and the numbers behind it.
+    The session's reference (paired) comes first, then a scalar baseline, else not gated."""
+    settings = baselines.settings
+    unpaired = "no reference"
+    if baselines.reference is not None:
+        verdict = judge_paired(baselines.reference, protocol, samples, settings)
+        if isinstance(verdict, dict):
+            return verdict
+        unpaired = f"reference {baselines.reference.path} not used: {verdict}"
+    verdict = _judge_scalar(baselines, combo, protocol, metrics)
+    if verdict["verdict"] == "not_gated":
+        verdict["reason"] = (f"{unpaired}; {verdict['reason']}; to gate later runs question by question "
+                             f"against this one: {promote_command(result_file, combo.name)}")
+    elif baselines.reference is not None:
+        verdict["reason"] = f"{unpaired}; {verdict['reason']}"
+    return {**verdict, "method": "scalar baseline: one-sided Wilson score bound" if verdict["baseline"] else None}
+
+
+def _judge_scalar(baselines: Baselines, combo: Combination, protocol: Mapping[str, Any],
+                  metrics: Mapping[str, Any]) -> dict[str, Any]:
     settings = baselines.settings
     base = {"verdict": "not_gated", "confidence": settings.confidence, "tolerance": settings.tolerance,
             "baseline": None, "checks": [], "reason": ""}
@@ -126,8 +221,7 @@ def judge(baselines: Baselines, combo: Combination, protocol: Mapping[str, Any],
         return {**base, "reason": f"no baseline for {combo.name} in baselines.yaml"}
     same_protocol = [b for b in candidates if dict(b.protocol) == dict(protocol)]
     if not same_protocol:
-        diff = {k: (candidates[0].protocol.get(k), protocol.get(k)) for k in PROTOCOL_KEYS
-                if candidates[0].protocol.get(k) != protocol.get(k)}
+        diff = protocol_difference(candidates[0].protocol, protocol)
         return {**base, "reason": f"protocol differs from the baseline's (baseline, run): {diff}"}
     same_n = [b for b in same_protocol if b.n == n]
     if not same_n:
@@ -155,7 +249,17 @@ def judge(baselines: Baselines, combo: Combination, protocol: Mapping[str, Any],
 
 def describe_regression(verdict: Mapping[str, Any]) -> str:
     failing: Sequence[Mapping[str, Any]] = [c for c in verdict["checks"] if c["regression"]]
+    if verdict.get("reference"):
+        return f"regression against {verdict['reference']['path']}: " + "; ".join(
+            f"{c['metric']} {c['observed']:.4f} vs {c['reference']:.4f} over {c['n']} questions (upper bound "
+            f"{c['upper_bound']:+.4f} at {verdict['confidence']:.0%} < {c['threshold']:+.4f}, McNemar p "
+            f"{c['mcnemar_p']:.3g}); lost {c['lost']}: doc_ids {shown(c['lost_doc_ids'])}" for c in failing)
     return "regression: " + "; ".join(
         f"{c['metric']} {c['observed']:.4f} (upper bound {c['upper_bound']:.4f} at "
         f"{verdict['confidence']:.0%}) below baseline {c['baseline']:.4f} - {verdict['tolerance']}"
         for c in failing)
+
+
+def shown(doc_ids: Sequence[int]) -> str:
+    more = len(doc_ids) - SHOWN_DOC_IDS
+    return ", ".join(map(str, doc_ids[:SHOWN_DOC_IDS])) + (f" and {more} more (all in the JSON)" if more > 0 else "")

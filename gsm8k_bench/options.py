@@ -36,6 +36,7 @@ class SessionOptions:
     max_gen_toks: int | None
     model_source: str
     baselines: Path | None
+    references: Path | None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -92,6 +93,9 @@ def build_parser(session: str) -> argparse.ArgumentParser:
                         help="hub, or a packaged copy where one exists (default auto)")
     parser.add_argument("--baselines", type=Path,
                         help="baselines file for the gate (default: baselines.yaml beside matrix.yaml)")
+    parser.add_argument("--references", type=Path,
+                        help="folder of per-question references for the paired gate (default: references/ "
+                             "beside matrix.yaml)")
     return parser
 
 

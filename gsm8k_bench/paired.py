@@ -36,6 +36,11 @@ def question_id(doc_id: int, question: str | None) -> str:
     return f"{doc_id}:{digest}"
 
 
+def doc_id_of(qid: str) -> int:
+    """The doc_id part of a question id."""
+    return int(qid.split(":", 1)[0])
+
+
 def outcomes(samples: Iterable[Mapping], metric: str) -> dict[str, bool]:
     """A session's samples -> question id -> answered right under `metric`."""
     field = CORRECT_FIELD[metric]
@@ -44,7 +49,7 @@ def outcomes(samples: Iterable[Mapping], metric: str) -> dict[str, bool]:
 
 def align(reference: Mapping[str, bool], run: Mapping[str, bool]) -> tuple[list[str], list[bool], list[bool]]:
     """The questions both answered, in doc order, with each side's outcome."""
-    common = sorted(reference.keys() & run.keys(), key=lambda q: (int(q.split(":", 1)[0]), q))
+    common = sorted(reference.keys() & run.keys(), key=lambda q: (doc_id_of(q), q))
     return common, [reference[q] for q in common], [run[q] for q in common]
 
 
@@ -63,6 +68,19 @@ def wilson_interval(p: float, n: int, z: float) -> tuple[float, float]:
     centre = p + z * z / (2 * n)
     margin = z * math.sqrt(max(0.0, p * (1 - p) / n + z * z / (4 * n * n)))
     return max(0.0, (centre - margin) / denominator), min(1.0, (centre + margin) / denominator)
+
+
+def changed_questions(reference: Iterable[str], run: Iterable[str]) -> list[int]:
+    """doc_ids both runs asked under different question texts (the dataset changed under them)."""
+    reference_ids = {doc_id_of(q): q for q in reference}
+    return sorted(d for d, q in ((doc_id_of(q), q) for q in run) if d in reference_ids and reference_ids[d] != q)
+
+
+def discordant(ids: Sequence[str], reference: Sequence[bool], run: Sequence[bool]) -> tuple[list[int], list[int]]:
+    """doc_ids lost (right in the reference, wrong in the run) and gained (the reverse)."""
+    lost = [doc_id_of(q) for q, r, x in zip(ids, reference, run, strict=True) if r and not x]
+    gained = [doc_id_of(q) for q, r, x in zip(ids, reference, run, strict=True) if x and not r]
+    return lost, gained
 
 
 def mcnemar_exact_p(lost: int, gained: int) -> float:

@@ -481,7 +481,8 @@ def run_session(plan: Plan, log: Callable[[str], None] = print) -> dict[str, Any
             protocol = _record_outputs(plan, document, server_log)
             timings["results_s"] = round(time.monotonic() - t, 3)
             phase = "gate"
-            document["gate"] = gate.judge(plan.baselines, plan.combo, protocol, document["metrics"])
+            document["gate"] = gate.judge(plan.baselines, plan.combo, protocol, document["metrics"],
+                                          document["samples"], plan.result_file)
             if document["gate"]["verdict"] == "regression":
                 raise GateFailed(gate.describe_regression(document["gate"]))
             document["status"] = "passed"

@@ -13,18 +13,21 @@ def _metric_rows(document: dict[str, Any]) -> list[tuple[str, ...]]:
     metrics, verdict = document.get("metrics") or {}, document.get("gate") or {}
     confidence = verdict.get("confidence", gate.GateSettings().confidence)
     checks = {check["metric"]: check for check in verdict.get("checks", [])}
-    rows = [("metric", "accuracy", f"upper bound ({confidence:.0%})", "baseline - tol", "n", "verdict")]
+    paired = verdict.get("reference") is not None  # bounds on the change against the reference
+    bound_label = f"{'change vs reference' if paired else 'upper bound'} ({confidence:.0%})"
+    rows = [("metric", "accuracy", bound_label, "threshold" if paired else "baseline - tol", "n", "verdict")]
     n = metrics.get("n")
     for metric in gate.METRICS:
         observed, check = metrics.get(metric), checks.get(metric)
         if check:
-            bound, threshold = check["upper_bound"], check["threshold"]
+            bound = (f"{check['difference']:+.4f} (<= {check['upper_bound']:+.4f})" if paired
+                     else _fixed(check["upper_bound"]))
+            threshold = f"{check['threshold']:+.4f}" if paired else _fixed(check["threshold"])
             said = "regression" if check["regression"] else "pass"
         else:  # not gated: the same one-sided bound, for reading the number
-            bound = gate.wilson_upper(observed, n, confidence) if observed is not None and n else None
-            threshold, said = None, verdict.get("verdict", "–").replace("_", " ")
-        rows.append((metric.replace("_", "-"), _fixed(observed), _fixed(bound), _fixed(threshold),
-                     _fixed(n, "{}"), said))
+            bound = _fixed(gate.wilson_upper(observed, n, confidence) if observed is not None and n else None)
+            threshold, said = _fixed(None), verdict.get("verdict", "–").replace("_", " ")
+        rows.append((metric.replace("_", "-"), _fixed(observed), bound, threshold, _fixed(n, "{}"), said))
     return rows
 
 
@@ -41,6 +44,10 @@ def lines(document: dict[str, Any], result_file: Path) -> list[str]:
     verdict = document.get("gate") or {}
     if verdict.get("verdict") == "not_gated":
         out.append(f"  not gated: {verdict['reason']}")
+    elif verdict.get("reference"):
+        lost = {c["metric"]: c["lost_doc_ids"] for c in verdict.get("checks", []) if c.get("lost_doc_ids")}
+        out.append(f"  paired with {verdict['reference']['path']} ({verdict.get('method')})"
+                   + "".join(f"; {m.replace('_', '-')} lost doc_ids {ids}" for m, ids in lost.items()))
     served, timings = document.get("server_metrics") or {}, document.get("timings") or {}
     out += [f"  output tokens/s  {_fixed(served.get('output_tokens_per_s'), '{:.1f}')}",
             f"  time to ready    {_fixed(timings.get('server_ready_s'), '{:.1f} s')}",

