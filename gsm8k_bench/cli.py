@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from gsm8k_bench import dispatch, envs, evaluate, gate
+from gsm8k_bench import dispatch, envs, evaluate, gate, gpus
 from gsm8k_bench import session as session_mod
 from gsm8k_bench.errors import BenchError, ConfigError
 from gsm8k_bench.matrix import Combination, Matrix, adhoc_combination, load_matrix, select
@@ -86,7 +86,8 @@ def run_combination(matrix: Matrix, combo: Combination, argv: list[str],
     options = parse_session_args(combo.name, argv)
     try:
         baselines = gate.load_baselines(options.baselines or matrix.path.with_name(BASELINES_FILE))
-        plan = session_mod.plan_session(combo, options, matrix.defaults, os.environ, baselines=baselines)
+        plan = session_mod.plan_session(combo, options, matrix.defaults, os.environ, baselines=baselines,
+                                        gpu_facts=gpus.facts_for(combo.runner.vendor))
     except ConfigError as exc:
         if not options.dry_run:
             session_mod.write_input_error(combo.name, options.results_dir, str(exc))

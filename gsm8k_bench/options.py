@@ -30,6 +30,7 @@ class SessionOptions:
     max_gen_toks: int | None
     model_source: str
     baselines: Path | None
+    gpus: str | None = None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -78,6 +79,8 @@ def build_parser(session: str) -> argparse.ArgumentParser:
                         help="hub, or a packaged copy where one exists (default auto)")
     parser.add_argument("--baselines", type=Path,
                         help="baselines file for the gate (default: baselines.yaml beside matrix.yaml)")
+    parser.add_argument("--gpus", help="GPU indices to run on, e.g. 0,1 or 4-7; their count must be tp "
+                        "(default: Slurm's allocation, else CUDA/ROCR_VISIBLE_DEVICES, else the first tp)")
     return parser
 
 

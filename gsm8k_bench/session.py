@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import gsm8k_bench
-from gsm8k_bench import envs, evaluate, gate, models, procs, results, server_metrics
+from gsm8k_bench import envs, evaluate, gate, gpus, models, procs, results, server_metrics, warm
 from gsm8k_bench.containers import container_spec
 from gsm8k_bench.containers.spec import ContainerSpec, Mount
 from gsm8k_bench.errors import BenchError, ConfigError, EvalError, ServerError
 from gsm8k_bench.evaluate import EvalSettings
 from gsm8k_bench.frameworks import FRAMEWORKS, ServeTarget
-from gsm8k_bench.launchers import pick_port, wait_ready
+from gsm8k_bench.launchers import CONTAINER_LAUNCHERS, pick_port, wait_ready
 from gsm8k_bench.matrix import Combination, Defaults
 from gsm8k_bench.options import SessionOptions
 
@@ -71,6 +71,7 @@ class Plan:
     result_file: Path
     lm_eval_python: Path
     lm_eval_argv: list[str]
+    gpus: gpus.GpuAssignment | None = None
 
     @property
     def session(self) -> str:
@@ -95,15 +96,16 @@ class Plan:
 
 def plan_session(combo: Combination, options: SessionOptions, defaults: Defaults,
                  environ: Mapping[str, str], port: int | None = None,
-                 baselines: gate.Baselines = NO_BASELINES) -> Plan:
-    """Pure: no files are read or written, nothing is installed or started."""
+                 baselines: gate.Baselines = NO_BASELINES, gpu_facts: tuple[gpus.KfdNode, ...] = ()) -> Plan:
+    """Pure: no files are read or written, nothing is installed or started (gpu_facts: gpus.facts_for)."""
     vendor = combo.runner.vendor
     launcher = options.launcher or ("process" if vendor == "cpu" else "docker")
     image = options.image or combo.image
-    if launcher == "docker" and not image:
+    if launcher in CONTAINER_LAUNCHERS and not image:
         raise ConfigError(f"{combo.name}: no image for {combo.framework.name} on {combo.runner.name}; "
                           "pass --image or add one to matrix.yaml")
     cache = envs.cache_dir()
+    assigned = gpus.assign(options.gpus, environ, vendor, combo.tp, gpu_facts)
     model = models.resolve(combo.checkpoint, options.model_source, cache)
     settings = EvalSettings(
         protocol=combo.model.protocol,
@@ -120,9 +122,14 @@ def plan_session(combo: Combination, options: SessionOptions, defaults: Defaults
         server_env.setdefault("VLLM_CPU_KVCACHE_SPACE", environ.get("VLLM_CPU_KVCACHE_SPACE", CPU_KV_CACHE_GIB))
     if model.converted_dir:
         server_env["HF_HUB_OFFLINE"] = "1"  # a local folder: nothing to fetch
+    if launcher == "process":
+        if assigned:
+            server_env.update(dict.fromkeys(gpus.INHERITED[vendor][1:], assigned.text))
+        if vendor == "cpu" and combo.framework.name == "vllm":  # the environment is the image here
+            server_env.update(warm.environment(warm.host_dir(cache, f"{envs.VLLM_CPU.name}-{envs.VLLM_CPU.stamp()}")))
 
     model_path, python, mounts = model.path, None, ()
-    if launcher == "docker":
+    if launcher in CONTAINER_LAUNCHERS:
         if model.converted_dir:
             model_path = f"{CONTAINER_MODEL_DIR}/{model.converted_dir.name}"
             mounts = (Mount(str(model.converted_dir), model_path, read_only=True),)
@@ -134,9 +141,9 @@ def plan_session(combo: Combination, options: SessionOptions, defaults: Defaults
                          python=python)
     server_argv = FRAMEWORKS[combo.framework.name].server_command(combo, target)
     container = None
-    if launcher == "docker":
+    if launcher in CONTAINER_LAUNCHERS:
         container = container_spec(
-            vendor=vendor, tp=combo.tp, image=image, command=server_argv, name=combo.name,
+            vendor=vendor, gpus=assigned, image=image, command=server_argv, name=combo.name,
             session=combo.name, hf_home=models.hf_home(), environment=server_env, extra_mounts=mounts)
 
     dataset_dir = evaluate.dataset_dir_from(options.dataset_dir, environ)
@@ -150,7 +157,7 @@ def plan_session(combo: Combination, options: SessionOptions, defaults: Defaults
     lm_eval_argv = evaluate.lm_eval_command(
         lm_eval_python, settings, served_name=combo.model.name, base_url=plan.base_url,
         output_dir=plan.lm_eval_dir, task=plan.task, include_path=plan.task_dir)
-    return replace(plan, lm_eval_argv=lm_eval_argv)
+    return replace(plan, lm_eval_argv=lm_eval_argv, gpus=assigned)
 
 
 def dry_run_text(plan: Plan) -> str:
@@ -226,7 +233,7 @@ def _config(plan: Plan) -> dict[str, Any]:
         "vendor": combo.runner.vendor,
         "framework": combo.framework.name,
         "launcher": plan.launcher,
-        "image": plan.image if plan.launcher == "docker" else None,
+        "image": plan.image if plan.launcher in CONTAINER_LAUNCHERS else None,
         "server_command": shlex.join(plan.server_argv),
         "container": plan.container.describe() if plan.container else None,
         "precision": combo.precision.name,
@@ -236,6 +243,7 @@ def _config(plan: Plan) -> dict[str, Any]:
         "quantization": combo.quantization,
         "kv_cache_dtype": flags.kv_cache_dtype,
         "tp": combo.tp,
+        "gpus": plan.gpus.record() if plan.gpus else None,
         "num_fewshot": plan.settings.num_fewshot,
         "limit": plan.settings.limit,
         "endpoint": plan.settings.endpoint,
@@ -323,6 +331,11 @@ def _launch(plan: Plan):
 
         return docker_server(plan.container, base_url=plan.base_url, pull=plan.options.pull,
                              log_path=plan.work_dir / "server.log")
+    if plan.launcher == "pyxis":
+        from gsm8k_bench.launchers.pyxis import pyxis_server
+
+        return pyxis_server(plan.container, base_url=plan.base_url, environ=os.environ,
+                            log_path=plan.work_dir / "server.log")
     from gsm8k_bench.launchers.process import process_server
 
     return process_server(plan.server_argv, base_url=plan.base_url,
@@ -366,7 +379,8 @@ def _prepare(plan: Plan, document: dict[str, Any], log: Callable[[str], None]) -
     port = pick_port(HOST, plan.port)
     if port != plan.port:
         log(f"port {plan.port} is busy; using {port}")
-        plan = plan_session(plan.combo, plan.options, plan.defaults, os.environ, port=port, baselines=plan.baselines)
+        plan = plan_session(plan.combo, plan.options, plan.defaults, os.environ, port=port, baselines=plan.baselines,
+                            gpu_facts=gpus.facts_for(plan.combo.runner.vendor))
         document["config"] = _config(plan)
     # A rerun never reads an earlier run's outputs.
     for stale in (plan.lm_eval_dir, plan.task_dir):
