@@ -30,12 +30,25 @@ class _MatrixParser(argparse.ArgumentParser):
         raise BenchError(f"{self.prog}: {message}\n{self.format_usage().rstrip()}")
 
 
-def print_matrix(matrix: Matrix, argv: list[str], out=sys.stdout) -> list[dict]:
-    """`nox -s matrix`: the selected sessions as one JSON line, the benchmark job's strategy matrix."""
-    parser = _MatrixParser(prog="nox -s matrix --")
+def selection_parser(prog: str, description: str | None = None) -> argparse.ArgumentParser:
+    """A parser that selects sessions as nox does (-k, -t, -s); callers add their own options."""
+    parser = _MatrixParser(prog=prog, description=description)
     parser.add_argument("-k", dest="keywords", help="nox keyword expression, e.g. 'h100 and vllm'")
     parser.add_argument("-t", dest="tags", nargs="+", default=[], help="tags, e.g. mi355x fp8")
     parser.add_argument("-s", dest="names", nargs="+", default=[], help="session names")
+    return parser
+
+
+def selected(matrix: Matrix, args: argparse.Namespace) -> list[Combination]:
+    combos = select(matrix.combinations, args.keywords, args.tags, args.names)
+    if not combos:
+        raise BenchError("the selection matches no session (see nox -l)")
+    return combos
+
+
+def print_matrix(matrix: Matrix, argv: list[str], out=sys.stdout) -> list[dict]:
+    """`nox -s matrix`: the selected sessions as one JSON line, the benchmark job's strategy matrix."""
+    parser = selection_parser("nox -s matrix --")
     parser.add_argument("--dispatch", action="store_true",
                         help="select from the workflow's INPUT_* variables instead (validated)")
     parser.add_argument("--github-output", action="store_true",

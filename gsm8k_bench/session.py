@@ -356,12 +356,19 @@ def prepare_model(plan: Plan) -> None:
 
 def write_input_error(session: str, results_dir: Path, message: str) -> Path:
     """The JSON of a session stopped by bad input before it could plan anything."""
+    return write_stub(session, results_dir, "error", f"input: {message}")
+
+
+def write_stub(session: str, results_dir: Path, status: str, message: str, log_tail: str = "",
+               **fields: Any) -> Path:
+    """The JSON of a session that never got to write its own (bad input, a Slurm job that died)."""
     now = _now()
     return results.write_atomic(results.result_path(results_dir.expanduser().resolve(), session), {
-        "schema": results.SCHEMA_VERSION, "session": session, "status": "error",
-        "error": {"message": f"input: {message}", "log_tail": ""}, "config": None, "metrics": None,
+        "schema": results.SCHEMA_VERSION, "session": session, "status": status,
+        "error": {"message": message, "log_tail": log_tail}, "config": None, "metrics": None,
         "gate": None, "server_metrics": None, "samples": [], "timings": {},
         "environment": {"gsm8k_bench": gsm8k_bench.__version__, "started_at": now, "ended_at": now},
+        **fields,
     })
 
 

@@ -1,0 +1,1 @@
+from gsm8k_bench import fleet
