@@ -20,11 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gsm8k_bench import envs, fleet, procs, results
+from gsm8k_bench import collect, envs, fleet
 from gsm8k_bench.cli import selected, selection_parser
 from gsm8k_bench.errors import BenchError
 from gsm8k_bench.matrix import Combination, Matrix
-from gsm8k_bench.session import write_stub
 
 CONTAINERS = ("pyxis", "docker", "none")
 # How the session serves inside its job, per --container.
@@ -189,7 +188,7 @@ def squeue_states(ids: list[str]) -> dict[str, tuple[str, str]]:
     out = _slurm(["squeue", "-h", "--states=all", "-j", ",".join(ids), "-o", "%i|%T|%R"], check=False)
     states = {}
     for line in out.stdout.splitlines():
-        job_id, state, where = (line.split("|", 2) + ["", ""])[:3]
+        job_id, state, where = [*line.split("|", 2), "", ""][:3]
         states[job_id] = (state, where)
     return states
 
@@ -221,29 +220,14 @@ def submit(combos: list[Combination], options: SlurmOptions, log: Callable[[str]
 
 
 def finalize(job: Job, options: SlurmOptions) -> dict[str, Any]:
-    """The job's session JSON: the session's own (annotated with the job), or one naming sacct's reason."""
+    """The job's session JSON, annotated with the job; when the job ended badly, sacct's reason."""
     record = job.record or {}
-    path = results.result_path(options.results_dir, job.combo.name)
-    slurm_info = {**record, "log": str(job.log), "partition": options.partition}
-    fresh = path.is_file() and path.stat().st_mtime >= job.submitted_at
-    if fresh:
-        document = results.read(path)
-        document["slurm"] = slurm_info
-        if record.get("state") != "COMPLETED" and document["status"] == "passed":
-            document["status"] = "failed"  # it scored, but the job still ended badly
-        if record.get("state") != "COMPLETED" and document.get("error"):
-            document["error"]["message"] += f" (Slurm job {job.job_id}: {reason(record)})"
-        results.write_atomic(path, document)
-    else:
-        state = reason(record) if record else "unknown (no accounting record)"
-        write_stub(job.combo.name, options.results_dir, "failed",
-                   f"Slurm job {job.job_id} ended {state} before the session wrote its JSON (log: {job.log})",
-                   procs.tail(job.log), slurm=slurm_info,
-                   config={"tp": job.combo.tp, "vendor": job.combo.runner.vendor, "gpus": None},
-                   timings={"total_s": record.get("elapsed_s")})
-        document = results.read(path)
-    job.document = document
-    return document
+    state = reason(record) if record else "unknown (no accounting record)"
+    job.document = collect.session_document(
+        job.combo, options.results_dir, job.submitted_at, record.get("state") == "COMPLETED",
+        f"Slurm job {job.job_id} ended {state}", job.log, record.get("elapsed_s"),
+        slurm={**record, "log": str(job.log), "partition": options.partition})
+    return job.document
 
 
 def _poll(jobs: list[Job], options: SlurmOptions, log: Callable[[str], None]) -> None:
