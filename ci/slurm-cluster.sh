@@ -106,8 +106,10 @@ CONF
   stop)
     if [ -f "$conf" ] && [ -f "$dir/slurmctld.pid" ]; then
       # Jobs first, while slurmd can still kill their steps.
-      SLURM_CONF="$conf" scancel --full --quiet --user="$(id -un)" 2>/dev/null || true
-      SLURM_CONF="$conf" wait_for 20 bash -c '[ -z "$(squeue -h -o %i)" ]' || true
+      export SLURM_CONF="$conf"
+      scancel --full --quiet --user="$(id -un)" 2>/dev/null || true
+      queue_empty() { [ -z "$(squeue -h -o %i 2>/dev/null)" ]; }
+      wait_for 20 queue_empty || true
     fi
     stop_pid_file "$dir/slurmd.pid"
     stop_pid_file "$dir/slurmctld.pid"

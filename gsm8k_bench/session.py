@@ -165,6 +165,7 @@ def dry_run_text(plan: Plan) -> str:
         f"session: {plan.session}",
         f"  {plan.combo.description}",
         f"  launcher: {plan.launcher}   model: {plan.model.path} ({plan.model.origin})",
+        f"  gpus: {plan.gpus.text} (from {plan.gpus.source})" if plan.gpus else "  gpus: none",
         "server command:",
         "  " + shlex.join(plan.server_argv),
         "server environment: " + (" ".join(f"{k}={v}" for k, v in plan.server_env.items()) or "(none added)"),
