@@ -36,10 +36,12 @@ def run_cost(documents: Iterable[Mapping[str, Any]]) -> dict[str, float]:
     gpu_hours = sum(c["gpu_hours"] or 0.0 for c in costs)
     before = sum((c["before_first_request_s"] or 0.0) * c["gpus"] / 3600 for c in costs)
     wall = sum(c["wall_s"] or 0.0 for c in costs)
-    before_wall = sum(c["before_first_request_s"] or 0.0 for c in costs)
+    started = [c for c in costs if c["before_first_request_s"] is not None and c["wall_s"]]
+    before_wall = sum(c["before_first_request_s"] for c in started)
+    started_wall = sum(c["wall_s"] for c in started)
     return {"sessions": len(costs), "gpu_hours": gpu_hours, "before_first_request_gpu_hours": before,
             "before_first_request_share": before / gpu_hours if gpu_hours else None,
-            "wall_s": wall, "before_first_request_wall_share": before_wall / wall if wall else None}
+            "wall_s": wall, "before_first_request_wall_share": before_wall / started_wall if started_wall else None}
 
 
 def _share(value: float | None) -> str:
@@ -59,3 +61,20 @@ def summary_lines(documents: list[Mapping[str, Any]], elapsed_s: float) -> list[
                  f"{total['gpu_hours']:.3f} GPU-hours, {_share(total['before_first_request_share'])} of them "
                  f"before the first request (wall: {_share(total['before_first_request_wall_share'])})")
     return lines
+
+
+def markdown_section(documents: list[Mapping[str, Any]], per_session: bool = True) -> str:
+    """The report's fleet-cost section: per session (unless space is short), then the run."""
+    total = run_cost(documents)
+    lines = ["### Fleet cost", ""]
+    if per_session:
+        lines += ["| session | GPUs | wall (s) | GPU-hours | before first request |", "|---|---|---|---|---|"]
+    for d in documents if per_session else ():
+        c = session_cost(d)
+        wall = "–" if c["wall_s"] is None else f"{c['wall_s']:.0f}"
+        lines.append(f"| `{d['session']}` | {c['gpus']} | {wall} | {c['gpu_hours'] or 0:.3f} | "
+                     f"{_share(c['before_first_request_share'])} |")
+    lines += ["", f"Run: {total['gpu_hours']:.3f} GPU-hours over {total['sessions']} session(s), "
+              f"{_share(total['before_first_request_share'])} of them before the first request "
+              f"(by wall time: {_share(total['before_first_request_wall_share'])})."]
+    return "\n".join(lines) + "\n"

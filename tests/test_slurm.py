@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -173,8 +172,9 @@ def test_two_tp2_jobs_and_a_tp4_job_run_at_once_on_disjoint_gpus(cluster, tmp_pa
     variant.write_text(text.replace(marker, marker.replace("[1]", "[1, 2]")))
     (tmp_path / "baselines.yaml").write_text((ROOT / "baselines.yaml").read_text())
     matrix = load_matrix(variant)
-    combos = [matrix.get(n) for n in ("gsm8k-llama-3.1-8b-h100-vllm-fp16-tp2", "gsm8k-llama-3.1-8b-h100-sglang-fp16-tp2",
-                                      "gsm8k-llama-3.3-70b-h100-vllm-fp16-tp4")]
+    names = ("gsm8k-llama-3.1-8b-h100-vllm-fp16-tp2", "gsm8k-llama-3.1-8b-h100-sglang-fp16-tp2",
+             "gsm8k-llama-3.3-70b-h100-vllm-fp16-tp4")
+    combos = [matrix.get(n) for n in names]
     # A cheap real job: each session plans itself from its allocation (--dry-run) and records the
     # visible-devices variables Slurm set.
     opts = slurm.SlurmOptions("ci", None, None, "docker", tmp_path / "results", tmp_path / "sqsh", 1.0, ("--dry-run",))
