@@ -65,8 +65,9 @@ def main() -> None:
                 runs.append({"attempt": attempt, "ready_s": round(ready, 1),
                              "wall_s": round(time.monotonic() - t, 1), "cache_log": lines})
             files = sorted(str(p.relative_to(cache)) for p in cache.rglob("*") if p.is_file())
-            report["modes"][mode] = {"runs": runs, "ratio_warm_over_cold": round(runs[1]["ready_s"] / runs[0]["ready_s"], 3),
-                                     "cache_files": len(files), "cache_sample": files[:12]}
+            ratio = round(runs[1]["ready_s"] / runs[0]["ready_s"], 3)
+            report["modes"][mode] = {"runs": runs, "ratio_warm_over_cold": ratio, "cache_files": len(files),
+                                     "cache_sample": files[:12]}
     print(json.dumps(report, indent=2))
     for mode, result in report["modes"].items():
         cold, warm_run = result["runs"]
