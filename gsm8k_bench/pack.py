@@ -8,7 +8,6 @@ next as soon as GPUs free up, lets a failure end only its own session, and stops
 
 from __future__ import annotations
 
-import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -21,6 +20,7 @@ from gsm8k_bench import collect, envs, fleet, gpus, procs
 from gsm8k_bench.cli import selected, selection_parser
 from gsm8k_bench.errors import BenchError
 from gsm8k_bench.matrix import Combination, Matrix
+from gsm8k_bench.session import _sigterm_as_interrupt
 
 POLL_S = 1.0
 
@@ -121,7 +121,6 @@ def run_packed(combos: Sequence[Combination], node_gpus: Sequence[int], results_
     waiting, running, done = list(needs), [], []
     logs = results_dir / "pack"
     logs.mkdir(parents=True, exist_ok=True)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         while waiting or running:
             busy = {i for r in running for i in r.ids}
@@ -145,8 +144,6 @@ def run_packed(combos: Sequence[Combination], node_gpus: Sequence[int], results_
             list(pool.map(procs.stop, [r.proc for r in running]))
         done += [_collect(r, results_dir) for r in running]
         raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     return done
 
 
@@ -156,9 +153,6 @@ def _collect(r: Running, results_dir: Path) -> dict:
                                     r.log, time.monotonic() - r.started_mono,
                                     pack={"gpus": list(r.ids), "log": str(r.log)})
 
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
 def run(matrix: Matrix, argv: list[str], log: Callable[[str], None] = print) -> list[dict]:
@@ -171,8 +165,9 @@ def run(matrix: Matrix, argv: list[str], log: Callable[[str], None] = print) -> 
     node_gpus = gpus.parse_ids(args.gpus, "--gpus")
     results_dir = args.results_dir.expanduser().resolve()
     started = time.monotonic()
-    documents = run_packed(combos, node_gpus, results_dir,
-                           lambda combo, ids: session_argv(combo, ids, results_dir, rest), Table(log))
+    with _sigterm_as_interrupt():  # a cancelled CI job stops the sessions like Ctrl-C
+        documents = run_packed(combos, node_gpus, results_dir,
+                               lambda combo, ids: session_argv(combo, ids, results_dir, rest), Table(log))
     for line in fleet.summary_lines(documents, time.monotonic() - started):
         log(line)
     failed = [d["session"] for d in documents if d["status"] != "passed"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import signal
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from gsm8k_bench import collect, envs, fleet
 from gsm8k_bench.cli import selected, selection_parser
 from gsm8k_bench.errors import BenchError
 from gsm8k_bench.matrix import Combination, Matrix
+from gsm8k_bench.session import _sigterm_as_interrupt
 
 CONTAINERS = ("pyxis", "docker", "none")
 # How the session serves inside its job, per --container.
@@ -202,11 +202,13 @@ def sacct_records(ids: list[str]) -> dict[str, dict[str, Any]]:
     return parse_sacct(out.stdout)
 
 
-def submit(combos: list[Combination], options: SlurmOptions, log: Callable[[str], None]) -> list[Job]:
+def submit(combos: list[Combination], options: SlurmOptions, log: Callable[[str], None],
+           jobs: list[Job] | None = None) -> list[Job]:
+    """Submit one job per session, appending each to `jobs` as soon as Slurm has it."""
     scripts = options.results_dir / "slurm"
     scripts.mkdir(parents=True, exist_ok=True)
     noxfile = envs.REPO_ROOT / "noxfile.py"
-    jobs = []
+    jobs = [] if jobs is None else jobs
     for combo in combos:
         script = scripts / f"{combo.name}.sh"
         script.write_text(job_script(combo, options, sys.executable, noxfile))
@@ -263,32 +265,36 @@ def cancel(jobs: list[Job], log: Callable[[str], None]) -> None:
 
 def wait(jobs: list[Job], options: SlurmOptions, log: Callable[[str], None]) -> None:
     """Poll until every job has ended; Ctrl-C or SIGTERM cancels them all, then still collects their JSONs."""
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         while not all(j.done for j in jobs):
             _poll(jobs, options, log)
             if not all(j.done for j in jobs):
                 time.sleep(options.poll_s)
     except KeyboardInterrupt:
-        cancel(jobs, log)
-        deadline = time.monotonic() + CANCEL_WAIT_S
-        while not all(j.done for j in jobs) and time.monotonic() < deadline:
-            _poll(jobs, options, log)
-            time.sleep(1.0)
+        cancel_and_collect(jobs, options, log)
         raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+def cancel_and_collect(jobs: list[Job], options: SlurmOptions, log: Callable[[str], None]) -> None:
+    cancel(jobs, log)
+    deadline = time.monotonic() + CANCEL_WAIT_S
+    while not all(j.done for j in jobs) and time.monotonic() < deadline:
+        _poll(jobs, options, log)
+        time.sleep(1.0)
+
 
 
 def run(matrix: Matrix, argv: list[str], log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     combos, options = parse_args(matrix, argv)
     started = time.monotonic()
-    jobs = submit(combos, options, log)
-    wait(jobs, options, log)
+    jobs: list[Job] = []
+    with _sigterm_as_interrupt():  # a cancelled CI job cancels the Slurm jobs like Ctrl-C
+        try:
+            submit(combos, options, log, jobs)
+        except KeyboardInterrupt:
+            cancel_and_collect(jobs, options, log)
+            raise
+        wait(jobs, options, log)
     documents = [j.document for j in jobs]
     for line in fleet.summary_lines(documents, time.monotonic() - started):
         log(line)
