@@ -35,12 +35,14 @@ def run_cost(documents: Iterable[Mapping[str, Any]]) -> dict[str, float]:
     costs = [session_cost(d) for d in documents]
     gpu_hours = sum(c["gpu_hours"] or 0.0 for c in costs)
     before = sum((c["before_first_request_s"] or 0.0) * c["gpus"] / 3600 for c in costs)
+    # Shares only over sessions whose server started (a session that died earlier has no such phase).
+    started_gpu_hours = sum(c["gpu_hours"] or 0.0 for c in costs if c["before_first_request_s"] is not None)
     wall = sum(c["wall_s"] or 0.0 for c in costs)
     started = [c for c in costs if c["before_first_request_s"] is not None and c["wall_s"]]
     before_wall = sum(c["before_first_request_s"] for c in started)
     started_wall = sum(c["wall_s"] for c in started)
     return {"sessions": len(costs), "gpu_hours": gpu_hours, "before_first_request_gpu_hours": before,
-            "before_first_request_share": before / gpu_hours if gpu_hours else None,
+            "before_first_request_share": before / started_gpu_hours if started_gpu_hours else None,
             "wall_s": wall, "before_first_request_wall_share": before_wall / started_wall if started_wall else None}
 
 

@@ -33,7 +33,8 @@ def test_run_cost_weights_by_gpus():
     total = fleet.run_cost([TP4, TP1, CPU, DIED])
     assert total["gpu_hours"] == pytest.approx(1.6 + 0.1 + 0 + 0.4)
     assert total["before_first_request_gpu_hours"] == pytest.approx((360 * 4 + 60) / 3600)
-    assert total["before_first_request_share"] == pytest.approx((360 * 4 + 60) / 3600 / 2.1)
+    # Shares count sessions that reached their first request: the one that died is left out.
+    assert total["before_first_request_share"] == pytest.approx((360 * 4 + 60) / 3600 / 1.7)
     assert total["before_first_request_wall_share"] == pytest.approx((360 + 60 + 20) / (1440 + 360 + 40))
 
 
