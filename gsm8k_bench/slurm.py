@@ -30,6 +30,7 @@ CONTAINERS = ("pyxis", "docker", "none")
 LAUNCHER_FOR = {"pyxis": "pyxis", "docker": "docker", "none": "process"}
 ACTIVE = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING")
 CANCEL_WAIT_S = 60.0
+GONE_POLLS = 10  # polls to wait for sacct to learn about a job squeue no longer shows
 SACCT_FIELDS = ("JobID", "JobName", "State", "ExitCode", "Elapsed")
 NO_ACCOUNTING = "accounting storage is disabled"
 
@@ -167,6 +168,7 @@ class Job:
     state: str = "PENDING"
     where: str = ""
     record: dict[str, Any] | None = None
+    unrecorded_polls: int = 0
     document: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -246,10 +248,13 @@ def _poll(jobs: list[Job], options: SlurmOptions, log: Callable[[str], None]) ->
     if ended:
         records = sacct_records([j.job_id for j in ended])
         for job in ended:
+            job.unrecorded_polls += 1
             if job.job_id in records:
                 job.record = records[job.job_id]
-            elif job.state != "GONE":
-                job.record = {"job_id": job.job_id, "name": job.combo.name, "state": job.state,
+            elif job.state != "GONE" or job.unrecorded_polls > GONE_POLLS:
+                # squeue's last word, or a job neither squeue nor sacct knows any more.
+                job.record = {"job_id": job.job_id, "name": job.combo.name,
+                              "state": "UNKNOWN" if job.state == "GONE" else job.state,
                               "exit_code": "", "elapsed_s": None}
             if job.done:
                 document = finalize(job, options)
@@ -281,7 +286,6 @@ def cancel_and_collect(jobs: list[Job], options: SlurmOptions, log: Callable[[st
     while not all(j.done for j in jobs) and time.monotonic() < deadline:
         _poll(jobs, options, log)
         time.sleep(1.0)
-
 
 
 def run(matrix: Matrix, argv: list[str], log: Callable[[str], None] = print) -> list[dict[str, Any]]:
