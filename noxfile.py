@@ -105,6 +105,22 @@ def promote(session: nox.Session) -> None:
 
 
 @nox.session(venv_backend="none", default=False)
+def pack(session: nox.Session) -> None:
+    """Run the selected sessions at once on one node, packed on free GPUs: -- [-k EXPR] [-t TAG] --gpus 0-7."""
+    from gsm8k_bench import pack as pack_mod
+
+    _or_error(session, lambda: pack_mod.run(MATRIX, session.posargs, session.log))
+
+
+@nox.session(venv_backend="none", default=False)
+def slurm(session: nox.Session) -> None:
+    """One Slurm job per selected session: -- [-k EXPR] [-t TAG] --partition P [--container pyxis|docker|none]."""
+    from gsm8k_bench import slurm as slurm_mod
+
+    _or_error(session, lambda: slurm_mod.run(MATRIX, session.posargs, session.log))
+
+
+@nox.session(venv_backend="none", default=False)
 def gsm8k(session: nox.Session) -> None:
     """One ad-hoc combination: -- --model M [--checkpoint C] --runner R --framework F --precision P --tp N."""
     _or_error(session, lambda: cli.run_adhoc(MATRIX, session.posargs, session.log))

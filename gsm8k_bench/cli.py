@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from gsm8k_bench import dispatch, envs, evaluate, gate, ownership, promote, references, results, summary
+from gsm8k_bench import dispatch, envs, evaluate, gate, gpus, ownership, promote, references, results, summary
 from gsm8k_bench import session as session_mod
 from gsm8k_bench.errors import BenchError, ConfigError
 from gsm8k_bench.matrix import Combination, Matrix, adhoc_combination, load_matrix, select
@@ -31,12 +31,25 @@ class _MatrixParser(argparse.ArgumentParser):
         raise BenchError(f"{self.prog}: {message}\n{self.format_usage().rstrip()}")
 
 
-def print_matrix(matrix: Matrix, argv: list[str], out=sys.stdout) -> list[dict]:
-    """`nox -s matrix`: the selected sessions as one JSON line, the benchmark job's strategy matrix."""
-    parser = _MatrixParser(prog="nox -s matrix --")
+def selection_parser(prog: str, description: str | None = None) -> argparse.ArgumentParser:
+    """A parser that selects sessions as nox does (-k, -t, -s); callers add their own options."""
+    parser = _MatrixParser(prog=prog, description=description)
     parser.add_argument("-k", dest="keywords", help="nox keyword expression, e.g. 'h100 and vllm'")
     parser.add_argument("-t", dest="tags", nargs="+", default=[], help="tags, e.g. mi355x fp8")
     parser.add_argument("-s", dest="names", nargs="+", default=[], help="session names")
+    return parser
+
+
+def selected(matrix: Matrix, args: argparse.Namespace) -> list[Combination]:
+    combos = select(matrix.combinations, args.keywords, args.tags, args.names)
+    if not combos:
+        raise BenchError("the selection matches no session (see nox -l)")
+    return combos
+
+
+def print_matrix(matrix: Matrix, argv: list[str], out=sys.stdout) -> list[dict]:
+    """`nox -s matrix`: the selected sessions as one JSON line, the benchmark job's strategy matrix."""
+    parser = selection_parser("nox -s matrix --")
     parser.add_argument("--dispatch", action="store_true",
                         help="select from the workflow's INPUT_* variables instead (validated)")
     parser.add_argument("--github-output", action="store_true",
@@ -83,26 +96,27 @@ def prepare_cpu_default(matrix: Matrix, log: Callable[[str], None] = print) -> N
     log(f"ready: nox -s {CPU_DEFAULT}")
 
 
-def _gate_inputs(matrix: Matrix, combo: Combination, options: SessionOptions) -> gate.Baselines:
-    """What the gate judges the run against: baselines.yaml and the session's reference, if any."""
+def _plan(matrix: Matrix, combo: Combination, options: SessionOptions, run_id: str | None = None
+          ) -> session_mod.Plan:
+    """The session's plan, with the facts it needs read first: what the gate judges the run against
+    (baselines.yaml and the session's reference, if any) and the host's GPUs."""
     baselines = gate.load_baselines(options.baselines or matrix.path.with_name(BASELINES_FILE))
     reference = references.find(options.references or matrix.path.with_name(REFERENCES_DIR), combo.name)
-    return replace(baselines, reference=reference)
+    return session_mod.plan_session(combo, options, matrix.defaults, os.environ,
+                                    baselines=replace(baselines, reference=reference), run_id=run_id,
+                                    gpu_facts=gpus.facts_for(combo.runner.vendor))
 
 
 def run_combination(matrix: Matrix, combo: Combination, argv: list[str],
                     log: Callable[[str], None] = print) -> dict | None:
     options = parse_session_args(combo.name, argv)
     if options.dry_run:
-        print(session_mod.dry_run_text(session_mod.plan_session(combo, options, matrix.defaults, os.environ,
-                                                                baselines=_gate_inputs(matrix, combo, options))))
+        print(session_mod.dry_run_text(_plan(matrix, combo, options)))
         return None
     # Held for the whole run: a second run of this session into the same folder fails here, at once.
     with ownership.ResultsLock(options.results_dir, combo.name):
         try:
-            plan = session_mod.plan_session(combo, options, matrix.defaults, os.environ,
-                                            baselines=_gate_inputs(matrix, combo, options),
-                                            run_id=ownership.new_run_id())
+            plan = _plan(matrix, combo, options, run_id=ownership.new_run_id())
         except ConfigError as exc:
             session_mod.write_input_error(combo.name, options.results_dir, str(exc))
             raise

@@ -37,6 +37,7 @@ class SessionOptions:
     model_source: str
     baselines: Path | None
     references: Path | None
+    gpus: str | None = None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -96,6 +97,8 @@ def build_parser(session: str) -> argparse.ArgumentParser:
     parser.add_argument("--references", type=Path,
                         help="folder of per-question references for the paired gate (default: references/ "
                              "beside matrix.yaml)")
+    parser.add_argument("--gpus", help="GPU indices to run on, e.g. 0,1 or 4-7; their count must be tp "
+                        "(default: Slurm's allocation, else CUDA/ROCR_VISIBLE_DEVICES, else the first tp)")
     return parser
 
 

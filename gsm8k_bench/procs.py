@@ -96,6 +96,28 @@ def stop(proc: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
             guard.wait(timeout=10)
 
 
+@contextmanager
+def interrupts_unwind_once() -> Iterator[None]:
+    """The first SIGINT or SIGTERM (Ctrl-C, CI cancelling a job, `kill` of nox) unwinds like Ctrl-C, so
+    cleanup runs; later ones (CI sends SIGTERM 7.5 s after SIGINT) only shorten the cleanup's grace
+    periods, so they can never skip the final kill."""
+    interrupted = []
+
+    def handler(signum, frame):
+        if interrupted:
+            hurry()
+            return
+        interrupted.append(signum)
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def hurry() -> None:
     """A second interrupt: cleanup skips its grace periods (and still kills)."""
     _hurry.set()

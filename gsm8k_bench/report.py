@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gsm8k_bench import results
+from gsm8k_bench import fleet, results
 from gsm8k_bench.errors import BenchError
 
 MAX_SUMMARY_BYTES = 1024 * 1024
@@ -104,7 +104,7 @@ def markdown(documents: list[dict[str, Any]], limit_bytes: int | None = None) ->
     text = header + "\n".join(lines) + "\n"
     if notes:
         text += "\n### Not passed\n\n" + "\n".join(notes)[: (limit_bytes or 10**9) // 4] + "\n"
-    return text
+    return text + "\n" + fleet.markdown_section(documents, per_session=not limit_bytes)
 
 
 def plot(documents: list[dict[str, Any]], path: Path) -> None:

@@ -10,7 +10,6 @@ import platform
 import re
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -23,13 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import gsm8k_bench
-from gsm8k_bench import envs, evaluate, gate, models, procs, progress, results, server_metrics
+from gsm8k_bench import envs, evaluate, gate, gpus, models, procs, progress, results, server_metrics, warm
 from gsm8k_bench.containers import container_spec
 from gsm8k_bench.containers.spec import ContainerSpec, Mount
 from gsm8k_bench.errors import BenchError, ConfigError, EvalError, ServerError
 from gsm8k_bench.evaluate import EvalSettings
 from gsm8k_bench.frameworks import FRAMEWORKS, ServeTarget
-from gsm8k_bench.launchers import reserve_port, wait_ready
+from gsm8k_bench.launchers import CONTAINER_LAUNCHERS, reserve_port, wait_ready
 from gsm8k_bench.matrix import Combination, Defaults
 from gsm8k_bench.options import SessionOptions
 
@@ -72,6 +71,7 @@ class Plan:
     lm_eval_python: Path
     lm_eval_argv: list[str]
     run_id: str | None = None
+    gpus: gpus.GpuAssignment | None = None
 
     @property
     def session(self) -> str:
@@ -105,16 +105,18 @@ def served_model_name(combo: Combination, run_id: str | None) -> str:
 
 def plan_session(combo: Combination, options: SessionOptions, defaults: Defaults,
                  environ: Mapping[str, str], port: int | None = None,
-                 baselines: gate.Baselines = NO_BASELINES, run_id: str | None = None) -> Plan:
+                 baselines: gate.Baselines = NO_BASELINES, run_id: str | None = None,
+                 gpu_facts: tuple[gpus.KfdNode, ...] = ()) -> Plan:
     """Pure: no files are read or written, nothing is installed or started.  run_id (ownership.new_run_id)
-    makes the served model name unique to this run."""
+    makes the served model name unique to this run; gpu_facts come from gpus.facts_for."""
     vendor = combo.runner.vendor
     launcher = options.launcher or ("process" if vendor == "cpu" else "docker")
     image = options.image or combo.image
-    if launcher == "docker" and not image:
+    if launcher in CONTAINER_LAUNCHERS and not image:
         raise ConfigError(f"{combo.name}: no image for {combo.framework.name} on {combo.runner.name}; "
                           "pass --image or add one to matrix.yaml")
     cache = envs.cache_dir()
+    assigned = gpus.assign(options.gpus, environ, vendor, combo.tp, gpu_facts)
     model = models.resolve(combo.checkpoint, options.model_source, cache)
     settings = EvalSettings(
         protocol=combo.model.protocol,
@@ -131,9 +133,14 @@ def plan_session(combo: Combination, options: SessionOptions, defaults: Defaults
         server_env.setdefault("VLLM_CPU_KVCACHE_SPACE", environ.get("VLLM_CPU_KVCACHE_SPACE", CPU_KV_CACHE_GIB))
     if model.converted_dir:
         server_env["HF_HUB_OFFLINE"] = "1"  # a local folder: nothing to fetch
+    if launcher == "process":
+        if assigned:
+            server_env.update(dict.fromkeys(gpus.INHERITED[vendor][1:], assigned.text))
+        if vendor == "cpu" and combo.framework.name == "vllm":  # the environment is the image here
+            server_env.update(warm.environment(warm.host_dir(cache, f"{envs.VLLM_CPU.name}-{envs.VLLM_CPU.stamp()}")))
 
     model_path, python, mounts = model.path, None, ()
-    if launcher == "docker":
+    if launcher in CONTAINER_LAUNCHERS:
         if model.converted_dir:
             model_path = f"{CONTAINER_MODEL_DIR}/{model.converted_dir.name}"
             mounts = (Mount(str(model.converted_dir), model_path, read_only=True),)
@@ -145,9 +152,9 @@ def plan_session(combo: Combination, options: SessionOptions, defaults: Defaults
                          python=python)
     server_argv = FRAMEWORKS[combo.framework.name].server_command(combo, target)
     container = None
-    if launcher == "docker":
+    if launcher in CONTAINER_LAUNCHERS:
         container = container_spec(
-            vendor=vendor, tp=combo.tp, image=image, command=server_argv, name=combo.name,
+            vendor=vendor, gpus=assigned, image=image, command=server_argv, name=combo.name,
             session=combo.name, hf_home=models.hf_home(), environment=server_env, extra_mounts=mounts)
 
     dataset_dir = evaluate.dataset_dir_from(options.dataset_dir, environ)
@@ -161,7 +168,7 @@ def plan_session(combo: Combination, options: SessionOptions, defaults: Defaults
     lm_eval_argv = evaluate.lm_eval_command(
         lm_eval_python, settings, served_name=plan.served_name, base_url=plan.base_url,
         output_dir=plan.lm_eval_dir, task=plan.task, include_path=plan.task_dir)
-    return replace(plan, lm_eval_argv=lm_eval_argv)
+    return replace(plan, lm_eval_argv=lm_eval_argv, gpus=assigned)
 
 
 def dry_run_text(plan: Plan) -> str:
@@ -169,6 +176,7 @@ def dry_run_text(plan: Plan) -> str:
         f"session: {plan.session}",
         f"  {plan.combo.description}",
         f"  launcher: {plan.launcher}   model: {plan.model.path} ({plan.model.origin})",
+        f"  gpus: {plan.gpus.text} (from {plan.gpus.source})" if plan.gpus else "  gpus: none",
         "server command:",
         "  " + shlex.join(plan.server_argv),
         "server environment: " + (" ".join(f"{k}={v}" for k, v in plan.server_env.items()) or "(none added)"),
@@ -187,28 +195,6 @@ def dry_run_text(plan: Plan) -> str:
 
 
 # --------------------------------------------------------------------------- running
-
-
-@contextmanager
-def _interrupts_unwind_once() -> Iterator[None]:
-    """The first SIGINT or SIGTERM (Ctrl-C, CI cancelling a job, `kill` of nox) unwinds like Ctrl-C, so
-    cleanup runs; later ones (CI sends SIGTERM 7.5 s after SIGINT) only shorten the cleanup's grace
-    periods, so they can never skip the final kill."""
-    interrupted = []
-
-    def handler(signum, frame):
-        if interrupted:
-            procs.hurry()
-            return
-        interrupted.append(signum)
-        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def _now() -> str:
@@ -247,7 +233,7 @@ def _config(plan: Plan) -> dict[str, Any]:
         "vendor": combo.runner.vendor,
         "framework": combo.framework.name,
         "launcher": plan.launcher,
-        "image": plan.image if plan.launcher == "docker" else None,
+        "image": plan.image if plan.launcher in CONTAINER_LAUNCHERS else None,
         "image_override": plan.options.image is not None,  # --image instead of matrix.yaml's
         "server_command": shlex.join(plan.server_argv),
         "container": plan.container.describe() if plan.container else None,
@@ -258,6 +244,7 @@ def _config(plan: Plan) -> dict[str, Any]:
         "quantization": combo.quantization,
         "kv_cache_dtype": flags.kv_cache_dtype,
         "tp": combo.tp,
+        "gpus": plan.gpus.record() if plan.gpus else None,
         "num_fewshot": plan.settings.num_fewshot,
         "limit": plan.settings.limit,
         "endpoint": plan.settings.endpoint,
@@ -364,6 +351,11 @@ def _launch(plan: Plan):
 
         return docker_server(plan.container, base_url=plan.base_url, pull=plan.options.pull,
                              log_path=plan.work_dir / "server.log")
+    if plan.launcher == "pyxis":
+        from gsm8k_bench.launchers.pyxis import pyxis_server
+
+        return pyxis_server(plan.container, base_url=plan.base_url, environ=os.environ,
+                            log_path=plan.work_dir / "server.log")
     from gsm8k_bench.launchers.process import process_server
 
     return process_server(plan.server_argv, base_url=plan.base_url,
@@ -385,15 +377,21 @@ def prepare_model(plan: Plan) -> None:
 def write_input_error(session: str, results_dir: Path, message: str) -> Path | None:
     """The JSON of a session stopped by bad input before it could plan anything; None when an earlier
     run's JSON is there: a rerun that never started a server does not destroy a result."""
-    now = _now()
-    path = results.result_path(results_dir.expanduser().resolve(), session)
-    if path.exists():
+    if results.result_path(results_dir.expanduser().resolve(), session).exists():
         return None
-    return results.write_atomic(path, {
-        "schema": results.SCHEMA_VERSION, "session": session, "status": "error",
-        "error": {"message": f"input: {message}", "log_tail": ""}, "config": None, "metrics": None,
+    return write_stub(session, results_dir, "error", f"input: {message}")
+
+
+def write_stub(session: str, results_dir: Path, status: str, message: str, log_tail: str = "",
+               **fields: Any) -> Path:
+    """The JSON of a session that never got to write its own (bad input, a Slurm job that died)."""
+    now = _now()
+    return results.write_atomic(results.result_path(results_dir.expanduser().resolve(), session), {
+        "schema": results.SCHEMA_VERSION, "session": session, "status": status,
+        "error": {"message": message, "log_tail": log_tail}, "config": None, "metrics": None,
         "gate": None, "server_metrics": None, "samples": [], "timings": {},
         "environment": {"gsm8k_bench": gsm8k_bench.__version__, "started_at": now, "ended_at": now},
+        **fields,
     })
 
 
@@ -414,7 +412,8 @@ def _prepare(plan: Plan, document: dict[str, Any], log: Callable[[str], None], c
     if claim.port != plan.port:
         log(f"port {plan.port} is busy or claimed by another session; using {claim.port}")
         plan = plan_session(plan.combo, plan.options, plan.defaults, os.environ, port=claim.port,
-                            baselines=plan.baselines, run_id=plan.run_id)
+                            baselines=plan.baselines, run_id=plan.run_id,
+                            gpu_facts=gpus.facts_for(plan.combo.runner.vendor))
         document["config"] = _config(plan)
     # A rerun never reads an earlier run's outputs.
     for stale in (plan.lm_eval_dir, plan.task_dir):
@@ -457,7 +456,7 @@ def run_session(plan: Plan, log: Callable[[str], None] = print) -> dict[str, Any
     document = _base_document(plan, _now())
     timings = document["timings"]
     phase = "setup"
-    with _interrupts_unwind_once(), ExitStack() as cleanup:
+    with procs.interrupts_unwind_once(), ExitStack() as cleanup:
         try:
             plan = _prepare(plan, document, say, cleanup)
             document["status"] = "failed"  # from here on, a server runs

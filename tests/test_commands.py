@@ -82,13 +82,13 @@ def test_online_fp8_quantization_when_the_model_has_no_fp8_checkpoint(matrix):
 def test_nvidia_container_spec(matrix):
     spec = plan_for(matrix, "gsm8k-llama-3.3-70b-h100-vllm-fp8-tp4").container
     assert spec.image == "vllm/vllm-openai:v0.32.0"
-    assert spec.device.gpu_count == 4 and spec.device.devices == ()
+    assert spec.device.gpu_ids == ("0", "1", "2", "3") and spec.device.devices == ()
     assert spec.device.ipc_mode == "host" and spec.device.shm_size
     assert spec.network_mode == "host"
     assert spec.secret_env == ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
     assert "HF_TOKEN" not in spec.environment
     run = spec.docker_run_argv()
-    assert run[run.index("--gpus") + 1] == "4"
+    assert run[run.index("--gpus") + 1] == '"device=0,1,2,3"'
     assert "--env=HF_TOKEN" in run
     assert any(a.startswith("--volume=") and a.endswith(":/root/.cache/huggingface") for a in run)
     assert run[run.index("--entrypoint") + 1: run.index("--entrypoint") + 4] == [
@@ -98,10 +98,11 @@ def test_nvidia_container_spec(matrix):
 def test_amd_container_spec(matrix):
     plan = plan_for(matrix, "gsm8k-llama-3.1-8b-mi300x-vllm-fp16-tp1")
     spec = plan.container
-    assert spec.device.devices == ("/dev/kfd", "/dev/dri")
+    assert spec.device.devices == ("/dev/kfd", "/dev/dri")  # no KFD topology here: narrowed by variables
+    assert spec.environment["ROCR_VISIBLE_DEVICES"] == "0"
     assert spec.device.group_add == ("video", "render")
     assert spec.device.security_opt == ("seccomp=unconfined",)
-    assert spec.device.ipc_mode == "host" and spec.device.gpu_count is None
+    assert spec.device.ipc_mode == "host" and spec.device.gpu_ids == ()
     assert spec.environment["VLLM_ROCM_USE_AITER"] == "1"
     sglang = plan_for(matrix, "gsm8k-llama-3.3-70b-mi355x-sglang-fp16-tp8").container
     assert sglang.image.endswith("-mi35x")  # the runner-specific image wins over the vendor's
@@ -118,7 +119,7 @@ def test_cpu_defaults_to_the_process_launcher_with_the_shared_vllm_env(matrix):
     assert "--enforce-eager" in plan.server_argv
     docker = plan_for(matrix, "gsm8k-smollm2-135m-cpu-vllm-fp16-tp1", "--launcher", "docker",
                       "--model-source", "package")
-    assert docker.container.device.gpu_count is None and docker.container.device.devices == ()
+    assert docker.container.device.gpu_ids == () and docker.container.device.devices == ()
     assert docker.server_argv[:2] == ["python3", "-m"]
     mount = next(m for m in docker.container.mounts if m.target.startswith("/models/"))
     assert mount.read_only and flag(docker.server_argv, "--model") == mount.target
@@ -156,7 +157,7 @@ def test_dry_run_prints_everything_and_no_secret(matrix):
     finally:
         del os.environ["HF_TOKEN"]
     for needle in ("server command:", "sglang.launch_server", "--quantization modelopt_fp4", "container:",
-                   "image: lmsysorg/sglang", "gpu_count: 1", "ipc: host", "shm_size: 32g",
+                   "image: lmsysorg/sglang", "gpu_ids: ['0']", "ipc: host", "shm_size: 32g",
                    "env_by_name: ['HF_TOKEN'", "lm-eval command:", "local-completions"):
         assert needle in text, needle
     assert TOKEN not in text

@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from gsm8k_bench import warm
 from gsm8k_bench.containers import amd, cpu, nvidia
 from gsm8k_bench.containers.spec import ContainerSpec, Mount
+from gsm8k_bench.gpus import GpuAssignment
 
 VENDOR_OPTIONS = {"nvidia": nvidia, "amd": amd, "cpu": cpu}
 SESSION_LABEL = "gsm8k-bench.session"
@@ -20,16 +22,19 @@ SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 CONTAINER_HF_HOME = "/root/.cache/huggingface"
 
 
-def container_spec(*, vendor: str, tp: int, image: str, command: list[str], name: str, session: str,
+def container_spec(*, vendor: str, gpus: GpuAssignment | None, image: str, command: list[str], name: str, session: str,
                    hf_home: Path, environment: Mapping[str, str], extra_mounts: tuple[Mount, ...] = ()
                    ) -> ContainerSpec:
+    device = VENDOR_OPTIONS[vendor].device_options(gpus)
     return ContainerSpec(
         image=image,
         command=tuple(command),
         name=name,
         labels={SESSION_LABEL: session},
-        environment={"HF_HOME": CONTAINER_HF_HOME, **environment},
+        environment={"HF_HOME": CONTAINER_HF_HOME, **warm.environment(warm.CONTAINER_ROOT), **environment,
+                     **device.environment},
         secret_env=SECRET_ENV,
         mounts=(Mount(str(hf_home), CONTAINER_HF_HOME), *extra_mounts),
-        device=VENDOR_OPTIONS[vendor].device_options(tp),
+        device=device,
+        warm_target=warm.CONTAINER_ROOT,
     )

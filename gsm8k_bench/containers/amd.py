@@ -1,16 +1,24 @@
-"""AMD ROCm: the KFD and DRI devices, video and render groups, no seccomp filter, host IPC, large shm."""
+"""AMD ROCm: /dev/kfd plus the session's own render nodes, video and render groups, no seccomp filter,
+host IPC, large shm."""
 
 from __future__ import annotations
 
 from gsm8k_bench.containers.spec import DeviceOptions
+from gsm8k_bench.gpus import AMD_VISIBLE_VARS, GpuAssignment
 
 
-def device_options(tp: int) -> DeviceOptions:
-    # ROCm containers see every GPU through /dev/kfd; tp ranks take the first tp of them.
+def device_options(gpus: GpuAssignment) -> DeviceOptions:
+    if gpus.render_nodes:
+        # The container sees only these render nodes, and ROCm numbers what it sees from 0.
+        devices, visible = ("/dev/kfd", *gpus.render_nodes), ",".join(map(str, range(len(gpus.ids))))
+    else:
+        # No KFD topology here (planning away from the GPU host): every GPU, narrowed by the variables.
+        devices, visible = ("/dev/kfd", "/dev/dri"), gpus.text
     return DeviceOptions(
-        devices=("/dev/kfd", "/dev/dri"),
+        devices=devices,
         group_add=("video", "render"),
         security_opt=("seccomp=unconfined",),
         ipc_mode="host",
         shm_size="32g",
+        environment={name: visible for name in AMD_VISIBLE_VARS},
     )

@@ -5,5 +5,5 @@ from __future__ import annotations
 from gsm8k_bench.containers.spec import DeviceOptions
 
 
-def device_options(tp: int) -> DeviceOptions:
+def device_options(gpus: None) -> DeviceOptions:
     return DeviceOptions(shm_size="2g")

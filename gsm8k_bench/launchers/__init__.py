@@ -20,7 +20,8 @@ import requests
 from gsm8k_bench import results
 from gsm8k_bench.errors import ServerError
 
-LAUNCHERS = ("process", "docker")
+LAUNCHERS = ("process", "docker", "pyxis")
+CONTAINER_LAUNCHERS = ("docker", "pyxis")  # these run the plan's container spec
 # nox turns on debug logging; a line per readiness poll would bury the server's progress.
 for _noisy in ("urllib3", "docker"):
     logging.getLogger(_noisy).setLevel(logging.WARNING)

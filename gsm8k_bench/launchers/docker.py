@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from gsm8k_bench import procs
+from gsm8k_bench import envs, procs, warm
 from gsm8k_bench.containers import SESSION_LABEL
 from gsm8k_bench.containers.spec import ContainerSpec
 from gsm8k_bench.errors import ServerError
@@ -88,8 +88,9 @@ def _engine_gone(exc: Exception) -> ServerError:
                        "container is gone with it or will be removed by the next sweep")
 
 
-def create_kwargs(spec: ContainerSpec, name: str, environ: dict[str, str]) -> dict:
-    """The SDK's arguments for this spec; secret values are read from `environ` only here."""
+def create_kwargs(spec: ContainerSpec, name: str, environ: dict[str, str], warm_dir: Path | None = None) -> dict:
+    """The SDK's arguments for this spec; secret values are read from `environ` only here.  warm_dir is
+    this image's own cache folder, mounted at the spec's warm target."""
     from docker.types import DeviceRequest
 
     d = spec.device
@@ -105,8 +106,10 @@ def create_kwargs(spec: ContainerSpec, name: str, environ: dict[str, str]) -> di
         "init": True,  # forwards SIGTERM to the server, which as PID 1 would ignore it
         "detach": True,
     }
-    if d.gpu_count is not None:
-        kwargs["device_requests"] = [DeviceRequest(count=d.gpu_count, capabilities=[["gpu"]])]
+    if spec.warm_target and warm_dir:
+        kwargs["volumes"][str(warm_dir)] = {"bind": spec.warm_target, "mode": "rw"}
+    if d.gpu_ids:
+        kwargs["device_requests"] = [DeviceRequest(device_ids=list(d.gpu_ids), capabilities=[["gpu"]])]
     if d.devices:
         kwargs["devices"] = [f"{dev}:{dev}:rwm" for dev in d.devices]
     if d.group_add:
@@ -126,6 +129,7 @@ class DockerServer:
     container: object
     image: object
     log_path: Path
+    warm_dir: Path
 
     def exit_status(self) -> str | None:
         import requests
@@ -168,7 +172,7 @@ class DockerServer:
     def record(self) -> dict:
         return {"launcher": "docker", "container": self.container.name, "image_id": self.image.id,
                 "image_digests": list(self.image.attrs.get("RepoDigests") or []),
-                "image_tags": list(self.image.tags), "log": str(self.log_path)}
+                "image_tags": list(self.image.tags), "log": str(self.log_path), "warm_cache": str(self.warm_dir)}
 
 
 def _follow_logs(container, log_path: Path) -> threading.Thread:
@@ -194,14 +198,16 @@ def docker_server(spec: ContainerSpec, *, base_url: str, pull: str, log_path: Pa
     image = ensure_image(client, spec.image, pull)
     sweep_orphans(client, spec.labels[SESSION_LABEL])
     name = f"{spec.name}-{secrets.token_hex(3)}"
-    kwargs = create_kwargs(spec, name, dict(os.environ))
+    warm_dir = warm.host_dir(envs.cache_dir(), image.id)
+    warm_dir.mkdir(parents=True, exist_ok=True)
+    kwargs = create_kwargs(spec, name, dict(os.environ), warm_dir)
     kwargs["labels"][OWNER_LABEL] = current_owner().label()
     container = client.containers.create(**kwargs)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     try:
         container.start()
         _follow_logs(container, log_path)
-        yield DockerServer(base_url, container, image, log_path)
+        yield DockerServer(base_url, container, image, log_path, warm_dir)
     finally:
         _stop_and_remove(container)
         client.close()
