@@ -1,7 +1,8 @@
 """Baselines and the regression gate: pure functions, no I/O beyond reading baselines.yaml.
 
 A run is compared only with a baseline of the same protocol (endpoint, chat template, few-shot
-format, token limit, stop sequences) and the same number of questions: `--limit N` takes the first N
+format, token limit, stop sequences, and for reasoning models the reasoning parser, effort, chat-template
+arguments and answer extraction) and the same number of questions: `--limit N` takes the first N
 questions, which are not a random sample of the 1,319, so a smoke run is judged against a smoke
 baseline or not at all.  The verdict is one-sided and accounts for n: a regression is called only
 when even the upper end of the run's Wilson score interval (at the stated confidence) lies below
@@ -22,8 +23,11 @@ from gsm8k_bench.errors import ConfigError
 from gsm8k_bench.matrix import Combination, LineLoader, Reader
 
 METRICS = ("strict_match", "flexible_extract")
+# A baseline may omit the reasoning settings: it then stands for a non-reasoning run (their stock values).
+REASONING_DEFAULTS = {"reasoning_parser": None, "reasoning_effort": None, "chat_template_kwargs": {},
+                      "answer_extraction": "stock"}
 PROTOCOL_KEYS = ("endpoint", "apply_chat_template", "fewshot_as_multiturn", "num_fewshot", "max_gen_toks",
-                 "until")
+                 "until", *REASONING_DEFAULTS)
 FILTER_KEYS = ("model", "runner", "framework", "precision", "tp")
 
 
@@ -85,11 +89,14 @@ def load_baselines(path: Path) -> Baselines:
                 accuracy[metric] = value
         if not accuracy:
             raise r.fail(key, f"needs at least one of {', '.join(METRICS)}", node)
-        protocol = r.mapping(node["protocol"], f"{key}.protocol", PROTOCOL_KEYS, required=PROTOCOL_KEYS)
+        protocol = r.mapping(node["protocol"], f"{key}.protocol", PROTOCOL_KEYS,
+                             required=[k for k in PROTOCOL_KEYS if k not in REASONING_DEFAULTS])
+        protocol = {**REASONING_DEFAULTS, **protocol}
         entries.append(Baseline(
             filters={k: node[k] for k in FILTER_KEYS if k in node},
             n=r.positive_int(node["n"], f"{key}.n", node, "n"),
-            protocol={k: (list(v) if isinstance(v, list) else v) for k, v in protocol.items()},
+            protocol={k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
+                      for k, v in protocol.items()},
             accuracy=accuracy,
             source=str(node.get("source", "")),
         ))
