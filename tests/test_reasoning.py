@@ -198,7 +198,7 @@ def test_last_match_extraction_is_lm_evals_own_filter_taking_the_last_answer(tmp
     assert "filter_list" not in (tmp_path / "stock" / "gsm8k.yaml").read_text()
     written = yaml.safe_load((tmp_path / "last" / "gsm8k.yaml").read_text())
     stock_filters = yaml.safe_load(stock.read_text())["filter_list"]
-    strict = [f for f in written["filter_list"] if f["name"] == "strict-match"][0]
+    strict = next(f for f in written["filter_list"] if f["name"] == "strict-match")
     assert [f for f in written["filter_list"] if f["name"] != "strict-match"] == [
         f for f in stock_filters if f["name"] != "strict-match"]  # flexible-extract untouched
     text = "The example said\n#### 72\nMine: 3 + 4 = 7\n#### 7"
