@@ -676,6 +676,9 @@ def adhoc_combination(matrix: Matrix, *, model: str, runner: str, framework: str
         # An explicit checkpoint is what runs, whatever the precision.
         base = replace(base, checkpoint=checkpoint, checkpoints={})
     if protocol:
+        if base.reasoning and protocol != "chat":
+            raise ConfigError(f"--protocol {protocol}: {model!r} is a reasoning model (matrix.yaml "
+                              f"models.{model}.reasoning); its answers are split from the thinking in chat only")
         base = replace(base, protocol=protocol)
     fw = matrix.frameworks[framework]
     if image:

@@ -246,3 +246,13 @@ def test_chat_client_scores_the_reasoning_field_only_when_content_is_empty():
     assert got["records"][0]["completion_tokens"] == 9
     # lm-eval's own client has nothing to score for the reasoning-only answers (lm-eval #3244).
     assert got["stock"][:4] == ["#### 5", None, "", None]
+
+
+def test_adhoc_keeps_a_reasoning_model_on_chat(matrix):
+    from gsm8k_bench.matrix import adhoc_combination
+
+    combo = adhoc_combination(matrix, model="gpt-oss-120b", runner="b200", framework="sglang", precision="fp4", tp=2)
+    assert combo.reasoning_parser == "gpt-oss" and combo.model.max_gen_toks == 16384
+    with pytest.raises(ConfigError, match=r"--protocol completions: 'gpt-oss-120b' is a reasoning model"):
+        adhoc_combination(matrix, model="gpt-oss-120b", runner="b200", framework="vllm", precision="fp4", tp=1,
+                          protocol="completions")
