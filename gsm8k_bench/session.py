@@ -115,8 +115,8 @@ def plan_session(combo: Combination, options: SessionOptions, defaults: Defaults
         max_gen_toks=options.max_gen_toks or combo.model.max_gen_toks,
         reasoning=combo.model.reasoning,
         reasoning_parser=combo.reasoning_parser,
-        budget_rule="--max-gen-toks" if options.max_gen_toks else
-        combo.model.reasoning.budget_rule if combo.model.reasoning else "max_gen_toks",
+        budget_rule=("--max-gen-toks" if options.max_gen_toks
+                     else combo.model.reasoning.budget_rule if combo.model.reasoning else "max_gen_toks"),
     )
     port = port or combo.framework.port
     server_env = combo.framework.env_for(combo.runner)
