@@ -55,7 +55,7 @@ def runs(tmp_path_factory):
     work = tmp_path_factory.mktemp("reasoning")
     matrix_file = reasoning_matrix(work / "matrix.yaml")
     args = ["--dataset-dir", str(SHARED_GSM8K), "--limit", str(LIMIT), "--concurrency", "1",
-            "--results-dir", str(work)]
+            "--results-dir", str(work), "--baselines", str(ROOT / "baselines.yaml")]
     docs = {}
     for session in (PLAIN, THINKS):
         out = subprocess.run(nox_argv(session, *args), cwd=ROOT, env={**env(), "GSM8K_MATRIX": str(matrix_file)},
