@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gsm8k_bench.errors import ConfigError, EvalError
+from gsm8k_bench.reasoning import Reasoning
 
 STOCK_TASK = "gsm8k"
 LOCAL_TASK = "gsm8k_local"
@@ -34,6 +35,9 @@ class EvalSettings:
     request_timeout_s: float
     max_retries: int
     max_gen_toks: int
+    reasoning: Reasoning | None = None
+    reasoning_parser: str | None = None  # the serving framework's name for it
+    budget_rule: str = "max_gen_toks"  # where max_gen_toks came from
 
     @property
     def endpoint(self) -> str:
@@ -49,6 +53,17 @@ class EvalSettings:
             "fewshot_as_multiturn": chat,
             "num_fewshot": self.num_fewshot,
             "max_gen_toks": self.max_gen_toks,
+            **self.reasoning_protocol(),
+        }
+
+    def reasoning_protocol(self) -> dict[str, Any]:
+        """The reasoning settings that change a score (their stock values for a non-reasoning model)."""
+        reasoning = self.reasoning
+        return {
+            "reasoning_parser": self.reasoning_parser,
+            "reasoning_effort": reasoning.effort if reasoning else None,
+            "chat_template_kwargs": dict(reasoning.chat_template_kwargs) if reasoning else {},
+            "answer_extraction": reasoning.extraction if reasoning else "stock",
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -82,6 +97,9 @@ def lm_eval_command(python: str | Path, settings: EvalSettings, *, served_name: 
         argv += ["--limit", str(settings.limit)]
     if settings.protocol == "chat":
         argv += ["--apply_chat_template", "--fewshot_as_multiturn"]
+    request_fields = settings.reasoning.request_fields() if settings.reasoning else {}
+    if request_fields:  # lm-eval sends gen_kwargs with every request, and records them
+        argv += ["--gen_kwargs", json.dumps(request_fields, sort_keys=True)]
     return argv
 
 
@@ -152,11 +170,24 @@ def stock_task_file(lm_eval_env: Path) -> Path:
     return found[0]
 
 
-def write_task(dataset_dir: Path | None, task_dir: Path, stock_task: Path) -> str:
+def last_match_filters(stock_task: Path) -> list[dict[str, Any]]:
+    """The stock task's filters with strict-match taking the last `#### N` instead of the first."""
+    import yaml
+
+    filters = yaml.safe_load(stock_task.read_text(encoding="utf-8"))["filter_list"]
+    strict = next(f for f in filters if f["name"] == STRICT)
+    next(step for step in strict["filter"] if step["function"] == "regex")["group_select"] = -1
+    return filters
+
+
+def write_task(dataset_dir: Path | None, task_dir: Path, stock_task: Path, extraction: str = "stock") -> str:
     """The task folder lm-eval indexes: the stock gsm8k YAML included as it is (hub data), or with only
-    its data files swapped for local JSON lines.  Returns the task's name."""
+    its data files swapped for local JSON lines; with extraction `last-match`, strict-match takes the
+    last `#### N`.  Returns the task's name."""
     task_dir.mkdir(parents=True, exist_ok=True)
     lines = [f"include: {json.dumps(str(stock_task))}"]
+    if extraction == "last-match":
+        lines.append(f"filter_list: {json.dumps(last_match_filters(stock_task))}")
     task = STOCK_TASK
     if dataset_dir is not None:
         task = LOCAL_TASK
@@ -210,6 +241,18 @@ def _first_response(resps: Any) -> str:
     return resps if isinstance(resps, str) else ""
 
 
+def answer_counts(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """How many scored texts came from each response field, and how many hit the token limit (chat runs;
+    None where the client recorded nothing, as lm-eval's completions client does not)."""
+    if not samples or any("answer_source" not in s for s in samples):
+        return {"answer_sources": None, "truncated": None}
+    sources: dict[str, int] = {}
+    for sample in samples:
+        sources[sample["answer_source"]] = sources.get(sample["answer_source"], 0) + 1
+    return {"answer_sources": dict(sorted(sources.items())),
+            "truncated": sum(s.get("answer_finish_reason") == "length" for s in samples)}
+
+
 def parse_outputs(output_dir: Path, task: str) -> EvalOutput:
     results_file = _newest(output_dir, "results_*.json")
     samples_file = _newest(output_dir, f"samples_{task}_*.jsonl")
@@ -238,6 +281,8 @@ def parse_outputs(output_dir: Path, task: str) -> EvalOutput:
                 "question": doc.get("question") if isinstance(doc, dict) else None,
                 "target": row["target"],
                 "response": _first_response(row["resps"]),
+                # Where the chat client found the scored text, and why generation stopped (chat runs).
+                **{f"answer_{k}": v for k, v in (row.get("answer") or {}).items()},
             })
             filtered = _literal(row["filtered_resps"])
             answer = filtered[0] if isinstance(filtered, list) and filtered else filtered
@@ -246,6 +291,7 @@ def parse_outputs(output_dir: Path, task: str) -> EvalOutput:
                 entry[f"{prefix}_answer"] = answer
                 entry[f"{prefix}_correct"] = bool(row["exact_match"])
     samples = [by_doc[k] for k in sorted(by_doc)]
+    metrics.update(answer_counts(samples))
     generation = results.get("configs", {}).get(task, {}).get("generation_kwargs", {})
     return EvalOutput(metrics, samples, generation, results_file, samples_file,
                       results.get("lm_eval_version"))

@@ -8,10 +8,11 @@ lies below -tolerance, and the lost questions are named.  Without a usable refer
 from baselines.yaml (published numbers) judges it as below; else the run is not gated, and the verdict
 says which `nox -s promote` command would create the reference.
 
-A run against a scalar baseline is compared only with a baseline of the same protocol (endpoint, chat template, few-shot
-format, token limit, stop sequences) and the same number of questions: `--limit N` takes the first N
-questions, which are not a random sample of the 1,319, so a smoke run is judged against a smoke
-baseline or not at all.  The verdict is one-sided and accounts for n: a regression is called only
+A run against a scalar baseline is compared only with a baseline of the same protocol (endpoint, chat
+template, few-shot format, token limit, stop sequences, and for reasoning models the reasoning parser,
+effort, chat-template arguments and answer extraction) and the same number of questions: `--limit N`
+takes the first N questions, which are not a random sample of the 1,319, so a smoke run is judged
+against a smoke baseline or not at all.  The verdict is one-sided and accounts for n: a regression is called only
 when even the upper end of the run's Wilson score interval (at the stated confidence) lies below
 `baseline - tolerance`.  Small runs are therefore not failed for noise, and a full run with a real
 drop is.
@@ -35,8 +36,11 @@ if TYPE_CHECKING:
 METRICS = tuple(paired.CORRECT_FIELD)  # strict_match, flexible_extract
 PAIRED_METHOD = "paired: exact McNemar p; one-sided Newcombe (1998, method 10) score bound on run - reference"
 SHOWN_DOC_IDS = 30  # lost questions named on the console (the JSON lists them all)
+# A baseline may omit the reasoning settings: it then stands for a non-reasoning run (their stock values).
+REASONING_DEFAULTS = {"reasoning_parser": None, "reasoning_effort": None, "chat_template_kwargs": {},
+                      "answer_extraction": "stock"}
 PROTOCOL_KEYS = ("endpoint", "apply_chat_template", "fewshot_as_multiturn", "num_fewshot", "max_gen_toks",
-                 "until")
+                 "until", *REASONING_DEFAULTS)
 FILTER_KEYS = ("model", "runner", "framework", "precision", "tp")
 
 
@@ -103,11 +107,14 @@ def load_baselines(path: Path) -> Baselines:
                 accuracy[metric] = value
         if not accuracy:
             raise r.fail(key, f"needs at least one of {', '.join(METRICS)}", node)
-        protocol = r.mapping(node["protocol"], f"{key}.protocol", PROTOCOL_KEYS, required=PROTOCOL_KEYS)
+        protocol = r.mapping(node["protocol"], f"{key}.protocol", PROTOCOL_KEYS,
+                             required=[k for k in PROTOCOL_KEYS if k not in REASONING_DEFAULTS])
+        protocol = {**REASONING_DEFAULTS, **protocol}
         entries.append(Baseline(
             filters={k: node[k] for k in FILTER_KEYS if k in node},
             n=r.positive_int(node["n"], f"{key}.n", node, "n"),
-            protocol={k: (list(v) if isinstance(v, list) else v) for k, v in protocol.items()},
+            protocol={k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
+                      for k, v in protocol.items()},
             accuracy=accuracy,
             source=str(node.get("source", "")),
         ))

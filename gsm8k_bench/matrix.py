@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from gsm8k_bench.errors import ConfigError, cut_quoted, unknown_choice
+from gsm8k_bench.reasoning import Reasoning, check_budget, read_reasoning
 
 SCHEMA_VERSION = 1
 VENDORS = ("nvidia", "amd", "cpu")
@@ -239,6 +240,10 @@ class Model:
     max_model_len: int
     max_gen_toks: int
     limit: int | None = None
+    reasoning: Reasoning | None = None
+    # framework -> method (or vendor -> method) of this model's pre-quantized checkpoints, in place of
+    # the precision's checkpoint_quantization (e.g. gpt-oss ships MXFP4 whatever the chip)
+    checkpoint_quantization: Mapping[str, Any] = field(default_factory=dict)
 
     def checkpoint_for(self, precision: str, vendor: str) -> str | None:
         """A pre-quantized checkpoint for this precision on this vendor, if the model names one."""
@@ -285,8 +290,14 @@ class Combination:
         """The quantization flag value: online for a plain checkpoint, explicit for a quantized one."""
         flags = self.flags
         if self.prequantized_checkpoint:
-            return flags.checkpoint_quantization
+            method = self.model.checkpoint_quantization.get(self.framework.name, flags.checkpoint_quantization)
+            return method.get(self.runner.vendor) if isinstance(method, Mapping) else method
         return flags.online_quantization
+
+    @property
+    def reasoning_parser(self) -> str | None:
+        reasoning = self.model.reasoning
+        return reasoning.parser[self.framework.name] if reasoning else None
 
     @property
     def image(self) -> str | None:
@@ -534,7 +545,8 @@ def _read_model(r: Reader, name: str, node: Any, key: str, defaults: Defaults,
                 runners: Mapping[str, Runner], frameworks: Mapping[str, Framework],
                 precisions: Mapping[str, Precision]) -> Model:
     node = r.mapping(node, key, ("checkpoint", "protocol", "runners", "frameworks", "precisions", "tp",
-                                 "checkpoints", "server_args", "max_model_len", "max_gen_toks", "limit"),
+                                 "checkpoints", "checkpoint_quantization", "server_args", "max_model_len",
+                                 "max_gen_toks", "limit", "reasoning"),
                      required=("checkpoint", "runners", "frameworks", "precisions", "tp"))
     checkpoint = r.typed(node["checkpoint"], f"{key}.checkpoint", str, node, "checkpoint")
     protocol = r.choice(node.get("protocol", "completions"), f"{key}.protocol", "protocol", PROTOCOLS,
@@ -558,6 +570,20 @@ def _read_model(r: Reader, name: str, node: Any, key: str, defaults: Defaults,
     limit = node.get("limit")
     if limit is not None:
         limit = r.positive_int(limit, f"{key}.limit", node, "limit")
+    quant_node = r.mapping(node.get("checkpoint_quantization", Lined()), f"{key}.checkpoint_quantization",
+                           model_fws)
+    checkpoint_quantization = {fw: _str_or_by_vendor(r, v, f"{key}.checkpoint_quantization.{fw}", quant_node, fw)
+                               for fw, v in quant_node.items()}
+    max_model_len = r.positive_int(node.get("max_model_len", defaults.max_model_len), f"{key}.max_model_len",
+                                   node, "max_model_len")
+    max_gen_toks = node.get("max_gen_toks")
+    if max_gen_toks is not None:
+        max_gen_toks = r.positive_int(max_gen_toks, f"{key}.max_gen_toks", node, "max_gen_toks")
+    reasoning = None
+    if "reasoning" in node:
+        reasoning = read_reasoning(r, node["reasoning"], f"{key}.reasoning", model_fws, protocol)
+        max_gen_toks, rule = check_budget(r, node, key, max_model_len, max_gen_toks)
+        reasoning = replace(reasoning, budget_rule=rule)
     return Model(
         name=name,
         checkpoint=checkpoint,
@@ -568,11 +594,11 @@ def _read_model(r: Reader, name: str, node: Any, key: str, defaults: Defaults,
         tp=tuple(tps),
         checkpoints=checkpoints,
         server_args=server_args,
-        max_model_len=r.positive_int(node.get("max_model_len", defaults.max_model_len),
-                                     f"{key}.max_model_len", node, "max_model_len"),
-        max_gen_toks=r.positive_int(node.get("max_gen_toks", defaults.max_gen_toks),
-                                    f"{key}.max_gen_toks", node, "max_gen_toks"),
+        max_model_len=max_model_len,
+        max_gen_toks=defaults.max_gen_toks if max_gen_toks is None else max_gen_toks,
         limit=limit,
+        reasoning=reasoning,
+        checkpoint_quantization=checkpoint_quantization,
     )
 
 
@@ -724,6 +750,9 @@ def adhoc_combination(matrix: Matrix, *, model: str, runner: str, framework: str
         # An explicit checkpoint is what runs, whatever the precision.
         base = replace(base, checkpoint=checkpoint, checkpoints={})
     if protocol:
+        if base.reasoning and protocol != "chat":
+            raise ConfigError(f"--protocol {protocol}: {model!r} is a reasoning model (matrix.yaml "
+                              f"models.{model}.reasoning); its answers are split from the thinking in chat only")
         base = replace(base, protocol=protocol)
     fw = matrix.frameworks[framework]
     if image:

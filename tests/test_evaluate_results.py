@@ -43,7 +43,8 @@ def fake_lm_eval_output(root, task="gsm8k_local"):
 def test_parse_outputs_merges_filters_per_question(tmp_path):
     output = evaluate.parse_outputs(fake_lm_eval_output(tmp_path), "gsm8k_local")
     assert output.metrics == {"strict_match": 0.5, "strict_match_stderr": 0.5, "flexible_extract": 1.0,
-                              "flexible_extract_stderr": 0.0, "n": 2}
+                              "flexible_extract_stderr": 0.0, "n": 2,
+                              "answer_sources": None, "truncated": None}  # a completions run records none
     first, second = output.samples
     assert first == {"doc_id": 0, "question": "Two apples and one more?", "target": "2+1=3\n#### 3",
                      "response": " 2+1=3\n#### 3", "strict_answer": "3", "strict_correct": True,

@@ -16,7 +16,10 @@ from gsm8k_bench import gate, paired, promote, references
 from gsm8k_bench.errors import BenchError, ConfigError
 
 PROTOCOL = {"endpoint": "/v1/completions", "apply_chat_template": False, "fewshot_as_multiturn": False,
-            "num_fewshot": 5, "max_gen_toks": 256, "until": ["Question:", "</s>", "<|im_end|>"]}
+            "num_fewshot": 5, "max_gen_toks": 256, "until": ["Question:", "</s>", "<|im_end|>"],
+            # what a non-reasoning session records for the reasoning settings
+            "reasoning_parser": None, "reasoning_effort": None, "chat_template_kwargs": {},
+            "answer_extraction": "stock"}
 SETTINGS = gate.GateSettings(confidence=0.95, tolerance=0.02)
 SESSION = "gsm8k-tiny-h100-vllm-fp8-tp1"
 

@@ -30,7 +30,8 @@ class FlagNames:
 
 
 def server_options(combo: Combination, target: ServeTarget, names: FlagNames, framework: str) -> list[str]:
-    """The options after the model path, in a stable order; the precision's flags, then the model's."""
+    """The options after the model path, in a stable order; the precision's flags, the reasoning parser,
+    then the model's."""
     flags = combo.flags
     options = [
         "--host", target.host,
@@ -45,4 +46,6 @@ def server_options(combo: Combination, target: ServeTarget, names: FlagNames, fr
         options += ["--quantization", combo.quantization]
     if flags.kv_cache_dtype:
         options += ["--kv-cache-dtype", flags.kv_cache_dtype]
+    if combo.reasoning_parser:  # both frameworks spell it so; the names differ (matrix.yaml, per framework)
+        options += ["--reasoning-parser", combo.reasoning_parser]
     return options + list(combo.model.server_args.get(framework, ()))

@@ -9,7 +9,7 @@ import json
 import sys
 
 
-def check(argv, make_serve_parser, make_module_parser, methods):
+def check(argv, make_serve_parser, make_module_parser, methods, reasoning_parsers):
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
@@ -24,17 +24,25 @@ def check(argv, make_serve_parser, make_module_parser, methods):
     model = getattr(args, "model_tag", None) or args.model
     if args.quantization is not None and args.quantization not in methods:
         return {"ok": False, "error": f"--quantization {args.quantization!r} is not one of vLLM's methods"}
+    # --reasoning-parser is a free string to argparse: check it against vLLM's registry, after loading a
+    # --reasoning-parser-plugin file the way the server does.
+    if args.reasoning_parser:
+        if args.reasoning_parser_plugin:
+            reasoning_parsers.import_reasoning_parser(args.reasoning_parser_plugin)
+        if args.reasoning_parser not in reasoning_parsers.list_registered():
+            return {"ok": False, "error": f"--reasoning-parser {args.reasoning_parser!r} is not registered in vLLM"}
     return {"ok": True, "error": "", "parsed": {
         "model": model, "tensor_parallel_size": args.tensor_parallel_size, "dtype": args.dtype,
         "quantization": args.quantization, "kv_cache_dtype": args.kv_cache_dtype,
         "max_model_len": args.max_model_len, "served_model_name": args.served_model_name,
-        "port": args.port, "host": args.host}}
+        "port": args.port, "host": args.host, "reasoning_parser": args.reasoning_parser or None}}
 
 
 def main():
     from vllm.entrypoints.cli.serve import ServeSubcommand
     from vllm.entrypoints.launchers.cli_args import make_arg_parser
     from vllm.model_executor.layers.quantization import QUANTIZATION_METHODS
+    from vllm.reasoning import ReasoningParserManager
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
     def make_serve_parser():
@@ -46,7 +54,8 @@ def main():
         return make_arg_parser(FlexibleArgumentParser(prog="api_server"))
 
     commands = json.load(sys.stdin)
-    results = [check(argv, make_serve_parser, make_module_parser, QUANTIZATION_METHODS) for argv in commands]
+    results = [check(argv, make_serve_parser, make_module_parser, QUANTIZATION_METHODS, ReasoningParserManager)
+               for argv in commands]
     json.dump(results, sys.stdout)
 
 
