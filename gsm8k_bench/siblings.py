@@ -86,6 +86,8 @@ def flag(delta: Mapping[str, Any]) -> str:
 
 def markdown(found: Sequence[Mapping[str, Any]], significant_only: bool = False) -> str:
     """The sibling section of report.md (all) or of the step summary (only the flagged ones)."""
+    if not found:
+        return ""
     compared = [d for d in found if d["verdict"] != comparisons.NOT_COMPARED]
     rows = [d for d in compared if d["significant"] or not significant_only]
     lines = ["", "## Sibling deltas (run − reference, paired; bounds one-sided)", ""]
@@ -118,7 +120,7 @@ def forest_plots(found: Sequence[Mapping[str, Any]], out_dir: Path, tolerance: f
     compared = [d for d in found if d["verdict"] != comparisons.NOT_COMPARED]
     for model in sorted({d["model"] for d in compared}):
         group = [d for d in compared if d["model"] == model]
-        fig, ax = plt.subplots(figsize=(10, 1.4 + 0.42 * len(group)))
+        fig, ax = plt.subplots(figsize=(10, 1.8 + 0.42 * len(group)))
         for offset, (metric, color) in enumerate((("strict_match", "tab:blue"), ("flexible_extract", "tab:orange"))):
             ys = [i + 0.18 * offset for i in range(len(group))]
             values = [d["metrics"][metric] for d in group]
@@ -132,11 +134,11 @@ def forest_plots(found: Sequence[Mapping[str, Any]], out_dir: Path, tolerance: f
         ax.axvline(0, color="black", linewidth=0.8)
         ax.axvline(-tolerance, color="tab:red", linestyle="--", linewidth=0.8, label=f"−tolerance ({tolerance})")
         ax.set_yticks(range(len(group)), [d["label"] for d in group], fontsize="small")
-        ax.invert_yaxis()
+        ax.set_ylim(len(group) - 0.4, -0.6)  # first delta on top
         ax.set_xlabel("accuracy difference, run − reference (one-sided bounds)")
-        ax.set_title(f"{model}: sibling deltas", loc="left")
+        ax.set_title(f"{model}: sibling deltas", loc="left", pad=20)
         ax.grid(axis="x", alpha=0.3)
-        ax.legend(loc="lower left", fontsize="small")
+        ax.legend(loc="lower right", bbox_to_anchor=(1, 1), ncol=3, fontsize="small", frameon=False)
         fig.tight_layout()
         path = out_dir / f"forest-{re.sub(r'[^A-Za-z0-9._-]', '_', model)}.png"
         fig.savefig(path, dpi=100)
