@@ -171,7 +171,8 @@ def dry_run_text(plan: Plan) -> str:
         for key, value in plan.container.describe().items():
             lines.append(f"  {key}: {value}")
     for level in levels.level_plans(plan):
-        lines += [f"lm-eval command (concurrency {level.settings.concurrency}):", "  " + shlex.join(level.lm_eval_argv)]
+        which = f" (concurrency {level.settings.concurrency})" if len(plan.concurrency_levels) > 1 else ""
+        lines += [f"lm-eval command{which}:", "  " + shlex.join(level.lm_eval_argv)]
     lines += [
         f"dataset: {plan.dataset_dir or 'hub (openai/gsm8k)'}",
         f"result: {plan.result_file}",
