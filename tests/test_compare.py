@@ -135,6 +135,14 @@ def test_compare_cli_bad_input(tmp_path, capsys):
     assert compare.main([str(tmp_path / "absent"), str(tmp_path)]) == 2
     assert "absent: no such file or results folder" in capsys.readouterr().err
     assert compare.main(["only-one"]) == 2
+    # In a folder, an older file is skipped with a warning; its session is then missing from that side.
+    before = write_set(tmp_path / "before", session_doc(BASE))
+    after = write_set(tmp_path / "after", session_doc(BASE, runner="b200"))
+    (after / "gsm8k-m-h100-vllm-fp16-tp1.json").write_text(json.dumps({"schema": 0, "session": "x"}))
+    assert compare.main([str(before), str(after)]) == 0
+    captured = capsys.readouterr()
+    assert "skipping " + str(after / "gsm8k-m-h100-vllm-fp16-tp1.json") in captured.err
+    assert "- `gsm8k-m-h100-vllm-fp16-tp1`: missing from the run (B)" in captured.out
 
 
 def test_siblings_differ_in_exactly_one_axis():
