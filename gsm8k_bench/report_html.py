@@ -29,6 +29,7 @@ pre{white-space:pre-wrap;margin:0;max-width:60em;font-size:12px}img{max-width:10
 tr.flip{background:#fff4d6}.ok{color:#1a7f37}.no{color:#b00020}.other{border-top:1px dashed #aaa;margin-top:4px}
 .flipped{border:1px solid #f0c36d;padding:6px;margin:8px 0}.changed{border:1px solid #ccc;padding:6px;margin:8px 0}
 .pair{display:flex;gap:1em}.side{flex:1}label{margin-right:1em}
+#questions td:nth-child(2){width:22%}#questions td:nth-child(3){width:14%}#questions td.resp{width:44%}
 """
 
 SCRIPT = r"""
@@ -119,9 +120,10 @@ function renderQuestions() {
   for (const r of own) {
     const o = other ? other.get(r[0]) : undefined;
     const flip = o !== undefined && (o[4] !== r[4] || o[5] !== r[5]);
+    const changed = o !== undefined && (o[2] !== r[2] || o[3] !== r[3]);
     flips += flip;
-    const skip = (show === 'flips' && !flip) || (show === 'wrong' && r[4] && r[5])
-      || (show === 'right' && !(r[4] || r[5]));
+    const skip = (show === 'flips' && !flip) || (show === 'changed' && !changed)
+      || (show === 'wrong' && r[4] && r[5]) || (show === 'right' && !(r[4] || r[5]));
     if (skip) continue;
     rows.push([r, o, flip]);
   }
@@ -244,6 +246,7 @@ def render(documents: Sequence[Mapping[str, Any]], deltas: Sequence[Mapping[str,
         "<section id='detail' hidden><h2 id='detail-title'></h2>"
         "<label>compare with <select id='compare-with'></select></label>"
         "<label>show <select id='show'><option value='all'>all</option><option value='flips'>flips only</option>"
+        "<option value='changed'>answer changed</option>"
         "<option value='wrong'>wrong</option><option value='right'>right</option></select></label>"
         "<span id='q-count'></span>"
         "<table id='questions'><thead><tr><th>doc</th><th>question</th><th>target</th><th>response</th>"

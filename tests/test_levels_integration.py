@@ -15,6 +15,7 @@ import sys
 import pytest
 from conftest import ROOT, SHARED_GSM8K, require
 from test_integration import SESSION, env, nox_argv, processes_writing_to
+from test_report_browser import chromium, console_errors
 
 from gsm8k_bench import comparisons
 
@@ -99,4 +100,20 @@ def test_report_of_both_levels_and_the_real_runs(two_runs, tmp_path):
     text = paths["markdown"].read_text()
     assert "| smollm2-135m | concurrency 8 vs 1 (gsm8k-smollm2-135m-cpu-vllm-fp16-tp1) | 10 |" in text
     assert paths["forest smollm2-135m"].read_bytes()[:4] == b"\x89PNG"
-    assert "concurrency 8" in paths["html"].read_text()
+    # In the browser: the session's questions against its other level, the changed answers listed.
+    from selenium.webdriver.support.ui import Select
+
+    doc = json.loads((two_runs["A"] / f"{SESSION}.json").read_text())
+    changed = doc["concurrency"]["comparisons"][0]["answers_changed"]
+    with chromium(tmp_path / "profile") as driver:
+        driver.get(paths["html"].as_uri())
+        driver.find_element("css selector", "tr.session-row").click()
+        assert len(driver.find_elements("css selector", "#questions tr.q")) == 10
+        Select(driver.find_element("id", "compare-with")).select_by_visible_text("concurrency 8")
+        Select(driver.find_element("id", "show")).select_by_value("changed")
+        rows = driver.find_elements("css selector", "#questions tr.q")
+        assert [int(r.find_element("css selector", "td").text) for r in rows] == changed
+        for row in rows:
+            assert "[concurrency 8]" in row.find_element("css selector", "td.resp").text
+        driver.save_screenshot(str(tmp_path / "real-report.png"))
+        assert console_errors(driver) == []

@@ -3,6 +3,7 @@ chromedriver (given by path, so Selenium Manager never looks for a driver to dow
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,9 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--dis
          "--disable-component-update", "--disable-sync", "--window-size=1400,1000")
 
 
-@pytest.fixture
-def browser(tmp_path):
+@contextmanager
+def chromium(profile: Path):
+    """Headless Chromium with a fresh profile, its console log kept."""
     require(CHROMIUM.is_file() and CHROMEDRIVER.is_file(), "Debian's chromium and chromium-driver (apt)")
     try:
         from selenium import webdriver
@@ -26,7 +28,7 @@ def browser(tmp_path):
         require(False, "selenium (pip install -e '.[test]')")
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for flag in (*FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+    for flag in (*FLAGS, f"--user-data-dir={profile}"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
@@ -34,6 +36,16 @@ def browser(tmp_path):
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    with chromium(tmp_path / "chromium-profile") as driver:
+        yield driver
+
+
+def console_errors(driver) -> list[dict]:
+    return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
 
 
 def visible_rows(driver, selector):
@@ -48,8 +60,7 @@ def test_report_page_filters_sorts_and_drills_down(browser, tmp_path):
                             session_doc(BASE, framework="sglang"))
     report.write_report(results_dir, results_dir)
     browser.get((results_dir / "report.html").as_uri())
-    errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
-    assert errors == []
+    assert console_errors(browser) == []
     assert browser.find_element("id", "count").text == "3 of 3 sessions"
     assert len(visible_rows(browser, "tr.session-row")) == 3
 
@@ -81,4 +92,4 @@ def test_report_page_filters_sorts_and_drills_down(browser, tmp_path):
     browser.find_element("css selector", "#results th[data-key='strict']").click()
     ordered = [r.find_element("css selector", "td").text for r in visible_rows(browser, "tr.session-row")]
     assert ordered[0] == "gsm8k-m-h100-vllm-fp8-tp1"  # the lowest strict-match first
-    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+    assert console_errors(browser) == []
