@@ -1,8 +1,9 @@
 """`nox -s compare -- A B`: two result sets (session JSONs or results folders), B judged against A.
 
-Per session present in both: over the questions both answered, with the same protocol, the accuracy of
-each, the paired difference with its one-sided bounds (gsm8k_bench.paired, Newcombe), McNemar's exact
-p, lost and gained counts and a verdict; then the flipped questions with both responses side by side.
+Per session present in both (per concurrency level both ran, when a session ran several): over the
+questions both answered, with the same protocol, the accuracy of each, the paired difference with its
+one-sided bounds (gsm8k_bench.paired, Newcombe), McNemar's exact p, lost and gained counts and a verdict;
+then the flipped questions with both responses side by side.
 Writes compare.md and compare.html (default: beside B) and exits 1 when any session regressed, so it
 can gate a CI step (e.g. artifacts before and after an image bump).
 """
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gsm8k_bench import comparisons, gate, report, report_html, results
+from gsm8k_bench import comparisons, gate, levels, report, report_html, results
 from gsm8k_bench.errors import BenchError
 
 MAX_MARKDOWN_FLIPS = 50  # per session; the HTML page has all of them
@@ -55,9 +56,17 @@ def compare_sets(reference: Mapping[str, Mapping], run: Mapping[str, Mapping],
             side = "the reference (A)" if a is None else "the run (B)"
             result = {"verdict": comparisons.NOT_COMPARED, "reason": f"missing from {side}", "metrics": {},
                       "flips": [], "changed": []}
-        else:
-            result = comparisons.compare_documents(a, b, settings)
-        out.append(SessionComparison(session, a, b, result))
+            out.append(SessionComparison(session, a, b, result))
+            continue
+        at_a, at_b = levels.views(a), levels.views(b)
+        common = [c for c in at_a if c in at_b]
+        if not common:  # still paired, at the levels each ran
+            label = f"{session} (concurrency {', '.join(map(str, at_a))} vs {', '.join(map(str, at_b))})"
+            out.append(SessionComparison(label, a, b, comparisons.compare_documents(a, b, settings)))
+        for level in common:
+            label = session if len(at_a) == len(at_b) == 1 else f"{session} @ concurrency {level}"
+            out.append(SessionComparison(label, at_a[level], at_b[level],
+                                         comparisons.compare_documents(at_a[level], at_b[level], settings)))
     return out
 
 

@@ -96,3 +96,14 @@ def level_samples(document: dict[str, Any], concurrency: int) -> list[dict[str, 
         if entry["concurrency"] == concurrency:
             return document["samples"] if entry["gating"] else entry["samples"]
     raise KeyError(f"{document.get('session')}: no concurrency level {concurrency}")
+
+
+def views(document: dict[str, Any]) -> dict[int | None, dict[str, Any]]:
+    """Concurrency level -> the session as scored at that level (its metrics and samples in the top-level
+    places), in run order; one entry for a single-level (or older) JSON."""
+    block = document.get("concurrency")
+    if not block:
+        return {(document.get("config") or {}).get("concurrency"): document}
+    return {run["concurrency"]: {**document, "metrics": run["metrics"],
+                                 "samples": level_samples(document, run["concurrency"])}
+            for run in block["runs"]}

@@ -128,6 +128,33 @@ def test_compare_cli_exit_code_follows_the_verdicts(tmp_path, capsys):
     assert compare.main([str(one), str(after / "gsm8k-m-h100-vllm-fp16-tp1.json"), "--out", str(tmp_path)]) == 0
 
 
+def with_levels(document, level_outcomes, gate_level):
+    """The document as a multi-level session: `level_outcomes` maps each level to its outcomes."""
+    runs = []
+    for level, outcomes in level_outcomes.items():
+        leveled = session_doc(outcomes)
+        gating = level == gate_level
+        if gating:
+            document = {**document, "samples": leveled["samples"], "metrics": leveled["metrics"]}
+        runs.append({"concurrency": level, "gating": gating, "metrics": leveled["metrics"],
+                     "samples": None if gating else leveled["samples"]})
+    config = {**document["config"], "concurrency": gate_level, "concurrency_levels": list(level_outcomes)}
+    return {**document, "config": config,
+            "concurrency": {"levels": list(level_outcomes), "gate_level": gate_level, "runs": runs}}
+
+
+def test_compare_pairs_the_levels_both_ran():
+    before = with_levels(session_doc(BASE), {1: BASE, 8: with_flips(BASE, 40, 0)}, gate_level=1)
+    after = {**session_doc(BASE), "config": {**session_doc(BASE)["config"], "concurrency": 8}}
+    (row,) = compare.compare_sets({"s": before}, {"s": after}, SETTINGS)
+    assert row.session == "s @ concurrency 8" and row.result["metrics"]["strict_match"]["gained"] == 40
+    elsewhere = {**after, "config": {**after["config"], "concurrency": 64}}
+    (row,) = compare.compare_sets({"s": before}, {"s": elsewhere}, SETTINGS)
+    assert row.session == "s (concurrency 1, 8 vs 64)" and row.result["metrics"]["strict_match"]["gained"] == 0
+    both = compare.compare_sets({"s": before}, {"s": before}, SETTINGS)
+    assert [c.session for c in both] == ["s @ concurrency 1", "s @ concurrency 8"]
+
+
 def test_compare_cli_bad_input(tmp_path, capsys):
     (tmp_path / "old.json").write_text(json.dumps({"session": "x", "metrics": {}}))
     assert compare.main([str(tmp_path / "old.json"), str(tmp_path / "old.json")]) == 2

@@ -17,7 +17,7 @@ from conftest import ROOT, SHARED_GSM8K, require
 from test_integration import SESSION, env, nox_argv, processes_writing_to
 from test_report_browser import chromium, console_errors
 
-from gsm8k_bench import comparisons
+from gsm8k_bench import comparisons, levels
 
 pytestmark = pytest.mark.integration
 LIMIT = "10"
@@ -28,10 +28,10 @@ def two_runs(tmp_path_factory):
     """A: concurrency 1 then 8 on one server; B: concurrency 8 alone (another server start)."""
     require((SHARED_GSM8K / "test.jsonl").is_file(), f"GSM8K files at {SHARED_GSM8K}")
     runs = {}
-    for name, levels in (("A", "1,8"), ("B", "8")):
+    for name, concurrency in (("A", "1,8"), ("B", "8")):
         results_dir = tmp_path_factory.mktemp(name)
         out = subprocess.run(nox_argv(SESSION, "--dataset-dir", str(SHARED_GSM8K), "--limit", LIMIT,
-                                      "--concurrency", levels, "--results-dir", str(results_dir)),
+                                      "--concurrency", concurrency, "--results-dir", str(results_dir)),
                              cwd=ROOT, env=env(), capture_output=True, text=True, timeout=1800)
         assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
         runs[name] = results_dir
@@ -75,12 +75,13 @@ def test_compare_two_real_result_sets(two_runs, tmp_path):
     a, b = two_runs["A"], two_runs["B"]
     out = subprocess.run([sys.executable, "-m", "nox", "-s", "compare", "--", str(a), str(b), "--out", str(tmp_path)],
                          cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)
-    doc_a, doc_b = (json.loads((d / f"{SESSION}.json").read_text()) for d in (a, b))
+    doc_b = json.loads((b / f"{SESSION}.json").read_text())
+    doc_a = levels.views(json.loads((a / f"{SESSION}.json").read_text()))[8]  # the level both ran
     result = comparisons.compare_documents(doc_a, doc_b, comparisons.gate_settings())
     regressed = result["verdict"] == comparisons.REGRESSION
     assert (out.returncode != 0) == regressed, out.stdout[-3000:] + out.stderr[-3000:]
     strict = result["metrics"]["strict_match"]
-    assert f"| `{SESSION}` | 10 | {strict['reference']:.4f} → {strict['run']:.4f} |" in out.stdout
+    assert f"| `{SESSION} @ concurrency 8` | 10 | {strict['reference']:.4f} → {strict['run']:.4f} |" in out.stdout
     changed = answers_changed(doc_a["samples"], doc_b["samples"])
     flipped = [f["doc_id"] for f in result["flips"]]
     assert sorted(flipped + [c["doc_id"] for c in result["changed"]]) == changed
