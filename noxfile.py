@@ -93,6 +93,16 @@ def report(session: nox.Session) -> None:
 
 
 @nox.session(venv_backend="none", default=False)
+def compare(session: nox.Session) -> None:
+    """B against A, question by question: -- A B [--out DIR] (session JSONs or results folders)."""
+    from gsm8k_bench import compare as compare_mod
+
+    code = compare_mod.main(session.posargs)
+    if code:
+        session.error("a session regressed" if code == 1 else "compare: bad input (see above)")
+
+
+@nox.session(venv_backend="none", default=False)
 def matrix(session: nox.Session) -> None:
     """Print the selected sessions as JSON for CI: -- [-k EXPR] [-t TAG ...] [--github-output]."""
     _or_error(session, lambda: cli.print_matrix(MATRIX, session.posargs))

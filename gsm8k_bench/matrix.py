@@ -175,6 +175,11 @@ class Runner:
     precisions: tuple[str, ...]
     concurrency: int
     start_timeout_s: float | None = None
+    concurrency_levels: tuple[int, ...] = ()  # `concurrency: [1, 64, 256]`; empty means (concurrency,)
+
+    @property
+    def levels(self) -> tuple[int, ...]:
+        return self.concurrency_levels or (self.concurrency,)
 
     @property
     def max_tp(self) -> int:
@@ -463,12 +468,18 @@ def _read_runner(r: Reader, name: str, node: Any, key: str) -> Runner:
         raise r.fail(f"{key}.label", f"runner label {label!r} has characters outside [A-Za-z0-9._-]",
                      node, "label")
     precisions = r.str_list(node["precisions"], f"{key}.precisions", node, "precisions")
-    concurrency = r.positive_int(node.get("concurrency", 16), f"{key}.concurrency", node, "concurrency")
+    levels = node.get("concurrency", 16)
+    if isinstance(levels, list):
+        if not levels or len(set(levels)) != len(levels):
+            raise r.fail(f"{key}.concurrency", f"a list of distinct levels, got {levels!r}", node, "concurrency")
+        levels = tuple(r.positive_int(v, f"{key}.concurrency", node, "concurrency") for v in levels)
+    else:
+        levels = (r.positive_int(levels, f"{key}.concurrency", node, "concurrency"),)
     start = node.get("start_timeout_s")
     if start is not None:
         r.typed(start, f"{key}.start_timeout_s", (int, float), node, "start_timeout_s")
-    return Runner(name, vendor, gpus, label, precisions, concurrency,
-                  float(start) if start is not None else None)
+    return Runner(name, vendor, gpus, label, precisions, levels[0],
+                  float(start) if start is not None else None, levels if len(levels) > 1 else ())
 
 
 def _check_labels(r: Reader, node: Any, runners: Mapping[str, Runner]) -> None:

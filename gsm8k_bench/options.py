@@ -27,7 +27,7 @@ class SessionOptions:
     image: str | None
     pull: str
     dry_run: bool
-    concurrency: int | None
+    concurrency: tuple[int, ...] | None  # levels: the same questions at each, on one server start
     start_timeout_s: float | None
     request_timeout_s: float | None
     eval_timeout_s: float
@@ -38,6 +38,7 @@ class SessionOptions:
     baselines: Path | None
     references: Path | None
     gpus: str | None = None
+    gate_concurrency: int | None = None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,6 +60,15 @@ def _at_least(kind, minimum):
     return parse
 
 
+def concurrency_levels(text: str) -> tuple[int, ...]:
+    """`8` or `1,64,256`: distinct positive levels, in the order given."""
+    parse = _at_least(int, 1)
+    levels = tuple(parse(part.strip()) for part in text.split(","))
+    if len(set(levels)) != len(levels):
+        raise argparse.ArgumentTypeError(f"each level once, got {text!r}")
+    return levels
+
+
 def build_parser(session: str) -> argparse.ArgumentParser:
     parser = _Parser(prog=f"nox -s {session} --", description="Run GSM8k for this combination.",
                      add_help=True)
@@ -76,7 +86,11 @@ def build_parser(session: str) -> argparse.ArgumentParser:
                         help="image pull policy for --launcher docker (default missing)")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the server command, container spec and lm-eval command; start nothing")
-    parser.add_argument("--concurrency", type=_at_least(int, 1), help="parallel requests (default: runner's)")
+    parser.add_argument("--concurrency", type=concurrency_levels,
+                        help="parallel requests; a list (1,64,256) evaluates the same questions at each level "
+                        "on one server start (default: runner's)")
+    parser.add_argument("--gate-concurrency", type=_at_least(int, 1),
+                        help="the level whose metrics are gated and reported at top level (default: the first)")
     parser.add_argument("--start-timeout", dest="start_timeout_s", type=_at_least(float, 1.0),
                         help="seconds for the server to become ready")
     parser.add_argument("--request-timeout", dest="request_timeout_s", type=_at_least(float, 1.0),

@@ -19,6 +19,7 @@ and the gate reads only its upper end (a regression when even that lies below -t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -29,6 +30,7 @@ from statistics import NormalDist
 CORRECT_FIELD = {"strict_match": "strict_correct", "flexible_extract": "flexible_correct"}
 
 
+@functools.lru_cache(maxsize=16384)  # a report pairs the same 1,319 questions across many sessions
 def question_id(doc_id: int, question: str | None) -> str:
     """`doc_id` plus a short hash of the question text: a changed dataset gives new ids, so its
     questions are never silently paired with other questions of the same number."""

@@ -1,4 +1,5 @@
-"""`nox -s report -- [RESULTS_DIR]`: every session JSON -> report.md, report.png and the step summary.
+"""`nox -s report -- [RESULTS_DIR] [OUT_DIR]`: every session JSON -> report.md, report.png, a forest plot
+of sibling deltas per model, report.html and the step summary (OUT_DIR defaults to RESULTS_DIR).
 
 Files that are not session JSONs are skipped with a warning that names them.  The plot needs
 matplotlib, which the report session installs; the Markdown needs nothing.
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gsm8k_bench import fleet, results
+from gsm8k_bench import comparisons, fleet, report_html, results, siblings
 from gsm8k_bench.errors import BenchError
 
 MAX_SUMMARY_BYTES = 1024 * 1024
@@ -150,19 +151,24 @@ def write_report(results_dir: Path, out_dir: Path, warn: Callable[[str], None] =
     documents = load_results(results_dir, warn)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"markdown": out_dir / "report.md", "summary": out_dir / "summary.md", "plot": out_dir / "report.png"}
-    paths["markdown"].write_text(markdown(documents))
-    paths["summary"].write_text(markdown(documents, MAX_SUMMARY_BYTES))
+    settings = comparisons.gate_settings()
+    deltas = siblings.deltas(documents, settings)
+    paths["markdown"].write_text(markdown(documents) + siblings.markdown(deltas))
+    paths["summary"].write_text(markdown(documents, MAX_SUMMARY_BYTES // 2) + siblings.markdown(deltas, True))
     try:
         plot(documents, paths["plot"])
     except BenchError as exc:  # every session failed: the tables above still say so
         warn(f"no plot: {exc}")
         del paths["plot"]
+    paths.update(siblings.forest_plots(deltas, out_dir, settings.tolerance))
+    paths["html"] = report_html.write(documents, deltas, [p for p in paths.values() if p.suffix == ".png"],
+                                      out_dir / "report.html")
     return paths
 
 
 def main(argv: list[str]) -> int:
     results_dir = Path(argv[0]) if argv else Path("results")
-    out_dir = Path(argv[1]) if len(argv) > 1 else Path(".")
+    out_dir = Path(argv[1]) if len(argv) > 1 else results_dir
     try:
         paths = write_report(results_dir, out_dir, lambda message: print(f"warning: {message}", file=sys.stderr))
     except BenchError as exc:

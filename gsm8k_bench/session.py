@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import gsm8k_bench
-from gsm8k_bench import envs, evaluate, gate, gpus, models, procs, progress, results, server_metrics, warm
+from gsm8k_bench import envs, evaluate, gate, gpus, levels, models, procs, progress, results, server_metrics, warm
 from gsm8k_bench.containers import container_spec
 from gsm8k_bench.containers.spec import ContainerSpec, Mount
 from gsm8k_bench.errors import BenchError, ConfigError, EvalError, ServerError
@@ -69,9 +69,10 @@ class Plan:
     work_dir: Path
     result_file: Path
     lm_eval_python: Path
-    lm_eval_argv: list[str]
+    lm_eval_argv: list[str]  # the gating level's
     run_id: str | None = None
     gpus: gpus.GpuAssignment | None = None
+    concurrency_levels: tuple[int, ...] = ()  # run order; settings.concurrency is the gating level
 
     @property
     def session(self) -> str:
@@ -118,11 +119,12 @@ def plan_session(combo: Combination, options: SessionOptions, defaults: Defaults
     cache = envs.cache_dir()
     assigned = gpus.assign(options.gpus, environ, vendor, combo.tp, gpu_facts)
     model = models.resolve(combo.checkpoint, options.model_source, cache)
+    concurrency_levels = options.concurrency or combo.runner.levels
     settings = EvalSettings(
         protocol=combo.model.protocol,
         num_fewshot=options.num_fewshot if options.num_fewshot is not None else defaults.num_fewshot,
         limit=options.limit or combo.model.limit,
-        concurrency=options.concurrency or combo.runner.concurrency,
+        concurrency=levels.gate_level(concurrency_levels, options.gate_concurrency),
         request_timeout_s=options.request_timeout_s or defaults.request_timeout_s,
         max_retries=defaults.max_retries,
         max_gen_toks=options.max_gen_toks or combo.model.max_gen_toks,
@@ -168,11 +170,14 @@ def plan_session(combo: Combination, options: SessionOptions, defaults: Defaults
     plan = Plan(combo, options, defaults, baselines, launcher, image, settings,
                 options.start_timeout_s or combo.runner.start_timeout_s or defaults.start_timeout_s,
                 model, port, server_argv, server_env, container, dataset_dir, work_dir,
-                results.result_path(results_dir, combo.name), lm_eval_python, [], run_id)
+                results.result_path(results_dir, combo.name), lm_eval_python, [], run_id,
+                concurrency_levels=concurrency_levels)
     lm_eval_argv = evaluate.lm_eval_command(
         lm_eval_python, settings, served_name=plan.served_name, base_url=plan.base_url,
         output_dir=plan.lm_eval_dir, task=plan.task, include_path=plan.task_dir)
-    return replace(plan, lm_eval_argv=lm_eval_argv, gpus=assigned)
+    plan = replace(plan, lm_eval_argv=lm_eval_argv, gpus=assigned)
+    gating = [p for p in levels.level_plans(plan) if p.settings.concurrency == settings.concurrency]
+    return replace(plan, lm_eval_argv=gating[0].lm_eval_argv)
 
 
 def dry_run_text(plan: Plan) -> str:
@@ -191,9 +196,10 @@ def dry_run_text(plan: Plan) -> str:
         lines.append("container:")
         for key, value in plan.container.describe().items():
             lines.append(f"  {key}: {value}")
+    for level in levels.level_plans(plan):
+        which = f" (concurrency {level.settings.concurrency})" if len(plan.concurrency_levels) > 1 else ""
+        lines += [f"lm-eval command{which}:", "  " + shlex.join(level.lm_eval_argv)]
     lines += [
-        "lm-eval command:",
-        "  " + shlex.join(plan.lm_eval_argv),
         f"dataset: {plan.dataset_dir or 'hub (openai/gsm8k)'}",
         f"result: {plan.result_file}",
     ]
@@ -258,6 +264,7 @@ def _config(plan: Plan) -> dict[str, Any]:
         "generation": {"max_gen_toks": plan.settings.max_gen_toks},
         "reasoning": reasoning_record(plan.settings) if plan.settings.reasoning else None,
         "concurrency": plan.settings.concurrency,
+        "concurrency_levels": list(plan.concurrency_levels),
         "request_timeout_s": plan.settings.request_timeout_s,
         "max_retries": plan.settings.max_retries,
         "dataset": {"source": "local", "dir": str(plan.dataset_dir)} if plan.dataset_dir
@@ -359,6 +366,19 @@ def _run_eval(plan: Plan, server, evaluator: subprocess.Popen, before: server_me
     return time.monotonic() - start
 
 
+def _eval_level(plan: Plan, server, evaluator: subprocess.Popen | None, log: Callable[[str], None]) -> levels.LevelRun:
+    """One concurrency level: its lm-eval (started now unless already waiting), the server's /metrics
+    around it."""
+    with ExitStack() as stack:
+        if evaluator is None:
+            evaluator = stack.enter_context(_evaluator(plan))
+        before = server_metrics.scrape(plan.base_url)
+        eval_s = round(_run_eval(plan, server, evaluator, before, log), 3)
+        after = server_metrics.scrape(plan.base_url)
+    log(f"concurrency {plan.settings.concurrency}: evaluated in {eval_s:.1f} s")
+    return levels.LevelRun(plan, eval_s, server_metrics.summarize(plan.combo.framework.name, before, after, eval_s))
+
+
 def _launch(plan: Plan):
     if plan.launcher == "docker":
         from gsm8k_bench.launchers.docker import docker_server
@@ -430,7 +450,7 @@ def _prepare(plan: Plan, document: dict[str, Any], log: Callable[[str], None], c
                             gpu_facts=gpus.facts_for(plan.combo.runner.vendor))
         document["config"] = _config(plan)
     # A rerun never reads an earlier run's outputs.
-    for stale in (plan.lm_eval_dir, plan.task_dir):
+    for stale in (plan.lm_eval_dir, plan.task_dir, *plan.work_dir.glob("concurrency-*")):
         shutil.rmtree(stale, ignore_errors=True)
     plan.work_dir.mkdir(parents=True, exist_ok=True)
     (plan.work_dir / "server.log").unlink(missing_ok=True)
@@ -480,22 +500,25 @@ def run_session(plan: Plan, log: Callable[[str], None] = print) -> dict[str, Any
             document["status"] = "failed"  # from here on, a server runs
             phase = "server start"
             say(f"starting {plan.combo.framework.name} ({plan.launcher}): {shlex.join(plan.server_argv)}")
-            with _launch(plan) as server, _evaluator(plan) as evaluator:
+            level_plans = levels.level_plans(plan)
+            with _launch(plan) as server, _evaluator(level_plans[0]) as evaluator:
                 document["artifacts"]["server_log"] = str(plan.work_dir / "server.log")
                 document["config"]["server"] = server.record()
                 timings["server_ready_s"] = round(
                     wait_ready(server, plan.served_name, plan.start_timeout_s, say), 3)
                 say(f"server ready after {timings['server_ready_s']:.1f} s; running lm-eval "
-                    f"({plan.settings.concurrency} concurrent requests)")
+                    f"({', '.join(map(str, plan.concurrency_levels))} concurrent requests)")
                 phase = "evaluation"
-                before = server_metrics.scrape(plan.base_url)
-                timings["eval_s"] = round(_run_eval(plan, server, evaluator, before, log), 3)
-                after = server_metrics.scrape(plan.base_url)
+                runs = [_eval_level(level, server, evaluator if index == 0 else None, say)
+                        for index, level in enumerate(level_plans)]
                 server_log = server.log_tail(100000)
-            document["server_metrics"] = server_metrics.summarize(
-                plan.combo.framework.name, before, after, timings["eval_s"])
+            gating = next(r for r in runs if r.concurrency == plan.settings.concurrency)
+            timings["eval_s"] = round(sum(r.eval_s for r in runs), 3)
+            document["server_metrics"] = gating.server_metrics
             t = time.monotonic()
-            protocol = _record_outputs(plan, document, server_log)
+            protocol = _record_outputs(gating.plan, document, server_log)
+            if len(runs) > 1:
+                document["concurrency"] = levels.record(runs, document, plan.baselines.settings)
             timings["results_s"] = round(time.monotonic() - t, 3)
             phase = "gate"
             document["gate"] = gate.judge(plan.baselines, plan.combo, protocol, document["metrics"],

@@ -386,8 +386,11 @@ def test_input_error_without_an_earlier_result_still_writes_one(tmp_path):
 # --------------------------------------------------------------------------- 9. input hardening
 
 
+NUMERIC_PARSERS = ("parse", "concurrency_levels")  # options._at_least's parser; the list of levels
+
+
 @pytest.mark.parametrize("flag", [a.option_strings[0] for a in build_parser("s")._actions
-                                  if a.type is not None and getattr(a.type, "__name__", "") == "parse"])
+                                  if getattr(a.type, "__name__", "") in NUMERIC_PARSERS])
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN"])
 def test_non_finite_numbers_are_usage_errors(flag, value):
     with pytest.raises(BenchError, match=rf"argument {flag}: expected (a finite number|a int), got '{value}'"):
@@ -395,9 +398,10 @@ def test_non_finite_numbers_are_usage_errors(flag, value):
 
 
 def test_numeric_flags_are_all_checked():
-    numeric = {a.dest for a in build_parser("s")._actions if a.type is not None and a.type.__name__ == "parse"}
-    assert numeric == {"limit", "num_fewshot", "concurrency", "start_timeout_s", "request_timeout_s",
-                       "eval_timeout_s", "max_gen_toks", "progress_interval_s", "stall_timeout_s"}
+    numeric = {a.dest for a in build_parser("s")._actions if getattr(a.type, "__name__", "") in NUMERIC_PARSERS}
+    assert numeric == {"limit", "num_fewshot", "concurrency", "gate_concurrency", "start_timeout_s",
+                       "request_timeout_s", "eval_timeout_s", "max_gen_toks", "progress_interval_s",
+                       "stall_timeout_s"}
 
 
 def test_nan_timeout_from_the_command_line_is_a_usage_error_not_a_traceback(tmp_path):

@@ -1,0 +1,126 @@
+"""Two scored runs of the same questions, side by side: the paired numbers per metric, a verdict, the
+questions that flipped.  Shared by `nox -s compare` (before/after), the report's sibling cells and a
+session's concurrency levels; the statistics themselves are gsm8k_bench.paired's.
+
+A comparison is made only over the questions both runs answered (paired by `paired.question_id`), and
+only when both ran the same protocol (gate.PROTOCOL_KEYS of `config.protocol`, as the gate reads it);
+otherwise it says why not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from gsm8k_bench import envs, gate, paired
+
+METRICS = gate.METRICS
+# Per-question fields a session's samples need before they can be paired (older JSONs lack some).
+SAMPLE_FIELDS = ("doc_id", "question", *paired.CORRECT_FIELD.values())
+ANSWER_FIELDS = ("strict_answer", "flexible_answer")
+REGRESSION, IMPROVEMENT, WITHIN, NOT_COMPARED = "regression", "improvement", "within_tolerance", "not_compared"
+
+
+def gate_settings(path: Path | None = None) -> gate.GateSettings:
+    """The gate's confidence and tolerance (baselines.yaml's `gate:` block, the checkout's by default);
+    the gate's defaults where no such file exists."""
+    path = path or envs.REPO_ROOT / "baselines.yaml"
+    return gate.load_baselines(path).settings if path.is_file() else gate.GateSettings()
+
+
+def protocol(document: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The run's protocol in the gate's terms, or None when the JSON has no protocol record."""
+    record = (document.get("config") or {}).get("protocol")
+    if not isinstance(record, Mapping) or "until" not in record:
+        return None
+    return gate.protocol_of(record, {"until": record["until"]})
+
+
+def unpairable(document: Mapping[str, Any], side: str) -> str | None:
+    """Why this session JSON cannot take part in a paired comparison, or None."""
+    if document.get("status") == "error" or not document.get("metrics"):
+        message = (document.get("error") or {}).get("message", "no metrics")
+        return f"{side} has no scored run ({document.get('status')}: {message})"
+    samples = document.get("samples") or []
+    if not samples:
+        return f"{side} has no per-question samples"
+    missing = sorted({f for s in samples for f in SAMPLE_FIELDS if f not in s})
+    if missing:
+        return f"{side}'s samples lack {', '.join(missing)} (an older session JSON)"
+    if protocol(document) is None:
+        return f"{side} has no protocol record (an older session JSON)"
+    return None
+
+
+def protocol_difference(reference: Mapping[str, Any], run: Mapping[str, Any]) -> str | None:
+    a, b = protocol(reference), protocol(run)
+    diff = {k: (a.get(k), b.get(k)) for k in gate.PROTOCOL_KEYS if a.get(k) != b.get(k)}
+    return f"protocols differ (reference, run): {diff}" if diff else None
+
+
+def metric_numbers(result: paired.PairedComparison, tolerance: float) -> dict[str, Any]:
+    table = result.table
+    return {
+        "n": table.n, "reference": round(table.reference_accuracy, 6), "run": round(table.run_accuracy, 6),
+        "difference": round(table.difference, 6), "lower": round(result.lower, 6), "upper": round(result.upper, 6),
+        "confidence": result.confidence, "mcnemar_p": result.mcnemar_p, "lost": table.lost, "gained": table.gained,
+        "regressed": result.regressed(tolerance), "improved": result.lower > tolerance,
+        "significant": result.upper < 0 or result.lower > 0,
+    }
+
+
+def verdict(numbers: Mapping[str, Mapping[str, Any]]) -> str:
+    if any(m["regressed"] for m in numbers.values()):
+        return REGRESSION
+    if any(m["improved"] for m in numbers.values()):
+        return IMPROVEMENT
+    return WITHIN
+
+
+def _side(sample: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: sample.get(k) for k in ("response", *ANSWER_FIELDS, *paired.CORRECT_FIELD.values())}
+
+
+def pair_samples(reference: Sequence[Mapping[str, Any]], run: Sequence[Mapping[str, Any]],
+                 settings: gate.GateSettings) -> dict[str, Any]:
+    """Paired numbers per metric, the verdict, and the questions whose outcome or answer changed."""
+    numbers = {}
+    for metric in METRICS:
+        common, ref_outcomes, run_outcomes = paired.align(paired.outcomes(reference, metric),
+                                                          paired.outcomes(run, metric))
+        if not common:
+            return {"verdict": NOT_COMPARED, "reason": "no question answered by both", "metrics": {},
+                    "flips": [], "changed": []}
+        numbers[metric] = metric_numbers(paired.compare(ref_outcomes, run_outcomes, settings.confidence),
+                                         settings.tolerance)
+    by_id = [{paired.question_id(s["doc_id"], s["question"]): s for s in side} for side in (reference, run)]
+    flips, changed = [], []
+    for qid in common:
+        a, b = by_id[0][qid], by_id[1][qid]
+        moves = {m: ("gained" if b[f] else "lost") for m, f in paired.CORRECT_FIELD.items() if bool(a[f]) != bool(b[f])}
+        if not moves and all(a.get(f) == b.get(f) for f in ANSWER_FIELDS):
+            continue
+        entry = {"doc_id": a["doc_id"], "question": a["question"], "target": a.get("target"), "moves": moves,
+                 "reference": _side(a), "run": _side(b)}
+        (flips if moves else changed).append(entry)
+    return {"verdict": verdict(numbers), "reason": "", "metrics": numbers, "flips": flips, "changed": changed}
+
+
+def compare_documents(reference: Mapping[str, Any], run: Mapping[str, Any],
+                      settings: gate.GateSettings) -> dict[str, Any]:
+    """A session JSON against another (the reference): pair_samples, or not_compared and why not."""
+    reason = (unpairable(reference, "the reference") or unpairable(run, "the run")
+              or protocol_difference(reference, run))
+    if reason:
+        return {"verdict": NOT_COMPARED, "reason": reason, "metrics": {}, "flips": [], "changed": []}
+    return pair_samples(reference["samples"], run["samples"], settings)
+
+
+def describe(result: Mapping[str, Any]) -> str:
+    """One line: the verdict and, per metric, difference [bound] and McNemar p."""
+    if result["verdict"] == NOT_COMPARED:
+        return f"not compared: {result['reason']}"
+    parts = [f"{m} {v['difference']:+.4f} [{v['lower']:+.4f}, {v['upper']:+.4f}] p={v['mcnemar_p']:.3g} "
+             f"(-{v['lost']} +{v['gained']})" for m, v in result["metrics"].items()]
+    return f"{result['verdict']}: " + "; ".join(parts)
