@@ -3,16 +3,27 @@
 lm-eval's own CLI indexes every task the harness ships before the first request (about 8 s here);
 this driver calls the same `simple_evaluate` with a TaskManager that sees only --include_path, and
 saves results and samples with the same EvaluationTracker, so outputs and scores are lm-eval's own.
-It can also be started early: with --start-when FILE it imports lm-eval (seconds) while the server
-loads, then waits for FILE to exist before sending the first request.
+--model names a stock lm-eval API model; the driver runs this project's class derived from it
+(lm_eval_client.py: the same requests, payloads and parsing).  It can be started early: with
+--start-when FILE, lm-eval imports, builds the client, loads the dataset and builds every request while
+the server loads, and sends the first one once FILE exists.
 Flags are lm_eval's (but --start-when): swap `python lm_eval_driver.py` for `python -m lm_eval run`
-to reproduce a run by hand.
-Standalone on purpose: the lm-eval environment does not have this project installed.
+to reproduce a run by hand with the stock model.
+Standalone on purpose: the lm-eval environment does not have this project installed, so the client
+module is loaded from beside this file.
 """
 
 import argparse
-import os
-import time
+import importlib.util
+from pathlib import Path
+
+
+def load_client():
+    """lm_eval_client.py, from beside this file (importing it registers the classes with lm-eval)."""
+    spec = importlib.util.spec_from_file_location("lm_eval_client", Path(__file__).with_name("lm_eval_client.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def main() -> None:
@@ -27,32 +38,38 @@ def main() -> None:
     parser.add_argument("--log_samples", action="store_true")
     parser.add_argument("--apply_chat_template", action="store_true")
     parser.add_argument("--fewshot_as_multiturn", action="store_true")
-    parser.add_argument("--start-when", help="wait for this file to exist after importing lm-eval")
+    parser.add_argument("--start-when", help="send the first request once this file exists")
     args = parser.parse_args()
 
-    import lm_eval.models.openai_completions  # noqa: F401 - the API clients, imported ahead of the start
     from lm_eval import simple_evaluate
+    from lm_eval.config.evaluate_config import EvaluatorConfig
     from lm_eval.loggers import EvaluationTracker
     from lm_eval.tasks import TaskManager
     from lm_eval.utils import make_table
 
-    if args.start_when:
-        print("lm-eval imported; waiting for the server", flush=True)
-        while not os.path.exists(args.start_when):
-            time.sleep(0.05)
+    client = load_client()
+    if args.model not in client.BY_STOCK_MODEL:
+        parser.error(f"--model {args.model!r}: allowed values are {', '.join(sorted(client.BY_STOCK_MODEL))}")
+    client.SendsOnGo.go_file = vars(args).pop("start_when")
+    # lm-eval's own reading of its flags (model_args as a dict, defaults, metadata), as `lm_eval run` does.
+    cfg = EvaluatorConfig.from_cli(args)
 
-    tracker = EvaluationTracker(output_path=args.output_path)
+    tracker = EvaluationTracker(output_path=cfg.output_path)
     results = simple_evaluate(
-        model=args.model,
-        model_args=args.model_args,
-        tasks=args.tasks.split(","),
-        num_fewshot=args.num_fewshot,
-        limit=args.limit,
-        log_samples=args.log_samples,
-        apply_chat_template=args.apply_chat_template,
-        fewshot_as_multiturn=args.fewshot_as_multiturn,
+        model=client.BY_STOCK_MODEL[cfg.model],
+        model_args=cfg.model_args,
+        tasks=cfg.tasks.split(","),
+        num_fewshot=cfg.num_fewshot,
+        batch_size=cfg.batch_size,
+        device=cfg.device,
+        limit=cfg.limit,
+        log_samples=cfg.log_samples,
+        apply_chat_template=cfg.apply_chat_template,
+        fewshot_as_multiturn=cfg.fewshot_as_multiturn,
+        gen_kwargs=cfg.gen_kwargs,
         evaluation_tracker=tracker,
-        task_manager=TaskManager(include_path=args.include_path, include_defaults=False),
+        task_manager=TaskManager(include_path=cfg.include_path, include_defaults=False, metadata=cfg.metadata),
+        metadata=cfg.metadata,
     )
     if results is None:
         raise SystemExit("lm-eval returned no results")

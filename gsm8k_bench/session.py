@@ -286,12 +286,13 @@ def _dist_version(name: str) -> str | None:
 
 @contextmanager
 def _evaluator(plan: Plan) -> Iterator[subprocess.Popen]:
-    """lm-eval, started while the server loads so its imports are done by the time the server is ready;
-    it sends nothing until the go file exists.  Always stopped."""
+    """lm-eval, started while the server loads: by the time the server is ready it has imported, built
+    its client, loaded the dataset and built every request; it sends nothing until the go file exists.
+    Always stopped."""
     go = plan.work_dir / ".start-eval"
     go.unlink(missing_ok=True)
-    env = {**os.environ, "HF_DATASETS_OFFLINE": "1"} if plan.dataset_dir else dict(os.environ)
-    proc = procs.start([*plan.lm_eval_argv, "--start-when", str(go)], plan.work_dir / "lm-eval.log", env)
+    proc = procs.start([*plan.lm_eval_argv, "--start-when", str(go)], plan.work_dir / "lm-eval.log",
+                       evaluate.lm_eval_environment(plan.dataset_dir, os.environ))
     try:
         yield proc
     finally:
