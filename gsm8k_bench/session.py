@@ -312,7 +312,10 @@ def _run_eval(plan: Plan, server, evaluator: subprocess.Popen) -> float:
         if time.monotonic() - start > plan.options.eval_timeout_s:
             raise EvalError(f"evaluation exceeded --eval-timeout {plan.options.eval_timeout_s:.0f} s",
                             procs.tail(eval_log))
-        time.sleep(EVAL_POLL_S)
+        try:
+            evaluator.wait(timeout=EVAL_POLL_S)  # returns the moment lm-eval exits, not at the next poll
+        except subprocess.TimeoutExpired:
+            pass
     if evaluator.returncode != 0:
         raise EvalError(f"lm-eval exited with code {evaluator.returncode}", procs.tail(eval_log))
     return time.monotonic() - start

@@ -64,8 +64,9 @@ def warm_server(matrix: Matrix, argv: list[str], work: Path,
                 log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> Iterator[WarmServer]:
     """The CPU default's server, ready, with its lm-eval task written; session arguments in `argv`."""
     combo = matrix.get(CPU_DEFAULT)
+    # A port the kernel hands out: the framework's usual one may be taken by another run on this machine.
     options = parse_session_args(combo.name, ["--results-dir", str(work), *argv])
-    plan = plan_session(combo, options, matrix.defaults, os.environ, port=pick_port(HOST, combo.framework.port))
+    plan = plan_session(combo, options, matrix.defaults, os.environ, port=pick_port(HOST, 0))
     prepare_environments(plan, log)
     prepare_model(plan)
     task = evaluate.write_task(plan.dataset_dir, plan.task_dir,

@@ -54,7 +54,7 @@ def _get(url: str) -> requests.Response | None:
 
 
 def wait_ready(server: Server, served_name: str, timeout_s: float,
-               progress: Callable[[str], None], interval_s: float = 1.0,
+               progress: Callable[[str], None], interval_s: float = 0.25,
                progress_every_s: float = 10.0) -> float:
     """Poll /health, then /v1/models for the served name, while watching the server; seconds taken."""
     start = time.monotonic()
