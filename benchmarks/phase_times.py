@@ -6,8 +6,9 @@ Runs the session --rounds times through nox and prints, per round and as the med
 model preparation, server ready, eval, reading lm-eval's outputs, the rest of the wall time (nox start-up,
 planning, writing the JSON, stopping the server), and the time before the first request with its share of
 the wall time.  The server's start is split by the server log's own timings: the API server's imports,
-the engine process starting, the worker starting and initialising the model, weight load, engine init
-(profile, KV cache, warmup) and the rest until the server answered.
+the engine process starting (its imports), the worker starting and initialising the model, weight load,
+engine init (profile, KV cache, warmup), the API server's start after it, and the rest until the
+readiness check saw the server answer.
 --fresh-cache builds the environments in a new cache folder first, to measure a first run on a new machine.
 """
 
@@ -29,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SESSION = "gsm8k-smollm2-135m-cpu-vllm-fp16-tp1"
 PHASES = ("env_setup_s", "model_prep_s", "server_ready_s", "eval_s", "results_s")
 SERVER_PARTS = ("api_server_imports_s", "engine_process_start_s", "worker_start_model_init_s", "weight_load_s",
-                "engine_init_s", "until_ready_s")
+                "engine_init_s", "api_server_start_s", "until_ready_s")
 STAMP = re.compile(r"^\((\w+) pid=\d+\) \w+ (\d\d-\d\d \d\d:\d\d:\d\d) .*?\] (.*)$")
 
 
@@ -47,16 +48,19 @@ def server_parts(log: str, server_start: dt.datetime, ready_s: float) -> dict[st
             stamps.setdefault("first_api_line", when)
         if text.startswith("Initializing a V1 LLM engine"):
             stamps["engine"] = when
+        elif text.startswith("Starting vLLM server on"):
+            stamps["listening"] = when
         elif found := re.match(r"Loading weights took ([\d.]+) s", text):
             stamps["weights"], took["weights"] = when, float(found.group(1))
         elif found := re.match(r"init engine \(profile, create kv cache, warmup model\) took ([\d.]+) s", text):
             took["init"] = float(found.group(1))
-    if len(stamps) < 3 or len(took) < 2:
+    if len(stamps) < 4 or len(took) < 2:
         sys.exit(f"the server log lacks vLLM's start-up lines (found {sorted(stamps) + sorted(took)})")
     imports = (stamps["first_api_line"] - server_start).total_seconds()
     engine = (stamps["engine"] - stamps["first_api_line"]).total_seconds()
     worker = (stamps["weights"] - stamps["engine"]).total_seconds() - took["weights"]
-    parts = dict(zip(SERVER_PARTS[:-1], (imports, engine, worker, took["weights"], took["init"]), strict=False))
+    api = (stamps["listening"] - stamps["weights"]).total_seconds() - took["init"]
+    parts = dict(zip(SERVER_PARTS[:-1], (imports, engine, worker, took["weights"], took["init"], api), strict=True))
     parts["until_ready_s"] = ready_s - sum(parts.values())
     return parts
 
