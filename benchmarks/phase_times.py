@@ -52,15 +52,16 @@ def server_parts(log: str, server_start: dt.datetime, ready_s: float) -> dict[st
             stamps["listening"] = when
         elif found := re.match(r"Loading weights took ([\d.]+) s", text):
             stamps["weights"], took["weights"] = when, float(found.group(1))
-        elif found := re.match(r"init engine \(profile, create kv cache, warmup model\) took ([\d.]+) s", text):
-            took["init"] = float(found.group(1))
-    if len(stamps) < 4 or len(took) < 2:
+        elif text.startswith("init engine (profile, create kv cache, warmup model) took"):
+            stamps["engine_ready"] = when
+    if len(stamps) < 5 or not took:
         sys.exit(f"the server log lacks vLLM's start-up lines (found {sorted(stamps) + sorted(took)})")
+    between = [(stamps[b] - stamps[a]).total_seconds()
+               for a, b in (("engine", "weights"), ("weights", "engine_ready"), ("engine_ready", "listening"))]
     imports = (stamps["first_api_line"] - server_start).total_seconds()
     engine = (stamps["engine"] - stamps["first_api_line"]).total_seconds()
-    worker = (stamps["weights"] - stamps["engine"]).total_seconds() - took["weights"]
-    api = (stamps["listening"] - stamps["weights"]).total_seconds() - took["init"]
-    parts = dict(zip(SERVER_PARTS[:-1], (imports, engine, worker, took["weights"], took["init"], api), strict=True))
+    parts = dict(zip(SERVER_PARTS[:-1], (imports, engine, between[0] - took["weights"], took["weights"],
+                                         between[1], between[2]), strict=True))
     parts["until_ready_s"] = ready_s - sum(parts.values())
     return parts
 
