@@ -30,7 +30,8 @@ def load_client():
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="lm_eval_driver")
+    # Flags not given stay out of the namespace, as in `lm_eval run`, so lm-eval's defaults apply.
+    parser = argparse.ArgumentParser(prog="lm_eval_driver", argument_default=argparse.SUPPRESS)
     parser.add_argument("--model", required=True)
     parser.add_argument("--model_args", required=True)
     parser.add_argument("--tasks", required=True)
@@ -53,7 +54,7 @@ def main() -> None:
     client = load_client()
     if args.model not in client.BY_STOCK_MODEL:
         parser.error(f"--model {args.model!r}: allowed values are {', '.join(sorted(client.BY_STOCK_MODEL))}")
-    client.SendsOnGo.go_file = vars(args).pop("start_when")
+    client.SendsOnGo.go_file = vars(args).pop("start_when", None)
     # lm-eval's own reading of its flags (model_args as a dict, defaults, metadata), as `lm_eval run` does.
     cfg = EvaluatorConfig.from_cli(args)
 
