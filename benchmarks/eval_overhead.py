@@ -49,7 +49,7 @@ def session_run(args, results_dir: Path) -> dict[str, float]:
 
 
 def requests_from_samples(samples_file: Path, served_name: str, max_tokens: int) -> list[dict]:
-    """The bodies lm-eval's local-completions sent (prompt, stop, max_tokens, greedy)."""
+    """The bodies lm-eval's local-completions sent (prompt, stop, max_tokens, greedy), in its order."""
     bodies = []
     for line in samples_file.open():
         row = json.loads(line)
@@ -59,7 +59,8 @@ def requests_from_samples(samples_file: Path, served_name: str, max_tokens: int)
         prompt, gen = arguments["gen_args_0"]["arg_0"], arguments["gen_args_0"]["arg_1"]
         bodies.append({"model": served_name, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
                        "stop": gen["until"], "seed": 1234})
-    return bodies
+    # In the order lm-eval sends them (longest context first), so (a) and (b) differ only by the harness.
+    return sorted(bodies, key=lambda body: -len(body["prompt"]))
 
 
 def spread(values: list[float]) -> dict[str, float]:
