@@ -4,7 +4,7 @@ start, only the framework caches are empty), measured in one invocation, per mod
 eager (--enforce-eager, the matrix's setting), compiled (torch.compile, vLLM's default AOT compile cache)
 and compiled-no-aot (VLLM_USE_AOT_COMPILE=0).
 
-    flock /work/logs/heavy.lock python benchmarks/warm_start.py [--modes eager compiled ...] [--out FILE]
+    python benchmarks/warm_start.py [--modes eager compiled ...] [--out FILE]
 
 Prints per mode the seconds to ready, warm/cold and warm/control, and what vLLM logged about its compile
 cache (AOT artifacts saved, loaded, or recompiled and why).

@@ -106,6 +106,11 @@ def lm_eval_command(python: str | Path, settings: EvalSettings, *, served_name: 
 # --------------------------------------------------------------------------- local dataset
 
 
+def lm_eval_environment(dataset_dir: Path | None, environ: Mapping[str, str]) -> dict[str, str]:
+    """lm-eval's environment: with local files, the datasets library never asks the hub."""
+    return {**environ, "HF_DATASETS_OFFLINE": "1"} if dataset_dir else dict(environ)
+
+
 def dataset_dir_from(option: str | None, environ: Mapping[str, str]) -> Path | None:
     value = option or environ.get(DATASET_ENV)
     return Path(value).expanduser().resolve() if value else None

@@ -1,13 +1,17 @@
-"""lm-eval's API clients as this project runs them (loaded by lm_eval_driver.py, in the lm-eval environment).
+"""This project's lm-eval clients: lm-eval's own OpenAI-compatible models, one class per endpoint
+(runs in the lm-eval environment, loaded by lm_eval_driver.py).  Two changes, each a mixin:
 
-Standalone on purpose: the lm-eval environment does not have this project installed.
-
-Answers of reasoning models: a framework's reasoning parser moves the thinking out of `content` into
-`reasoning_content` (SGLang) or `reasoning` (vLLM), and leaves `content` empty when the model never
-closed its thinking or ran out of tokens.  lm-eval's chat client then scores an empty string (or, in
-older releases, retries and crashes: lm-eval #3244).  This client scores `content`, and the reasoning
-field only when `content` is empty; per request it remembers which field it used and why generation
-stopped, and `annotate` writes that into lm-eval's own samples.  The scoring itself stays lm-eval's.
+- Sending waits for a go signal (SendsOnGo).  lm-eval builds everything a run needs before it calls the
+  model's `generate_until`: the client, the dataset, the few-shot contexts, the request objects.  Gating
+  only that call lets all of it happen while the server loads; the go signal releases the sending alone.
+- Answers of reasoning models (ReasoningAnswers, chat only): a framework's reasoning parser moves the
+  thinking out of `content` into `reasoning_content` (SGLang) or `reasoning` (vLLM), and leaves `content`
+  empty when the model never closed its thinking or ran out of tokens.  lm-eval's chat client then scores
+  an empty string (or, in older releases, retries and crashes: lm-eval #3244).  This client scores
+  `content`, and the reasoning field only when `content` is empty; per request it remembers which field
+  it used and why generation stopped, and `annotate` writes that into lm-eval's own samples.
+Payloads and scoring stay the stock classes', so results and samples are lm-eval's.
+Needs only lm-eval: the lm-eval environment does not have this project installed.
 """
 
 from __future__ import annotations
@@ -15,12 +19,37 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import json
+import os
+import time
 from typing import Any
 
 from lm_eval.api.registry import register_model
 from lm_eval.models.api_models import JsonChatStr
-from lm_eval.models.openai_completions import LocalChatCompletion
+from lm_eval.models.openai_completions import LocalChatCompletion, LocalCompletionsAPI
 from lm_eval.models.utils import postprocess_generated_text
+
+GO_POLL_S = 0.02
+# Printed once the requests are built and the client waits; benchmarks wait for it before the go.
+WAITING_LINE = "lm-eval requests built; waiting for the go file"
+
+
+class SendsOnGo:
+    """Mixin for an lm-eval API model: `generate_until` (gsm8k's only request type) first waits for
+    `go_file` to exist.  `go_file` None sends at once, as the stock class does."""
+
+    go_file: str | None = None  # set by the driver from --start-when
+
+    def generate_until(self, requests, disable_tqdm: bool = False):
+        self.wait_for_go()
+        return super().generate_until(requests, disable_tqdm=disable_tqdm)
+
+    def wait_for_go(self) -> None:
+        if self.go_file is None:
+            return
+        print(WAITING_LINE, flush=True)
+        while not os.path.exists(self.go_file):
+            time.sleep(GO_POLL_S)
+
 
 REASONING_FIELDS = ("reasoning_content", "reasoning")  # SGLang's name, vLLM's
 # Per request (keyed by its prompt): where the scored text came from and why generation stopped.
@@ -71,13 +100,23 @@ class ReasoningAnswers:
         return texts
 
 
-@register_model("gsm8k-bench-chat-completions")
-class ChatCompletions(ReasoningAnswers, LocalChatCompletion):
-    """lm-eval's local-chat-completions, scoring the reasoning field when `content` is empty."""
+COMPLETIONS = "gsm8k-bench-local-completions"
+CHAT_COMPLETIONS = "gsm8k-bench-local-chat-completions"
 
 
-# The stock model name (what a run's protocol record and command line say) -> the client that runs it.
-CLIENTS = {"local-chat-completions": "gsm8k-bench-chat-completions"}
+@register_model(COMPLETIONS)
+class Completions(SendsOnGo, LocalCompletionsAPI):
+    """/v1/completions: lm-eval's local-completions."""
+
+
+@register_model(CHAT_COMPLETIONS)
+class ChatCompletions(SendsOnGo, ReasoningAnswers, LocalChatCompletion):
+    """/v1/chat/completions: lm-eval's local-chat-completions, scoring the reasoning field when `content`
+    is empty."""
+
+
+# The stock lm-eval model (what commands and protocol records name) -> this project's registered name.
+BY_STOCK_MODEL = {"local-completions": COMPLETIONS, "local-chat-completions": CHAT_COMPLETIONS}
 
 
 def annotate(samples: list[dict[str, Any]]) -> None:

@@ -3,25 +3,38 @@
 lm-eval's own CLI indexes every task the harness ships before the first request (about 8 s here);
 this driver calls the same `simple_evaluate` with a TaskManager that sees only --include_path, and
 saves results and samples with the same EvaluationTracker, so outputs and scores are lm-eval's own.
-It can also be started early: with --start-when FILE it imports lm-eval (seconds) while the server
-loads, then waits for FILE to exist before sending the first request.
-The chat model runs as this project's client (lm_eval_client.py: lm-eval's local-chat-completions,
-scoring a reasoning model's reasoning field when `content` is empty), and each sample records where
-its scored text came from.
+--model names a stock lm-eval API model; the driver runs this project's class derived from it
+(lm_eval_client.py: the same requests, payloads and parsing).  It can be started early: with
+--start-when FILE, lm-eval imports, builds the client, loads the dataset and builds every request while
+the server loads, and sends the first one once FILE exists.  The chat client also scores a reasoning
+model's reasoning field when `content` is empty, and each sample records where its scored text came
+from.
 Flags are lm_eval's (but --start-when): swap `python lm_eval_driver.py` for `python -m lm_eval run`
-to reproduce a run by hand with lm-eval's stock clients.
-Standalone on purpose: the lm-eval environment does not have this project installed.
+to reproduce a run by hand with the stock model.
+Standalone on purpose: the lm-eval environment does not have this project installed, so the client
+module is loaded from beside this file.
 """
 
 import argparse
+import importlib.util
 import json
+import logging
 import os
 import sys
-import time
+from pathlib import Path
+
+
+def load_client():
+    """lm_eval_client.py, from beside this file (importing it registers the classes with lm-eval)."""
+    spec = importlib.util.spec_from_file_location("lm_eval_client", Path(__file__).with_name("lm_eval_client.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="lm_eval_driver")
+    # Flags not given stay out of the namespace, as in `lm_eval run`, so lm-eval's defaults apply.
+    parser = argparse.ArgumentParser(prog="lm_eval_driver", argument_default=argparse.SUPPRESS)
     parser.add_argument("--model", required=True)
     parser.add_argument("--model_args", required=True)
     parser.add_argument("--tasks", required=True)
@@ -33,46 +46,53 @@ def main() -> None:
     parser.add_argument("--apply_chat_template", action="store_true")
     parser.add_argument("--fewshot_as_multiturn", action="store_true")
     parser.add_argument("--gen_kwargs", type=json.loads, help="a JSON object, sent with every request")
-    parser.add_argument("--start-when", help="wait for this file to exist after importing lm-eval")
+    parser.add_argument("--start-when", help="send the first request once this file exists")
     args = parser.parse_args()
 
-    import lm_eval.models.openai_completions  # noqa: F401 - the API clients, imported ahead of the start
     from lm_eval import simple_evaluate
+    from lm_eval.config.evaluate_config import EvaluatorConfig
     from lm_eval.loggers import EvaluationTracker
     from lm_eval.tasks import TaskManager
     from lm_eval.utils import make_table
 
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import lm_eval_client
+    client = load_client()
+    if args.model not in client.BY_STOCK_MODEL:
+        parser.error(f"--model {args.model!r}: allowed values are {', '.join(sorted(client.BY_STOCK_MODEL))}")
+    client.SendsOnGo.go_file = vars(args).pop("start_when", None)
+    # lm-eval's own reading of its flags (model_args as a dict, defaults, metadata), as `lm_eval run` does.
+    cfg = EvaluatorConfig.from_cli(args)
 
-    if args.start_when:
-        print("lm-eval imported; waiting for the server", flush=True)
-        while not os.path.exists(args.start_when):
-            time.sleep(0.05)
-
-    tracker = EvaluationTracker(output_path=args.output_path)
+    tracker = EvaluationTracker(output_path=cfg.output_path)
     results = simple_evaluate(
-        model=lm_eval_client.CLIENTS.get(args.model, args.model),
-        model_args=args.model_args,
-        gen_kwargs=args.gen_kwargs,
-        tasks=args.tasks.split(","),
-        num_fewshot=args.num_fewshot,
-        limit=args.limit,
-        log_samples=args.log_samples,
-        apply_chat_template=args.apply_chat_template,
-        fewshot_as_multiturn=args.fewshot_as_multiturn,
+        model=client.BY_STOCK_MODEL[cfg.model],
+        model_args=cfg.model_args,
+        tasks=cfg.tasks.split(","),
+        num_fewshot=cfg.num_fewshot,
+        batch_size=cfg.batch_size,
+        device=cfg.device,
+        limit=cfg.limit,
+        log_samples=cfg.log_samples,
+        apply_chat_template=cfg.apply_chat_template,
+        fewshot_as_multiturn=cfg.fewshot_as_multiturn,
+        gen_kwargs=cfg.gen_kwargs,
         evaluation_tracker=tracker,
-        task_manager=TaskManager(include_path=args.include_path, include_defaults=False),
+        task_manager=TaskManager(include_path=cfg.include_path, include_defaults=False, metadata=cfg.metadata),
+        metadata=cfg.metadata,
     )
     if results is None:
         raise SystemExit("lm-eval returned no results")
     samples = results.pop("samples", None)
     for task_samples in (samples or {}).values():
-        lm_eval_client.annotate(task_samples)
+        client.annotate(task_samples)
     tracker.save_results_aggregated(results=results, samples=samples)
     for task_name in results["configs"] if samples else ():
         tracker.save_results_samples(task_name=task_name, samples=samples[task_name])
     print(make_table(results))
+    # Every file is written and closed: skip the interpreter's teardown of lm-eval's imports (0.2 s here).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -325,12 +325,13 @@ def _dist_version(name: str) -> str | None:
 
 @contextmanager
 def _evaluator(plan: Plan) -> Iterator[subprocess.Popen]:
-    """lm-eval, started while the server loads so its imports are done by the time the server is ready;
-    it sends nothing until the go file exists.  Always stopped."""
+    """lm-eval, started while the server loads: by the time the server is ready it has imported, built
+    its client, loaded the dataset and built every request; it sends nothing until the go file exists.
+    Always stopped."""
     go = plan.work_dir / ".start-eval"
     go.unlink(missing_ok=True)
-    env = {**os.environ, "HF_DATASETS_OFFLINE": "1"} if plan.dataset_dir else dict(os.environ)
-    proc = procs.start([*plan.lm_eval_argv, "--start-when", str(go)], plan.work_dir / "lm-eval.log", env)
+    proc = procs.start([*plan.lm_eval_argv, "--start-when", str(go)], plan.work_dir / "lm-eval.log",
+                       evaluate.lm_eval_environment(plan.dataset_dir, os.environ))
     try:
         yield proc
     finally:
@@ -358,7 +359,10 @@ def _run_eval(plan: Plan, server, evaluator: subprocess.Popen, before: server_me
             stall = monitor.poll()
             if stall:
                 raise ServerError(stall, server.log_tail())
-            time.sleep(EVAL_POLL_S)
+            try:
+                evaluator.wait(timeout=EVAL_POLL_S)  # returns the moment lm-eval exits, not at the next poll
+            except subprocess.TimeoutExpired:
+                pass
         if evaluator.returncode == 0:
             monitor.done()
     if evaluator.returncode != 0:

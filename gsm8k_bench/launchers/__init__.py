@@ -118,7 +118,7 @@ def _served_ids(response: requests.Response) -> list:
 
 
 def wait_ready(server: Server, served_name: str, timeout_s: float,
-               progress: Callable[[str], None], interval_s: float = 1.0,
+               progress: Callable[[str], None], interval_s: float = 0.25,
                progress_every_s: float = 10.0, silent_after_health_s: float = SILENT_AFTER_HEALTH_S) -> float:
     """Poll /health, then /v1/models for this run's served name, while watching the server; seconds taken.
 
