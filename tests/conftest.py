@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import importlib
 import os
 import textwrap
+from types import ModuleType
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,14 @@ def require(condition: bool, reason: str) -> None:
     if IN_CI:
         pytest.fail(f"required in CI: {reason}")
     pytest.skip(reason)
+
+
+def require_module(name: str) -> ModuleType:
+    """A test dependency, imported; missing, it is a skip locally and a failure in CI (unlike importorskip)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        require(False, f"Python package {name} ({exc})")
 
 
 @pytest.fixture(scope="session")
