@@ -3,8 +3,8 @@ from __future__ import annotations
 import importlib
 import os
 import textwrap
-from types import ModuleType
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 

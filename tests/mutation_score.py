@@ -75,8 +75,8 @@ def run_mutmut(work: Path, max_children: int) -> None:
 def collect(work: Path) -> list[tuple[str, str, str, str]]:
     """(module file, mutant, status, diff) for every mutant; diffs only for those not killed."""
     os.chdir(work)  # mutmut's own readers expect its working directory
-    from mutmut.mutation.diff_apply import get_diff_for_mutant
     from mutmut.mutation.data import SourceFileMutationData
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
     from mutmut.stats import status_by_exit_code
 
     rows = []
