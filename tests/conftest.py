@@ -74,3 +74,79 @@ models:
 
 def parse(text: str, name: str = "matrix.yaml") -> Matrix:
     return parse_matrix(textwrap.dedent(text), Path(name))
+
+
+# Every session matrix.yaml makes today, written out: a change to naming or to the product shows here.
+SEED_SESSIONS = [
+    "gsm8k-smollm2-135m-cpu-vllm-fp16-tp1", "gsm8k-llama-3.1-8b-h100-vllm-fp16-tp1",
+    "gsm8k-llama-3.1-8b-h100-vllm-fp8-tp1", "gsm8k-llama-3.1-8b-h100-sglang-fp16-tp1",
+    "gsm8k-llama-3.1-8b-h100-sglang-fp8-tp1", "gsm8k-llama-3.1-8b-h200-vllm-fp16-tp1",
+    "gsm8k-llama-3.1-8b-h200-vllm-fp8-tp1", "gsm8k-llama-3.1-8b-h200-sglang-fp16-tp1",
+    "gsm8k-llama-3.1-8b-h200-sglang-fp8-tp1", "gsm8k-llama-3.1-8b-b200-vllm-fp16-tp1",
+    "gsm8k-llama-3.1-8b-b200-vllm-fp8-tp1", "gsm8k-llama-3.1-8b-b200-vllm-fp4-tp1",
+    "gsm8k-llama-3.1-8b-b200-sglang-fp16-tp1", "gsm8k-llama-3.1-8b-b200-sglang-fp8-tp1",
+    "gsm8k-llama-3.1-8b-b200-sglang-fp4-tp1", "gsm8k-llama-3.1-8b-mi300x-vllm-fp16-tp1",
+    "gsm8k-llama-3.1-8b-mi300x-vllm-fp8-tp1", "gsm8k-llama-3.1-8b-mi300x-sglang-fp16-tp1",
+    "gsm8k-llama-3.1-8b-mi300x-sglang-fp8-tp1", "gsm8k-llama-3.1-8b-mi325x-vllm-fp16-tp1",
+    "gsm8k-llama-3.1-8b-mi325x-vllm-fp8-tp1", "gsm8k-llama-3.1-8b-mi325x-sglang-fp16-tp1",
+    "gsm8k-llama-3.1-8b-mi325x-sglang-fp8-tp1", "gsm8k-llama-3.1-8b-mi355x-vllm-fp16-tp1",
+    "gsm8k-llama-3.1-8b-mi355x-vllm-fp8-tp1", "gsm8k-llama-3.1-8b-mi355x-sglang-fp16-tp1",
+    "gsm8k-llama-3.1-8b-mi355x-sglang-fp8-tp1", "gsm8k-llama-3.3-70b-h100-vllm-fp16-tp4",
+    "gsm8k-llama-3.3-70b-h100-vllm-fp16-tp8", "gsm8k-llama-3.3-70b-h100-vllm-fp8-tp4",
+    "gsm8k-llama-3.3-70b-h100-vllm-fp8-tp8", "gsm8k-llama-3.3-70b-h100-sglang-fp16-tp4",
+    "gsm8k-llama-3.3-70b-h100-sglang-fp16-tp8", "gsm8k-llama-3.3-70b-h100-sglang-fp8-tp4",
+    "gsm8k-llama-3.3-70b-h100-sglang-fp8-tp8", "gsm8k-llama-3.3-70b-h200-vllm-fp16-tp4",
+    "gsm8k-llama-3.3-70b-h200-vllm-fp16-tp8", "gsm8k-llama-3.3-70b-h200-vllm-fp8-tp4",
+    "gsm8k-llama-3.3-70b-h200-vllm-fp8-tp8", "gsm8k-llama-3.3-70b-h200-sglang-fp16-tp4",
+    "gsm8k-llama-3.3-70b-h200-sglang-fp16-tp8", "gsm8k-llama-3.3-70b-h200-sglang-fp8-tp4",
+    "gsm8k-llama-3.3-70b-h200-sglang-fp8-tp8", "gsm8k-llama-3.3-70b-b200-vllm-fp16-tp4",
+    "gsm8k-llama-3.3-70b-b200-vllm-fp16-tp8", "gsm8k-llama-3.3-70b-b200-vllm-fp8-tp4",
+    "gsm8k-llama-3.3-70b-b200-vllm-fp8-tp8", "gsm8k-llama-3.3-70b-b200-vllm-fp4-tp4",
+    "gsm8k-llama-3.3-70b-b200-vllm-fp4-tp8", "gsm8k-llama-3.3-70b-b200-sglang-fp16-tp4",
+    "gsm8k-llama-3.3-70b-b200-sglang-fp16-tp8", "gsm8k-llama-3.3-70b-b200-sglang-fp8-tp4",
+    "gsm8k-llama-3.3-70b-b200-sglang-fp8-tp8", "gsm8k-llama-3.3-70b-b200-sglang-fp4-tp4",
+    "gsm8k-llama-3.3-70b-b200-sglang-fp4-tp8", "gsm8k-llama-3.3-70b-mi300x-vllm-fp16-tp4",
+    "gsm8k-llama-3.3-70b-mi300x-vllm-fp16-tp8", "gsm8k-llama-3.3-70b-mi300x-vllm-fp8-tp4",
+    "gsm8k-llama-3.3-70b-mi300x-vllm-fp8-tp8", "gsm8k-llama-3.3-70b-mi300x-sglang-fp16-tp4",
+    "gsm8k-llama-3.3-70b-mi300x-sglang-fp16-tp8", "gsm8k-llama-3.3-70b-mi300x-sglang-fp8-tp4",
+    "gsm8k-llama-3.3-70b-mi300x-sglang-fp8-tp8", "gsm8k-llama-3.3-70b-mi325x-vllm-fp16-tp4",
+    "gsm8k-llama-3.3-70b-mi325x-vllm-fp16-tp8", "gsm8k-llama-3.3-70b-mi325x-vllm-fp8-tp4",
+    "gsm8k-llama-3.3-70b-mi325x-vllm-fp8-tp8", "gsm8k-llama-3.3-70b-mi325x-sglang-fp16-tp4",
+    "gsm8k-llama-3.3-70b-mi325x-sglang-fp16-tp8", "gsm8k-llama-3.3-70b-mi325x-sglang-fp8-tp4",
+    "gsm8k-llama-3.3-70b-mi325x-sglang-fp8-tp8", "gsm8k-llama-3.3-70b-mi355x-vllm-fp16-tp4",
+    "gsm8k-llama-3.3-70b-mi355x-vllm-fp16-tp8", "gsm8k-llama-3.3-70b-mi355x-vllm-fp8-tp4",
+    "gsm8k-llama-3.3-70b-mi355x-vllm-fp8-tp8", "gsm8k-llama-3.3-70b-mi355x-vllm-fp4-tp4",
+    "gsm8k-llama-3.3-70b-mi355x-vllm-fp4-tp8", "gsm8k-llama-3.3-70b-mi355x-sglang-fp16-tp4",
+    "gsm8k-llama-3.3-70b-mi355x-sglang-fp16-tp8", "gsm8k-llama-3.3-70b-mi355x-sglang-fp8-tp4",
+    "gsm8k-llama-3.3-70b-mi355x-sglang-fp8-tp8", "gsm8k-llama-3.3-70b-mi355x-sglang-fp4-tp4",
+    "gsm8k-llama-3.3-70b-mi355x-sglang-fp4-tp8",
+]
+
+# precision, framework, vendor, pre-quantized checkpoint? -> (--dtype, --quantization, --kv-cache-dtype), as the
+# README's precision table states them; written out, never read from the objects the command builder reads.
+SERVER_FLAGS = {
+    ("fp16", "vllm", "nvidia", False): ("bfloat16", None, None),
+    ("fp16", "vllm", "amd", False): ("bfloat16", None, None),
+    ("fp16", "vllm", "cpu", False): ("bfloat16", None, None),
+    ("fp16", "sglang", "nvidia", False): ("bfloat16", None, None),
+    ("fp16", "sglang", "amd", False): ("bfloat16", None, None),
+    # FP8: a pre-quantized checkpoint carries its method; without one the server quantizes online.
+    ("fp8", "vllm", "nvidia", True): ("bfloat16", None, "fp8"),
+    ("fp8", "vllm", "amd", True): ("bfloat16", None, "fp8"),
+    ("fp8", "sglang", "nvidia", True): ("bfloat16", None, "fp8_e4m3"),
+    ("fp8", "sglang", "amd", True): ("bfloat16", None, "fp8_e4m3"),
+    ("fp8", "vllm", "nvidia", False): ("bfloat16", "fp8", "fp8"),
+    ("fp8", "vllm", "amd", False): ("bfloat16", "fp8", "fp8"),
+    ("fp8", "sglang", "nvidia", False): ("bfloat16", "fp8", "fp8_e4m3"),
+    ("fp8", "sglang", "amd", False): ("bfloat16", "fp8", "fp8_e4m3"),
+    # FP4: pre-quantized only; vLLM reads the method from the checkpoint, SGLang is told it per vendor.
+    ("fp4", "vllm", "nvidia", True): ("bfloat16", None, None),
+    ("fp4", "vllm", "amd", True): ("bfloat16", None, None),
+    ("fp4", "sglang", "nvidia", True): ("bfloat16", "modelopt_fp4", None),
+    ("fp4", "sglang", "amd", True): ("bfloat16", "quark", None),
+}
+
+
+def expected_server_flags(combo) -> tuple[str | None, str | None, str | None]:
+    prequantized = combo.checkpoint != combo.model.checkpoint
+    return SERVER_FLAGS[combo.precision.name, combo.framework.name, combo.runner.vendor, prequantized]

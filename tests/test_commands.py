@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, SEED_SESSIONS, expected_server_flags, parse
 
 from gsm8k_bench import envs
 from gsm8k_bench.errors import BenchError, ConfigError
@@ -33,12 +33,12 @@ def test_every_combination_builds_its_precision_into_the_server_command(matrix):
     for combo in matrix.combinations:
         target = ServeTarget(combo.checkpoint, combo.model.name, "127.0.0.1", combo.framework.port)
         argv = FRAMEWORKS[combo.framework.name].server_command(combo, target)
-        flags = combo.flags
+        dtype, quantization, kv_cache = expected_server_flags(combo)
         tp_flag = "--tensor-parallel-size" if combo.framework.name == "vllm" else "--tp"
         assert flag(argv, tp_flag) == str(combo.tp), combo.name
-        assert flag(argv, "--dtype") == flags.dtype, combo.name
-        assert flag(argv, "--quantization") == combo.quantization, combo.name
-        assert flag(argv, "--kv-cache-dtype") == flags.kv_cache_dtype, combo.name
+        assert flag(argv, "--dtype") == dtype, combo.name
+        assert flag(argv, "--quantization") == quantization, combo.name
+        assert flag(argv, "--kv-cache-dtype") == kv_cache, combo.name
         assert flag(argv, "--served-model-name") == combo.model.name
         assert flag(argv, "--port") == str(combo.framework.port)
         if combo.framework.name == "vllm":
@@ -69,14 +69,18 @@ def test_precision_mapping_examples(matrix, session, quantization, kv_cache, che
     assert checkpoint in plan.server_argv
 
 
-def test_online_fp8_quantization_when_the_model_has_no_fp8_checkpoint(matrix):
-    from dataclasses import replace
-
-    combo = matrix.get("gsm8k-llama-3.1-8b-h200-vllm-fp8-tp1")
-    plain = replace(combo, model=replace(combo.model, checkpoints={}))
-    argv = FRAMEWORKS["vllm"].server_command(plain, ServeTarget("m", "s", "127.0.0.1", 8000))
-    assert flag(argv, "--quantization") == "fp8"
-    assert flag(argv, "--kv-cache-dtype") == "fp8"
+@pytest.mark.parametrize("session", ["gsm8k-llama-3.1-8b-h200-vllm-fp8-tp1", "gsm8k-llama-3.1-8b-mi300x-vllm-fp8-tp1",
+                                     "gsm8k-llama-3.1-8b-h200-sglang-fp8-tp1",
+                                     "gsm8k-llama-3.1-8b-mi325x-sglang-fp8-tp1"])
+def test_online_fp8_quantization_when_the_model_has_no_fp8_checkpoint(session):
+    text = (ROOT / "matrix.yaml").read_text().replace("      fp8: RedHatAI/Meta-Llama-3.1-8B-Instruct-FP8\n", "")
+    combo = parse(text).get(session)
+    assert combo.checkpoint == "meta-llama/Llama-3.1-8B-Instruct"
+    argv = FRAMEWORKS[combo.framework.name].server_command(combo, ServeTarget("m", "s", "127.0.0.1", 8000))
+    dtype, quantization, kv_cache = expected_server_flags(combo)
+    assert quantization == "fp8"
+    assert (flag(argv, "--dtype"), flag(argv, "--quantization"), flag(argv, "--kv-cache-dtype")) == (
+        dtype, quantization, kv_cache)
 
 
 def test_nvidia_container_spec(matrix):
@@ -213,8 +217,8 @@ def test_nox_lists_sessions_and_a_broken_matrix_gives_one_message(tmp_path):
     listed = subprocess.run([sys.executable, "-m", "nox", "-l"], cwd=ROOT, capture_output=True, text=True,
                             timeout=60)
     assert listed.returncode == 0
-    sessions = [line for line in listed.stdout.splitlines() if line.startswith("- gsm8k-")]
-    assert len(sessions) >= 50
+    sessions = [line.split()[1] for line in listed.stdout.splitlines() if line.startswith("- gsm8k-")]
+    assert sessions == SEED_SESSIONS and len(sessions) == 83
     assert "[smollm2-135m,cpu,cpu,vllm,fp16,tp1]" in listed.stdout
     assert "* lint" in listed.stdout and "* tests" in listed.stdout  # the only default sessions
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import MINIMAL, parse
+from conftest import MINIMAL, SEED_SESSIONS, parse
 
 from gsm8k_bench.errors import ConfigError
-from gsm8k_bench.matrix import SESSION_NAME, select
+from gsm8k_bench.matrix import select
 
 
 def names(matrix) -> list[str]:
@@ -27,12 +27,15 @@ def test_names_and_tags_are_stable_and_in_the_alphabet():
     assert names(first) == names(second)
     combo = first.get("gsm8k-tiny-mi355x-sglang-fp8-tp2")
     assert combo.tags == ("tiny", "mi355x", "amd", "sglang", "fp8", "tp2")
-    assert all(SESSION_NAME.match(n) for n in names(first))
+    assert names(first) == [
+        f"gsm8k-tiny-{runner}-{framework}-{precision}-tp{tp}"
+        for runner, precisions in (("h100", ("fp16", "fp8")), ("mi355x", ("fp16", "fp8", "fp4")))
+        for framework in ("vllm", "sglang") for precision in precisions for tp in (1, 2)]
 
 
 def test_seed_matrix_covers_every_runner_framework_and_precision(matrix):
     combos = matrix.combinations
-    assert len(combos) >= 50
+    assert [c.name for c in combos] == SEED_SESSIONS and len(combos) == 83
     assert {c.runner.name for c in combos} == {"h100", "h200", "b200", "mi300x", "mi325x", "mi355x", "cpu"}
     assert {c.framework.name for c in combos} == {"vllm", "sglang"}
     assert {c.precision.name for c in combos} == {"fp16", "fp8", "fp4"}
