@@ -254,3 +254,63 @@ def test_bad_input_still_writes_a_json_that_says_what_failed(matrix, tmp_path):
                                             "--results-dir", str(tmp_path)])
     doc = json.loads((tmp_path / f"{combo.name}.json").read_text())
     assert doc["status"] == "error" and "no such baselines file" in doc["error"]["message"]
+
+
+@pytest.mark.parametrize(("session", "python", "argv"), [
+    ("gsm8k-llama-3.3-70b-mi355x-sglang-fp4-tp8", None, [
+        "python3", "-m", "sglang.launch_server", "--model-path", "/w", "--host", "127.0.0.1", "--port", "1234",
+        "--served-model-name", "served", "--tp", "8", "--context-length", "8192", "--dtype", "bfloat16",
+        "--quantization", "quark", "--enable-metrics"]),
+    ("gsm8k-llama-3.1-8b-h100-vllm-fp8-tp1", None, [
+        "vllm", "serve", "/w", "--host", "127.0.0.1", "--port", "1234", "--served-model-name", "served",
+        "--tensor-parallel-size", "1", "--max-model-len", "4096", "--dtype", "bfloat16", "--kv-cache-dtype", "fp8"]),
+    ("gsm8k-smollm2-135m-cpu-vllm-fp16-tp1", "/env/bin/python", [
+        "/env/bin/python", "-m", "vllm.entrypoints.openai.api_server", "--model", "/w", "--host", "127.0.0.1",
+        "--port", "1234", "--served-model-name", "served", "--tensor-parallel-size", "1", "--max-model-len", "2048",
+        "--dtype", "bfloat16", "--enforce-eager"]),
+])
+def test_exact_server_commands(matrix, session, python, argv):
+    combo = matrix.get(session)
+    target = ServeTarget("/w", "served", "127.0.0.1", 1234, python)
+    assert FRAMEWORKS[combo.framework.name].server_command(combo, target) == argv
+
+
+def container(vendor, tp=1, command=("vllm", "serve", "m"), **extra):
+    from gsm8k_bench.containers import container_spec
+
+    return container_spec(vendor=vendor, tp=tp, image="img:1", command=list(command), name="n", session="sess",
+                          hf_home=Path("/hf"), **{"environment": {}, **extra})
+
+
+def test_exact_amd_container():
+    from gsm8k_bench.containers.spec import Mount
+
+    spec = container("amd", tp=4, environment={"A": "1"}, extra_mounts=(Mount("/src", "/models/x", True),))
+    run = ["docker", "run", "--rm", "--name", "n", "--network=host", "--label=gsm8k-bench.session=sess",
+           "--device=/dev/kfd", "--device=/dev/dri", "--group-add=video", "--group-add=render",
+           "--security-opt=seccomp=unconfined", "--ipc=host", "--shm-size=32g",
+           "--volume=/hf:/root/.cache/huggingface", "--volume=/src:/models/x:ro",
+           "--env=HF_HOME=/root/.cache/huggingface", "--env=A=1", "--env=HF_TOKEN", "--env=HUGGING_FACE_HUB_TOKEN",
+           "--entrypoint", "vllm", "img:1", "serve", "m"]
+    assert spec.docker_run_argv() == run
+    assert spec.describe() == {
+        "image": "img:1", "name": "n", "command": ["vllm", "serve", "m"], "devices": ["/dev/kfd", "/dev/dri"],
+        "gpu_count": None, "group_add": ["video", "render"], "security_opt": ["seccomp=unconfined"],
+        "ipc": "host", "shm_size": "32g", "network": "host",
+        "mounts": ["/hf:/root/.cache/huggingface", "/src:/models/x:ro"],
+        "env": {"HF_HOME": "/root/.cache/huggingface", "A": "1"}, "env_by_name": ["HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"],
+        "labels": {"gsm8k-bench.session": "sess"}, "docker_run": " ".join(run)}
+
+
+def test_exact_nvidia_and_cpu_containers():
+    head = ["docker", "run", "--rm", "--name", "n", "--network=host", "--label=gsm8k-bench.session=sess"]
+    tail = ["--volume=/hf:/root/.cache/huggingface", "--env=HF_HOME=/root/.cache/huggingface", "--env=HF_TOKEN",
+            "--env=HUGGING_FACE_HUB_TOKEN", "--entrypoint"]
+    assert container("nvidia", tp=2).docker_run_argv() == [
+        *head, "--gpus", "2", "--ipc=host", "--shm-size=32g", *tail, "vllm", "img:1", "serve", "m"]
+    assert container("cpu", command=("python3", "-m", "x")).docker_run_argv() == [
+        *head, "--shm-size=2g", *tail, "python3", "img:1", "-m", "x"]
+    from dataclasses import replace
+
+    every_gpu = replace(container("nvidia"), device=replace(container("nvidia").device, gpu_count=-1))
+    assert every_gpu.docker_run_argv()[7:9] == ["--gpus", "all"]
