@@ -274,3 +274,95 @@ def test_select_uses_nox_keyword_and_tag_semantics(matrix):
         select(matrix.combinations, names=["gsm8k-smollm2-135m-cpu-vllm-fp16-tp2"])
     with pytest.raises(ConfigError, match="not a valid expression"):
         select(matrix.combinations, keywords="h100 and (")
+
+
+def test_loaded_objects_are_exactly_what_the_file_says():
+    from gsm8k_bench.matrix import Defaults, Framework, Model, Precision, Runner
+
+    text = MINIMAL.replace("runners:\n", "defaults: {num_fewshot: 0, max_model_len: 2048, request_timeout_s: 30}\n"
+                           "runners:\n", 1).replace(
+        "precisions: [fp16, fp8]}", "precisions: [fp16, fp8], concurrency: 32, start_timeout_s: 60}").replace(
+        "    port: 30000\n", "    port: 30000\n    env:\n      amd: {A: '1', B: '2'}\n      mi355x: {B: '3'}\n")
+    m = parse(text + "    server_args: {vllm: [--enforce-eager]}\n    max_gen_toks: 512\n    limit: 7\n"
+                     "    protocol: chat\n")
+    assert m.defaults == Defaults(num_fewshot=0, max_model_len=2048, max_gen_toks=256, request_timeout_s=30,
+                                  max_retries=3, start_timeout_s=1800.0)
+    assert list(m.runners.values()) == [
+        Runner("h100", "nvidia", 8, "h100-cr", ("fp16", "fp8"), 32, 60.0),
+        Runner("mi355x", "amd", 8, "mi355x-amd", ("fp16", "fp8", "fp4"), 16, None),
+        Runner("cpu", "cpu", 0, "ubuntu-24.04", ("fp16",), 16, None)]
+    assert m.runners["h100"].max_tp == 8 and m.runners["cpu"].max_tp == 1
+    assert list(m.frameworks.values()) == [
+        Framework("vllm", 8000, {"nvidia": "vllm/vllm-openai:v1", "amd": "vllm/vllm-openai-rocm:v1",
+                                 "cpu": "local/vllm-cpu:1"}, {}),
+        Framework("sglang", 30000, {"nvidia": "lmsysorg/sglang:v1", "amd": "lmsysorg/sglang:v1-rocm"},
+                  {"amd": {"A": "1", "B": "2"}, "mi355x": {"B": "3"}})]
+    # The runner's own entry wins over its vendor's.
+    assert m.frameworks["sglang"].env_for(m.runners["mi355x"]) == {"A": "1", "B": "3"}
+    assert m.frameworks["sglang"].env_for(m.runners["h100"]) == {}
+    assert list(m.precisions.values()) == [
+        Precision("fp16", "fp16", False, {"vllm": {"dtype": "bfloat16"}, "sglang": {"dtype": "bfloat16"}}),
+        Precision("fp8", "fp8", False, {
+            "vllm": {"dtype": "bfloat16", "online_quantization": "fp8", "kv_cache_dtype": "fp8"},
+            "sglang": {"dtype": "bfloat16", "online_quantization": "fp8", "kv_cache_dtype": "fp8_e4m3"}}),
+        Precision("fp4", "fp4", True, {"vllm": {"dtype": "bfloat16"},
+                                       "sglang": {"dtype": "bfloat16", "checkpoint_quantization": {"amd": "quark"}}})]
+    assert m.models == {"tiny": Model(
+        name="tiny", checkpoint="org/tiny", protocol="chat", runners=("h100", "mi355x"),
+        frameworks=("vllm", "sglang"), precisions=("fp16", "fp8", "fp4"), tp=(1, 2),
+        checkpoints={"fp4": {"amd": "org/tiny-mxfp4"}}, server_args={"vllm": ("--enforce-eager",)},
+        max_model_len=2048, max_gen_toks=512, limit=7)}
+    combo = m.get("gsm8k-tiny-mi355x-sglang-fp4-tp2")
+    assert combo.summary() == {
+        "session": "gsm8k-tiny-mi355x-sglang-fp4-tp2", "model": "tiny", "checkpoint": "org/tiny-mxfp4",
+        "runner": "mi355x", "runner_label": "mi355x-amd", "vendor": "amd", "framework": "sglang",
+        "precision": "fp4", "tp": 2}
+    assert combo.description == "GSM8k: org/tiny on mi355x (amd) with sglang, fp4, tp=2"
+    assert combo.image == "lmsysorg/sglang:v1-rocm" and combo.quantization == "quark"
+    with pytest.raises(ConfigError) as info:
+        m.get("gsm8k-tiny-h100-vllm-fp16-tp3")
+    assert str(info.value) == ("matrix.yaml: unknown session 'gsm8k-tiny-h100-vllm-fp16-tp3'; did you mean "
+                               "'gsm8k-tiny-h100-vllm-fp16-tp2'? Allowed: " + ", ".join(sorted(m.by_name())))
+
+
+def test_an_unreadable_matrix_file_names_it(tmp_path):
+    from gsm8k_bench.matrix import load_matrix
+
+    with pytest.raises(ConfigError) as info:
+        load_matrix(tmp_path / "absent.yaml")
+    assert str(info.value) == f"{tmp_path / 'absent.yaml'}: cannot read the matrix: No such file or directory"
+
+
+def test_adhoc_combinations(matrix):
+    from gsm8k_bench.matrix import adhoc_combination
+
+    known = adhoc_combination(matrix, model="llama-3.1-8b", runner="mi355x", framework="vllm", precision="fp8",
+                              tp=2, image="my/vllm:dev")
+    assert known.checkpoint == "RedHatAI/Meta-Llama-3.1-8B-Instruct-FP8" and known.image == "my/vllm:dev"
+    assert known.name == "gsm8k-llama-3.1-8b-mi355x-vllm-fp8-tp2" and known.model.protocol == "completions"
+    override = adhoc_combination(matrix, model="llama-3.1-8b", runner="h100", framework="vllm", precision="fp8",
+                                 tp=1, checkpoint="org/custom", protocol="chat")
+    assert (override.checkpoint, override.model.protocol, override.quantization) == ("org/custom", "chat", "fp8")
+    new = adhoc_combination(matrix, model="new", runner="b200", framework="sglang", precision="fp4", tp=1,
+                            checkpoint="org/new-fp4")
+    assert (new.checkpoint, new.quantization, new.model.protocol) == ("org/new-fp4", "modelopt_fp4", "completions")
+    assert (new.model.max_model_len, new.model.max_gen_toks) == (4096, 256)
+    for kwargs, message in [
+        ({"runner": "h1000"}, "--runner: unknown runner 'h1000'; did you mean 'h100'? Allowed: b200, cpu, h100, "
+                              "h200, mi300x, mi325x, mi355x"),
+        ({"framework": "vlm"}, "--framework: unknown framework 'vlm'; did you mean 'vllm'? Allowed: sglang, vllm"),
+        ({"precision": "fp6"}, "--precision: unknown precision 'fp6'; did you mean 'fp16'? Allowed: fp16, fp4, fp8"),
+        ({"protocol": "chats"}, "--protocol: unknown protocol 'chats'; did you mean 'chat'? Allowed: chat, "
+                                "completions"),
+        ({"model": "New_Model"}, "--model: 'New_Model' must match ^[a-z0-9][a-z0-9.]*(-[a-z0-9.]+)*$; it names the "
+                                 "session"),
+        ({"model": "new"}, "--model 'new' is not in matrix.yaml; give --checkpoint too (known models: "
+                           "smollm2-135m, llama-3.1-8b, llama-3.3-70b)"),
+        ({"tp": 9}, "command line: gsm8k-llama-3.1-8b-h100-vllm-fp16-tp9: tp 9 is larger than runner 'h100''s "
+                    "8 GPUs"),
+    ]:
+        args = {"model": "llama-3.1-8b", "runner": "h100", "framework": "vllm", "precision": "fp16", "tp": 1,
+                **kwargs}
+        with pytest.raises(ConfigError) as info:
+            adhoc_combination(matrix, **args)
+        assert str(info.value) == message
