@@ -294,3 +294,9 @@ def test_protocol_of_takes_the_stop_sequences_from_lm_eval():
     assert gate.protocol_of(run, {"until": ["Question:"], "do_sample": False}) == {**PROTOCOL,
                                                                                    "until": ["Question:"]}
     assert gate.protocol_of({}, {}) == {**dict.fromkeys(gate.PROTOCOL_KEYS), "until": []}
+
+
+def test_an_upper_bound_never_exceeds_one():
+    # For p = 1 the formula is 1 exactly, but floating point lands just above it for some n (5, 7, 8, ...).
+    bounds = [gate.wilson_upper(1.0, n, 0.95) for n in range(1, 60)]
+    assert max(bounds) == 1.0 and min(bounds) > 1 - 1e-12
