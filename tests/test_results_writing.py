@@ -47,3 +47,12 @@ def test_reading_something_else_is_refused(tmp_path, text):
 
 def test_statuses_and_schema_are_pinned():
     assert results.SCHEMA_VERSION == 1 and results.STATUSES == ("passed", "failed", "error")
+
+
+def test_the_temporary_file_is_made_beside_the_result(tmp_path, monkeypatch):
+    # Made anywhere else, the final rename could cross filesystems and stop being atomic.
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-temp-dir"))
+    path = results.write_atomic(tmp_path / "out" / "s.json", {"schema": 1, "session": "s"})
+    assert results.read(path)["session"] == "s"
