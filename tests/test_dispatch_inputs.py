@@ -69,6 +69,11 @@ def test_an_adhoc_hub_model_row(matrix):
         "artifact": "gsm8k-qwen3-8b-instruct.v2-h200-vllm-fp8-tp2-attempt1"}
 
 
+def test_a_hub_name_loses_its_trailing_separators(matrix):
+    (row,) = dispatch.plan(matrix, inputs(model="org/Model_", runner="h100", framework="vllm", precision="fp16"))
+    assert row["session"] == "gsm8k-model-h100-vllm-fp16-tp1" and row["checkpoint"] == "org/Model_"
+
+
 def test_an_adhoc_matrix_model_keeps_its_checkpoints(matrix):
     (row,) = dispatch.plan(matrix, inputs(model="llama-3.1-8b", runner="mi300x", framework="sglang",
                                           precision="fp8"))
