@@ -366,3 +366,29 @@ def test_adhoc_combinations(matrix):
         with pytest.raises(ConfigError) as info:
             adhoc_combination(matrix, **args)
         assert str(info.value) == message
+
+
+@pytest.mark.parametrize(("rule", "removed"), [
+    ("{tp: 2}", {n for n in names(parse(MINIMAL)) if n.endswith("-tp2")}),
+    ("{runner: mi355x, precision: fp8}", {"gsm8k-tiny-mi355x-vllm-fp8-tp1", "gsm8k-tiny-mi355x-vllm-fp8-tp2",
+                                          "gsm8k-tiny-mi355x-sglang-fp8-tp1", "gsm8k-tiny-mi355x-sglang-fp8-tp2"}),
+    ("{model: tiny, runner: h100, framework: vllm, precision: fp16, tp: 1}", {"gsm8k-tiny-h100-vllm-fp16-tp1"}),
+])
+def test_every_exclude_key_narrows_what_is_removed(rule, removed):
+    kept = names(parse(MINIMAL + f"exclude:\n  - {rule}\n"))
+    assert set(names(parse(MINIMAL))) - set(kept) == removed
+
+
+def test_select_by_names_keeps_their_order_and_tags_and_keywords_combine(matrix):
+    picked = select(matrix.combinations, names=["gsm8k-llama-3.1-8b-b200-vllm-fp4-tp1",
+                                                "gsm8k-smollm2-135m-cpu-vllm-fp16-tp1"])
+    assert [c.name for c in picked] == ["gsm8k-llama-3.1-8b-b200-vllm-fp4-tp1", "gsm8k-smollm2-135m-cpu-vllm-fp16-tp1"]
+    both = select(matrix.combinations, keywords="vllm", tags=["fp4", "cpu"])
+    assert [c.name for c in both] == [
+        "gsm8k-smollm2-135m-cpu-vllm-fp16-tp1", "gsm8k-llama-3.1-8b-b200-vllm-fp4-tp1",
+        "gsm8k-llama-3.3-70b-b200-vllm-fp4-tp4", "gsm8k-llama-3.3-70b-b200-vllm-fp4-tp8",
+        "gsm8k-llama-3.3-70b-mi355x-vllm-fp4-tp4", "gsm8k-llama-3.3-70b-mi355x-vllm-fp4-tp8"]
+    assert select(matrix.combinations) == list(matrix.combinations)
+    with pytest.raises(ConfigError) as info:
+        select(matrix.combinations, keywords="h100 and (")
+    assert str(info.value).startswith("-k 'h100 and (' is not a valid expression: ")
