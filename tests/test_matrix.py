@@ -392,3 +392,10 @@ def test_select_by_names_keeps_their_order_and_tags_and_keywords_combine(matrix)
     with pytest.raises(ConfigError) as info:
         select(matrix.combinations, keywords="h100 and (")
     assert str(info.value).startswith("-k 'h100 and (' is not a valid expression: ")
+
+
+def test_a_yaml_error_without_a_position_still_names_the_file():
+    with pytest.raises(ConfigError) as info:
+        parse('version: 1\nx: "\x07"\n')
+    assert str(info.value) == ('matrix.yaml: YAML syntax error: unacceptable character #x0007: special characters '
+                               'are not allowed\n  in "<unicode string>", position 15')
