@@ -106,7 +106,12 @@ def main() -> int:
         run_mutmut(work, args.max_children)
         rows = collect(work)
         os.chdir(ROOT)
+    return report(rows, explained, args.write_unexplained)
 
+
+def report(rows: list[tuple[str, str, str, str]], explained: dict[tuple[str, str], str],
+           write_unexplained: Path | None) -> int:
+    """Print the score per module and the survivors; 1 when the score is under the target."""
     per_module = collections.defaultdict(collections.Counter)
     unexplained, used = [], set()
     for module, mutant, status, diff in rows:
@@ -146,10 +151,10 @@ def main() -> int:
               "or the code changed): remove them")
         for function, line in stale:
             print(f"  - `{function}`: `{line}`")
-    if args.write_unexplained:
+    if write_unexplained:
         lines = sorted({f"- `{function}`: `{line}` — REASON" for _, _, (function, line), _ in unexplained})
-        args.write_unexplained.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
-        print(f"\nwrote {len(lines)} lines to {args.write_unexplained}")
+        write_unexplained.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+        print(f"\nwrote {len(lines)} lines to {write_unexplained}")
 
     verdict = "PASS" if score >= TARGET else "FAIL"
     print(f"\nmutation score {score:.1%} (killed {total['killed']} of {scored}; {total['equivalent']} equivalent "
