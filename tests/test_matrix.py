@@ -256,6 +256,68 @@ def test_validation_errors_name_file_line_key_and_allowed_values(edit, message):
     assert str(info.value) == message
 
 
+# MINIMAL with one runner, one image list and one precision in block style: each key on its own line, so a
+# message must carry the key's line, not its mapping's.
+BLOCK = (MINIMAL.replace("  h100: {vendor: nvidia, gpus: 8, label: h100-cr, precisions: [fp16, fp8]}\n",
+                         "  h100:\n    precisions: [fp16, fp8]\n    vendor: nvidia\n    gpus: 8\n    label: h100-cr\n")
+         .replace("    images: {nvidia: lmsysorg/sglang:v1, amd: lmsysorg/sglang:v1-rocm}\n",
+                  "    images:\n      nvidia: lmsysorg/sglang:v1\n      amd: lmsysorg/sglang:v1-rocm\n")
+         .replace("    vllm: {dtype: bfloat16, online_quantization: fp8, kv_cache_dtype: fp8}\n",
+                  "    vllm:\n      dtype: bfloat16\n      online_quantization: fp8\n      kv_cache_dtype: fp8\n"))
+
+
+def test_block_style_reads_the_same():
+    assert names(parse(BLOCK)) == names(parse(MINIMAL))
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (('    vendor: nvidia\n', '    vendor: nvidiaa\n', 1),
+     "matrix.yaml:5: runners.h100.vendor: unknown vendor 'nvidiaa'; did you mean 'nvidia'? Allowed: amd, "
+     'cpu, nvidia'),
+    (('    gpus: 8\n    label', '    gpus: eight\n    label', 1),
+     "matrix.yaml:6: runners.h100.gpus: expected int, got 'eight'"),
+    (('    gpus: 8\n    label', '    gpus: 0\n    label', 1),
+     'matrix.yaml:6: runners.h100.gpus: a nvidia runner needs at least one GPU'),
+    (('    label: h100-cr\n', "    label: 'h 1'\n", 1),
+     "matrix.yaml:7: runners.h100.label: runner label 'h 1' has characters outside [A-Za-z0-9._-]"),
+    (('    label: h100-cr\n', '    label: 5\n', 1),
+     'matrix.yaml:7: runners.h100.label: expected str, got 5'),
+    (('    label: h100-cr\n', '    label: h100-cr\n    concurrency: 0\n', 1),
+     'matrix.yaml:8: runners.h100.concurrency: must be >= 1, got 0'),
+    (('    label: h100-cr\n', '    label: h100-cr\n    start_timeout_s: soon\n', 1),
+     "matrix.yaml:8: runners.h100.start_timeout_s: expected int or float, got 'soon'"),
+    (('    label: h100-cr\n', '    label: h100-cr\n    gpu: 1\n', 1),
+     "matrix.yaml:8: runners.h100.gpu: unknown key 'gpu'; did you mean 'gpus'? Allowed: concurrency, gpus, "
+     'label, precisions, start_timeout_s, vendor'),
+    (('      amd: lmsysorg/sglang:v1-rocm\n', '      amd: 3\n', 1),
+     'matrix.yaml:18: frameworks.sglang.images.amd: expected str, got 3'),
+    (('      kv_cache_dtype: fp8\n', '      kv_cache_dtype: 8\n', 1),
+     'matrix.yaml:25: precisions.fp8.vllm.kv_cache_dtype: expected str, got 8'),
+    (('      kv_cache_dtype: fp8\n', '      kv_cache_dtypes: fp8\n', 1),
+     "matrix.yaml:25: precisions.fp8.vllm.kv_cache_dtypes: unknown key 'kv_cache_dtypes'; did you mean "
+     "'kv_cache_dtype'? Allowed: checkpoint_quantization, dtype, kv_cache_dtype, online_quantization"),
+    (('      kv_cache_dtype: fp8\n', '      kv_cache_dtype: {amdd: fp8}\n', 1),
+     "matrix.yaml:25: precisions.fp8.vllm.kv_cache_dtype.amdd: unknown vendor 'amdd'; did you mean 'amd'? "
+     'Allowed: amd, cpu, nvidia'),
+    (('    port: 30000\n', "    port: 30000\n    env:\n      amd:\n        A: '1'\n        bad-name: '1'\n", 1),
+     'matrix.yaml:19: frameworks.sglang.env.amd.bad-name: environment names are [A-Z_][A-Z0-9_]*'),
+    (('    port: 30000\n', "    port: 30000\n    env:\n      amd:\n        A: '1'\n        B: 1\n", 1),
+     'matrix.yaml:19: frameworks.sglang.env.amd.B: expected str, got 1'),
+    (('    port: 30000\n', '    images2: 1\n    port: 30000\n', 1),
+     "matrix.yaml:15: frameworks.sglang.images2: unknown key 'images2'; did you mean 'images'? Allowed: "
+     'env, images, port'),
+    (('    port: 30000\n', '    port: 0\n', 1),
+     'matrix.yaml:15: frameworks.sglang.port: must be >= 1, got 0'),
+
+])
+def test_block_style_errors_carry_the_keys_own_line(edit, message):
+    text = BLOCK.replace(*edit)
+    assert text != BLOCK
+    with pytest.raises(ConfigError) as info:
+        parse(text)
+    assert str(info.value) == message
+
+
 def test_error_carries_the_line_of_the_key():
     text = MINIMAL.replace("runners: [h100, mi355x]", "runners: [h10, mi355x]")
     line = next(i for i, row in enumerate(text.splitlines(), 1) if "[h10," in row)
