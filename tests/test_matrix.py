@@ -309,6 +309,8 @@ def test_block_style_reads_the_same():
     (('    port: 30000\n', '    port: 0\n', 1),
      'matrix.yaml:15: frameworks.sglang.port: must be >= 1, got 0'),
 
+    (("    checkpoint: org/tiny\n", "    protocol: completions\n    checkpoint: [org/tiny]\n", 1),
+     "matrix.yaml:34: models.tiny.checkpoint: expected str, got ['org/tiny']"),
 ])
 def test_block_style_errors_carry_the_keys_own_line(edit, message):
     text = BLOCK.replace(*edit)
