@@ -311,6 +311,9 @@ def test_block_style_reads_the_same():
 
     (("    checkpoint: org/tiny\n", "    protocol: completions\n    checkpoint: [org/tiny]\n", 1),
      "matrix.yaml:34: models.tiny.checkpoint: expected str, got ['org/tiny']"),
+    (("    port: 30000\n    images:\n      nvidia: lmsysorg/sglang:v1\n      amd: lmsysorg/sglang:v1-rocm\n",
+      "    images:\n      nvidia: lmsysorg/sglang:v1\n      amd: lmsysorg/sglang:v1-rocm\n    port: 0\n", 1),
+     "matrix.yaml:18: frameworks.sglang.port: must be >= 1, got 0"),
 ])
 def test_block_style_errors_carry_the_keys_own_line(edit, message):
     text = BLOCK.replace(*edit)
