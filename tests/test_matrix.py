@@ -314,6 +314,10 @@ def test_block_style_reads_the_same():
     (("    port: 30000\n    images:\n      nvidia: lmsysorg/sglang:v1\n      amd: lmsysorg/sglang:v1-rocm\n",
       "    images:\n      nvidia: lmsysorg/sglang:v1\n      amd: lmsysorg/sglang:v1-rocm\n    port: 0\n", 1),
      "matrix.yaml:18: frameworks.sglang.port: must be >= 1, got 0"),
+    (("runners:\n", "defaults:\n  num_fewshot: 5\n  max_retries: 0\nrunners:\n", 1),
+     "matrix.yaml:4: defaults.max_retries: must be positive, got 0"),
+    (("runners:\n", "defaults:\n  num_fewshot: 5\n  request_timeout_s: fast\nrunners:\n", 1),
+     "matrix.yaml:4: defaults.request_timeout_s: expected int or float, got 'fast'"),
 ])
 def test_block_style_errors_carry_the_keys_own_line(edit, message):
     text = BLOCK.replace(*edit)
