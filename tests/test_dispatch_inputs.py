@@ -143,3 +143,14 @@ def test_selection_size_limits():
     assert str(info.value) == ("the selection has 257 sessions, over GitHub's 256-job matrix limit; narrow it or "
                                "dispatch it in parts")
     assert dispatch.check_size([{}] * 256) == [{}] * 256
+
+
+def test_an_image_input_serves_where_the_matrix_has_none(matrix):
+    # matrix.yaml has no SGLang image for the cpu runner: the given image is what makes the cell valid.
+    (row,) = dispatch.plan(matrix, inputs(model="smollm2-135m", runner="cpu", framework="sglang",
+                                          precision="fp16", image="my/sglang:cpu"))
+    assert row["session"] == "gsm8k-smollm2-135m-cpu-sglang-fp16-tp1"
+    assert row["session_args"].endswith("--image my/sglang:cpu")
+    assert rejected(matrix, model="smollm2-135m", runner="cpu", framework="sglang", precision="fp16") == (
+        "command line: gsm8k-smollm2-135m-cpu-sglang-fp16-tp1: framework 'sglang' has no image for runner 'cpu' "
+        "(vendor cpu); add frameworks.sglang.images.cpu")
