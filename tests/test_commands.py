@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SEED_SESSIONS, expected_server_flags, parse
+from conftest import MINIMAL, ROOT, SEED_SESSIONS, expected_server_flags, parse
 
 from gsm8k_bench import envs
 from gsm8k_bench.errors import BenchError, ConfigError
@@ -17,6 +17,8 @@ from gsm8k_bench.frameworks import FRAMEWORKS, ServeTarget
 from gsm8k_bench.options import parse_session_args
 from gsm8k_bench.session import dry_run_text, plan_session
 
+MINIMAL_WITH_ARGS = MINIMAL + ("    server_args: {sglang: [--trust-remote-code, --mem-fraction-static], "
+                               "vllm: [--enforce-eager]}\n")
 TOKEN = "hf_" + "Q" * 34  # shaped like a real token; must never be printed
 
 
@@ -314,3 +316,11 @@ def test_exact_nvidia_and_cpu_containers():
 
     every_gpu = replace(container("nvidia"), device=replace(container("nvidia").device, gpu_count=-1))
     assert every_gpu.docker_run_argv()[7:9] == ["--gpus", "all"]
+
+
+def test_a_models_server_args_go_to_its_framework_only():
+    combo = parse(MINIMAL_WITH_ARGS).get("gsm8k-tiny-h100-sglang-fp16-tp1")
+    argv = FRAMEWORKS["sglang"].server_command(combo, ServeTarget("m", "s", "127.0.0.1", 1))
+    assert argv[-3:] == ["--trust-remote-code", "--mem-fraction-static", "--enable-metrics"]
+    vllm = parse(MINIMAL_WITH_ARGS).get("gsm8k-tiny-h100-vllm-fp16-tp1")
+    assert FRAMEWORKS["vllm"].server_command(vllm, ServeTarget("m", "s", "127.0.0.1", 1))[-1] == "--enforce-eager"
