@@ -66,6 +66,14 @@ def tests(session: nox.Session) -> None:
                 env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
 
 
+@nox.session(tags=["ci"])
+def mutation(session: nox.Session) -> None:
+    """Mutation score of the pure core (mutmut; modules and tests in pyproject's [tool.mutmut]): >= 90% killed."""
+    session.install("-e", ".[test]", "mutmut==3.8.1")
+    session.run("python", "tests/mutation_score.py", *session.posargs,
+                env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+
+
 @nox.session(name="cli-parsers", tags=["ci"])
 def cli_parsers(session: nox.Session) -> None:
     """Parse every generated server command with vLLM's and SGLang's own argument parsers."""

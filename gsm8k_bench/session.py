@@ -531,7 +531,7 @@ def run_session(plan: Plan, log: Callable[[str], None] = print) -> dict[str, Any
                 raise GateFailed(gate.describe_regression(document["gate"]))
             document["status"] = "passed"
         except KeyboardInterrupt as exc:
-            document["error"] = {"message": f"interrupted during {phase} ({exc or 'Ctrl-C'})", "log_tail": ""}
+            document["error"] = {"message": f"interrupted during {phase} ({str(exc) or 'Ctrl-C'})", "log_tail": ""}
             raise
         except BenchError as exc:
             document["error"] = {"message": f"{phase}: {exc}", "log_tail": getattr(exc, "log_tail", "")}

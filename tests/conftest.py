@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import importlib
 import os
 import textwrap
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -21,6 +23,14 @@ def require(condition: bool, reason: str) -> None:
     if IN_CI:
         pytest.fail(f"required in CI: {reason}")
     pytest.skip(reason)
+
+
+def require_module(name: str) -> ModuleType:
+    """A test dependency, imported; missing, it is a skip locally and a failure in CI (unlike importorskip)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        require(False, f"Python package {name} ({exc})")
 
 
 @pytest.fixture(scope="session")
@@ -64,3 +74,90 @@ models:
 
 def parse(text: str, name: str = "matrix.yaml") -> Matrix:
     return parse_matrix(textwrap.dedent(text), Path(name))
+
+
+# Every session matrix.yaml makes today, written out: a change to naming or to the product shows here.
+SEED_SESSIONS = [
+    "gsm8k-smollm2-135m-cpu-vllm-fp16-tp1", "gsm8k-llama-3.1-8b-h100-vllm-fp16-tp1",
+    "gsm8k-llama-3.1-8b-h100-vllm-fp8-tp1", "gsm8k-llama-3.1-8b-h100-sglang-fp16-tp1",
+    "gsm8k-llama-3.1-8b-h100-sglang-fp8-tp1", "gsm8k-llama-3.1-8b-h200-vllm-fp16-tp1",
+    "gsm8k-llama-3.1-8b-h200-vllm-fp8-tp1", "gsm8k-llama-3.1-8b-h200-sglang-fp16-tp1",
+    "gsm8k-llama-3.1-8b-h200-sglang-fp8-tp1", "gsm8k-llama-3.1-8b-b200-vllm-fp16-tp1",
+    "gsm8k-llama-3.1-8b-b200-vllm-fp8-tp1", "gsm8k-llama-3.1-8b-b200-vllm-fp4-tp1",
+    "gsm8k-llama-3.1-8b-b200-sglang-fp16-tp1", "gsm8k-llama-3.1-8b-b200-sglang-fp8-tp1",
+    "gsm8k-llama-3.1-8b-b200-sglang-fp4-tp1", "gsm8k-llama-3.1-8b-mi300x-vllm-fp16-tp1",
+    "gsm8k-llama-3.1-8b-mi300x-vllm-fp8-tp1", "gsm8k-llama-3.1-8b-mi300x-sglang-fp16-tp1",
+    "gsm8k-llama-3.1-8b-mi300x-sglang-fp8-tp1", "gsm8k-llama-3.1-8b-mi325x-vllm-fp16-tp1",
+    "gsm8k-llama-3.1-8b-mi325x-vllm-fp8-tp1", "gsm8k-llama-3.1-8b-mi325x-sglang-fp16-tp1",
+    "gsm8k-llama-3.1-8b-mi325x-sglang-fp8-tp1", "gsm8k-llama-3.1-8b-mi355x-vllm-fp16-tp1",
+    "gsm8k-llama-3.1-8b-mi355x-vllm-fp8-tp1", "gsm8k-llama-3.1-8b-mi355x-sglang-fp16-tp1",
+    "gsm8k-llama-3.1-8b-mi355x-sglang-fp8-tp1", "gsm8k-llama-3.3-70b-h100-vllm-fp16-tp4",
+    "gsm8k-llama-3.3-70b-h100-vllm-fp16-tp8", "gsm8k-llama-3.3-70b-h100-vllm-fp8-tp4",
+    "gsm8k-llama-3.3-70b-h100-vllm-fp8-tp8", "gsm8k-llama-3.3-70b-h100-sglang-fp16-tp4",
+    "gsm8k-llama-3.3-70b-h100-sglang-fp16-tp8", "gsm8k-llama-3.3-70b-h100-sglang-fp8-tp4",
+    "gsm8k-llama-3.3-70b-h100-sglang-fp8-tp8", "gsm8k-llama-3.3-70b-h200-vllm-fp16-tp4",
+    "gsm8k-llama-3.3-70b-h200-vllm-fp16-tp8", "gsm8k-llama-3.3-70b-h200-vllm-fp8-tp4",
+    "gsm8k-llama-3.3-70b-h200-vllm-fp8-tp8", "gsm8k-llama-3.3-70b-h200-sglang-fp16-tp4",
+    "gsm8k-llama-3.3-70b-h200-sglang-fp16-tp8", "gsm8k-llama-3.3-70b-h200-sglang-fp8-tp4",
+    "gsm8k-llama-3.3-70b-h200-sglang-fp8-tp8", "gsm8k-llama-3.3-70b-b200-vllm-fp16-tp4",
+    "gsm8k-llama-3.3-70b-b200-vllm-fp16-tp8", "gsm8k-llama-3.3-70b-b200-vllm-fp8-tp4",
+    "gsm8k-llama-3.3-70b-b200-vllm-fp8-tp8", "gsm8k-llama-3.3-70b-b200-vllm-fp4-tp4",
+    "gsm8k-llama-3.3-70b-b200-vllm-fp4-tp8", "gsm8k-llama-3.3-70b-b200-sglang-fp16-tp4",
+    "gsm8k-llama-3.3-70b-b200-sglang-fp16-tp8", "gsm8k-llama-3.3-70b-b200-sglang-fp8-tp4",
+    "gsm8k-llama-3.3-70b-b200-sglang-fp8-tp8", "gsm8k-llama-3.3-70b-b200-sglang-fp4-tp4",
+    "gsm8k-llama-3.3-70b-b200-sglang-fp4-tp8", "gsm8k-llama-3.3-70b-mi300x-vllm-fp16-tp4",
+    "gsm8k-llama-3.3-70b-mi300x-vllm-fp16-tp8", "gsm8k-llama-3.3-70b-mi300x-vllm-fp8-tp4",
+    "gsm8k-llama-3.3-70b-mi300x-vllm-fp8-tp8", "gsm8k-llama-3.3-70b-mi300x-sglang-fp16-tp4",
+    "gsm8k-llama-3.3-70b-mi300x-sglang-fp16-tp8", "gsm8k-llama-3.3-70b-mi300x-sglang-fp8-tp4",
+    "gsm8k-llama-3.3-70b-mi300x-sglang-fp8-tp8", "gsm8k-llama-3.3-70b-mi325x-vllm-fp16-tp4",
+    "gsm8k-llama-3.3-70b-mi325x-vllm-fp16-tp8", "gsm8k-llama-3.3-70b-mi325x-vllm-fp8-tp4",
+    "gsm8k-llama-3.3-70b-mi325x-vllm-fp8-tp8", "gsm8k-llama-3.3-70b-mi325x-sglang-fp16-tp4",
+    "gsm8k-llama-3.3-70b-mi325x-sglang-fp16-tp8", "gsm8k-llama-3.3-70b-mi325x-sglang-fp8-tp4",
+    "gsm8k-llama-3.3-70b-mi325x-sglang-fp8-tp8", "gsm8k-llama-3.3-70b-mi355x-vllm-fp16-tp4",
+    "gsm8k-llama-3.3-70b-mi355x-vllm-fp16-tp8", "gsm8k-llama-3.3-70b-mi355x-vllm-fp8-tp4",
+    "gsm8k-llama-3.3-70b-mi355x-vllm-fp8-tp8", "gsm8k-llama-3.3-70b-mi355x-vllm-fp4-tp4",
+    "gsm8k-llama-3.3-70b-mi355x-vllm-fp4-tp8", "gsm8k-llama-3.3-70b-mi355x-sglang-fp16-tp4",
+    "gsm8k-llama-3.3-70b-mi355x-sglang-fp16-tp8", "gsm8k-llama-3.3-70b-mi355x-sglang-fp8-tp4",
+    "gsm8k-llama-3.3-70b-mi355x-sglang-fp8-tp8", "gsm8k-llama-3.3-70b-mi355x-sglang-fp4-tp4",
+    "gsm8k-llama-3.3-70b-mi355x-sglang-fp4-tp8",
+]
+
+# precision, framework, vendor, pre-quantized checkpoint? -> (--dtype, --quantization, --kv-cache-dtype), as the
+# README's precision table states them; written out, never read from the objects the command builder reads.
+SERVER_FLAGS = {
+    ("fp16", "vllm", "nvidia", False): ("bfloat16", None, None),
+    ("fp16", "vllm", "amd", False): ("bfloat16", None, None),
+    ("fp16", "vllm", "cpu", False): ("bfloat16", None, None),
+    ("fp16", "sglang", "nvidia", False): ("bfloat16", None, None),
+    ("fp16", "sglang", "amd", False): ("bfloat16", None, None),
+    # FP8: a pre-quantized checkpoint carries its method; without one the server quantizes online.
+    ("fp8", "vllm", "nvidia", True): ("bfloat16", None, "fp8"),
+    ("fp8", "vllm", "amd", True): ("bfloat16", None, "fp8"),
+    ("fp8", "sglang", "nvidia", True): ("bfloat16", None, "fp8_e4m3"),
+    ("fp8", "sglang", "amd", True): ("bfloat16", None, "fp8_e4m3"),
+    ("fp8", "vllm", "nvidia", False): ("bfloat16", "fp8", "fp8"),
+    ("fp8", "vllm", "amd", False): ("bfloat16", "fp8", "fp8"),
+    ("fp8", "sglang", "nvidia", False): ("bfloat16", "fp8", "fp8_e4m3"),
+    ("fp8", "sglang", "amd", False): ("bfloat16", "fp8", "fp8_e4m3"),
+    # FP4: pre-quantized only; vLLM reads the method from the checkpoint, SGLang is told it per vendor.
+    ("fp4", "vllm", "nvidia", True): ("bfloat16", None, None),
+    ("fp4", "vllm", "amd", True): ("bfloat16", None, None),
+    ("fp4", "sglang", "nvidia", True): ("bfloat16", "modelopt_fp4", None),
+    ("fp4", "sglang", "amd", True): ("bfloat16", "quark", None),
+}
+
+
+# A model whose checkpoint carries another method than its precision's: (model, framework) -> quantization.
+MODEL_QUANTIZATION = {("gpt-oss-120b", "sglang"): "mxfp4"}
+
+
+def expected_server_flags(combo) -> tuple[str | None, str | None, str | None]:
+    # Pre-quantized when matrix.yaml lists a checkpoint for the precision (on this vendor): DeepSeek-R1's
+    # and gpt-oss's own checkpoints are FP8 and MXFP4, listed under their names.
+    listed = combo.model.checkpoints.get(combo.precision.name, {})
+    prequantized = combo.runner.vendor in listed or "*" in listed
+    dtype, quantization, kv_cache = SERVER_FLAGS[combo.precision.name, combo.framework.name, combo.runner.vendor,
+                                                 prequantized]
+    if prequantized and quantization:
+        quantization = MODEL_QUANTIZATION.get((combo.model.name, combo.framework.name), quantization)
+    return dtype, quantization, kv_cache

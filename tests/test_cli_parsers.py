@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from conftest import expected_server_flags
 
 from gsm8k_bench import envs
 from gsm8k_bench.frameworks import FRAMEWORKS, ServeTarget
@@ -40,9 +41,9 @@ def commands_for(matrix, framework: str, python: str | None = None):
 
 
 def expected_flags(combo) -> dict:
-    flags = combo.flags
-    return {"dtype": flags.dtype, "quantization": combo.quantization,
-            "kv_cache_dtype": flags.kv_cache_dtype or "auto"}
+    """The values the parser must end up with: the literal table, and each parser's default when unset."""
+    dtype, quantization, kv_cache = expected_server_flags(combo)
+    return {"dtype": dtype, "quantization": quantization, "kv_cache_dtype": kv_cache or "auto"}
 
 
 def test_vllm_parser_accepts_every_vllm_command(matrix):

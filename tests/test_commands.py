@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import MINIMAL, ROOT, SEED_SESSIONS, expected_server_flags, parse
 
 from gsm8k_bench import envs
 from gsm8k_bench.errors import BenchError, ConfigError
@@ -17,6 +17,8 @@ from gsm8k_bench.frameworks import FRAMEWORKS, ServeTarget
 from gsm8k_bench.options import parse_session_args
 from gsm8k_bench.session import dry_run_text, plan_session
 
+MINIMAL_WITH_ARGS = MINIMAL + ("    server_args: {sglang: [--trust-remote-code, --mem-fraction-static], "
+                               "vllm: [--enforce-eager]}\n")
 TOKEN = "hf_" + "Q" * 34  # shaped like a real token; must never be printed
 
 
@@ -33,12 +35,12 @@ def test_every_combination_builds_its_precision_into_the_server_command(matrix):
     for combo in matrix.combinations:
         target = ServeTarget(combo.checkpoint, combo.model.name, "127.0.0.1", combo.framework.port)
         argv = FRAMEWORKS[combo.framework.name].server_command(combo, target)
-        flags = combo.flags
+        dtype, quantization, kv_cache = expected_server_flags(combo)
         tp_flag = "--tensor-parallel-size" if combo.framework.name == "vllm" else "--tp"
         assert flag(argv, tp_flag) == str(combo.tp), combo.name
-        assert flag(argv, "--dtype") == flags.dtype, combo.name
-        assert flag(argv, "--quantization") == combo.quantization, combo.name
-        assert flag(argv, "--kv-cache-dtype") == flags.kv_cache_dtype, combo.name
+        assert flag(argv, "--dtype") == dtype, combo.name
+        assert flag(argv, "--quantization") == quantization, combo.name
+        assert flag(argv, "--kv-cache-dtype") == kv_cache, combo.name
         assert flag(argv, "--served-model-name") == combo.model.name
         assert flag(argv, "--port") == str(combo.framework.port)
         if combo.framework.name == "vllm":
@@ -69,14 +71,18 @@ def test_precision_mapping_examples(matrix, session, quantization, kv_cache, che
     assert checkpoint in plan.server_argv
 
 
-def test_online_fp8_quantization_when_the_model_has_no_fp8_checkpoint(matrix):
-    from dataclasses import replace
-
-    combo = matrix.get("gsm8k-llama-3.1-8b-h200-vllm-fp8-tp1")
-    plain = replace(combo, model=replace(combo.model, checkpoints={}))
-    argv = FRAMEWORKS["vllm"].server_command(plain, ServeTarget("m", "s", "127.0.0.1", 8000))
-    assert flag(argv, "--quantization") == "fp8"
-    assert flag(argv, "--kv-cache-dtype") == "fp8"
+@pytest.mark.parametrize("session", ["gsm8k-llama-3.1-8b-h200-vllm-fp8-tp1", "gsm8k-llama-3.1-8b-mi300x-vllm-fp8-tp1",
+                                     "gsm8k-llama-3.1-8b-h200-sglang-fp8-tp1",
+                                     "gsm8k-llama-3.1-8b-mi325x-sglang-fp8-tp1"])
+def test_online_fp8_quantization_when_the_model_has_no_fp8_checkpoint(session):
+    text = (ROOT / "matrix.yaml").read_text().replace("      fp8: RedHatAI/Meta-Llama-3.1-8B-Instruct-FP8\n", "")
+    combo = parse(text).get(session)
+    assert combo.checkpoint == "meta-llama/Llama-3.1-8B-Instruct"
+    argv = FRAMEWORKS[combo.framework.name].server_command(combo, ServeTarget("m", "s", "127.0.0.1", 8000))
+    dtype, quantization, kv_cache = expected_server_flags(combo)
+    assert quantization == "fp8"
+    assert (flag(argv, "--dtype"), flag(argv, "--quantization"), flag(argv, "--kv-cache-dtype")) == (
+        dtype, quantization, kv_cache)
 
 
 def test_nvidia_container_spec(matrix):
@@ -214,8 +220,8 @@ def test_nox_lists_sessions_and_a_broken_matrix_gives_one_message(tmp_path):
     listed = subprocess.run([sys.executable, "-m", "nox", "-l"], cwd=ROOT, capture_output=True, text=True,
                             timeout=60)
     assert listed.returncode == 0
-    sessions = [line for line in listed.stdout.splitlines() if line.startswith("- gsm8k-")]
-    assert len(sessions) >= 50
+    sessions = [line.split()[1] for line in listed.stdout.splitlines() if line.startswith("- gsm8k-")]
+    assert sessions == SEED_SESSIONS and len(sessions) == 83
     assert "[smollm2-135m,cpu,cpu,vllm,fp16,tp1]" in listed.stdout
     assert "* lint" in listed.stdout and "* tests" in listed.stdout  # the only default sessions
 
@@ -271,3 +277,71 @@ def test_the_json_says_when_the_image_is_an_override(matrix):
     assert _config(plan_for(matrix, name))["image_override"] is False
     override = _config(plan_for(matrix, name, "--image", "vllm/vllm-openai:latest"))
     assert override["image_override"] is True and override["image"] == "vllm/vllm-openai:latest"
+
+
+@pytest.mark.parametrize(("session", "python", "argv"), [
+    ("gsm8k-llama-3.3-70b-mi355x-sglang-fp4-tp8", None, [
+        "python3", "-m", "sglang.launch_server", "--model-path", "/w", "--host", "127.0.0.1", "--port", "1234",
+        "--served-model-name", "served", "--tp", "8", "--context-length", "8192", "--dtype", "bfloat16",
+        "--quantization", "quark", "--enable-metrics"]),
+    ("gsm8k-llama-3.1-8b-h100-vllm-fp8-tp1", None, [
+        "vllm", "serve", "/w", "--host", "127.0.0.1", "--port", "1234", "--served-model-name", "served",
+        "--tensor-parallel-size", "1", "--max-model-len", "4096", "--dtype", "bfloat16", "--kv-cache-dtype", "fp8"]),
+    ("gsm8k-smollm2-135m-cpu-vllm-fp16-tp1", "/env/bin/python", [
+        "/env/bin/python", "-m", "vllm.entrypoints.openai.api_server", "--model", "/w", "--host", "127.0.0.1",
+        "--port", "1234", "--served-model-name", "served", "--tensor-parallel-size", "1", "--max-model-len", "2048",
+        "--dtype", "bfloat16", "--enforce-eager"]),
+])
+def test_exact_server_commands(matrix, session, python, argv):
+    combo = matrix.get(session)
+    target = ServeTarget("/w", "served", "127.0.0.1", 1234, python)
+    assert FRAMEWORKS[combo.framework.name].server_command(combo, target) == argv
+
+
+def container(vendor, tp=1, command=("vllm", "serve", "m"), **extra):
+    from gsm8k_bench.containers import container_spec
+
+    return container_spec(vendor=vendor, tp=tp, image="img:1", command=list(command), name="n", session="sess",
+                          hf_home=Path("/hf"), **{"environment": {}, **extra})
+
+
+def test_exact_amd_container():
+    from gsm8k_bench.containers.spec import Mount
+
+    spec = container("amd", tp=4, environment={"A": "1"}, extra_mounts=(Mount("/src", "/models/x", True),))
+    run = ["docker", "run", "--rm", "--name", "n", "--network=host", "--label=gsm8k-bench.session=sess",
+           "--device=/dev/kfd", "--device=/dev/dri", "--group-add=video", "--group-add=render",
+           "--security-opt=seccomp=unconfined", "--ipc=host", "--shm-size=32g",
+           "--volume=/hf:/root/.cache/huggingface", "--volume=/src:/models/x:ro",
+           "--env=HF_HOME=/root/.cache/huggingface", "--env=A=1", "--env=HF_TOKEN", "--env=HUGGING_FACE_HUB_TOKEN",
+           "--entrypoint", "vllm", "img:1", "serve", "m"]
+    assert spec.docker_run_argv() == run
+    assert spec.describe() == {
+        "image": "img:1", "name": "n", "command": ["vllm", "serve", "m"], "devices": ["/dev/kfd", "/dev/dri"],
+        "gpu_count": None, "group_add": ["video", "render"], "security_opt": ["seccomp=unconfined"],
+        "ipc": "host", "shm_size": "32g", "network": "host",
+        "mounts": ["/hf:/root/.cache/huggingface", "/src:/models/x:ro"],
+        "env": {"HF_HOME": "/root/.cache/huggingface", "A": "1"}, "env_by_name": ["HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"],
+        "labels": {"gsm8k-bench.session": "sess"}, "docker_run": " ".join(run)}
+
+
+def test_exact_nvidia_and_cpu_containers():
+    head = ["docker", "run", "--rm", "--name", "n", "--network=host", "--label=gsm8k-bench.session=sess"]
+    tail = ["--volume=/hf:/root/.cache/huggingface", "--env=HF_HOME=/root/.cache/huggingface", "--env=HF_TOKEN",
+            "--env=HUGGING_FACE_HUB_TOKEN", "--entrypoint"]
+    assert container("nvidia", tp=2).docker_run_argv() == [
+        *head, "--gpus", "2", "--ipc=host", "--shm-size=32g", *tail, "vllm", "img:1", "serve", "m"]
+    assert container("cpu", command=("python3", "-m", "x")).docker_run_argv() == [
+        *head, "--shm-size=2g", *tail, "python3", "img:1", "-m", "x"]
+    from dataclasses import replace
+
+    every_gpu = replace(container("nvidia"), device=replace(container("nvidia").device, gpu_count=-1))
+    assert every_gpu.docker_run_argv()[7:9] == ["--gpus", "all"]
+
+
+def test_a_models_server_args_go_to_its_framework_only():
+    combo = parse(MINIMAL_WITH_ARGS).get("gsm8k-tiny-h100-sglang-fp16-tp1")
+    argv = FRAMEWORKS["sglang"].server_command(combo, ServeTarget("m", "s", "127.0.0.1", 1))
+    assert argv[-3:] == ["--trust-remote-code", "--mem-fraction-static", "--enable-metrics"]
+    vllm = parse(MINIMAL_WITH_ARGS).get("gsm8k-tiny-h100-vllm-fp16-tp1")
+    assert FRAMEWORKS["vllm"].server_command(vllm, ServeTarget("m", "s", "127.0.0.1", 1))[-1] == "--enforce-eager"

@@ -11,7 +11,7 @@ import os
 import subprocess
 
 import pytest
-from conftest import ROOT, SHARED_GSM8K, require
+from conftest import ROOT, SHARED_GSM8K, require, require_module
 from test_integration import SESSION, env, kill_during_eval, nox_argv
 
 from gsm8k_bench.containers import SESSION_LABEL
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.docker
 
 @pytest.fixture(scope="module")
 def client():
-    docker = pytest.importorskip("docker")
+    docker = require_module("docker")
     address = os.environ.get("DOCKER_HOST")
     require(bool(address), "DOCKER_HOST pointing at an engine (docker/private-engine.sh start DIR)")
     try:
@@ -68,7 +68,7 @@ def test_cpu_default_in_a_container_end_to_end(client, tmp_path):
     assert config["container"]["mounts"][0].endswith(":/root/.cache/huggingface")
     assert config["dtype_used"] == "bfloat16"
     assert len(doc["samples"]) == 5
-    with pytest.raises(Exception, match=r"404|No such container"):
+    with pytest.raises(require_module("docker").errors.NotFound):
         client.containers.get(leftover.id)
 
 
@@ -81,7 +81,8 @@ def test_container_killed_during_eval_fails_within_60_s(client, tmp_path):
     assert returncode != 0
     doc = json.loads((tmp_path / f"{SESSION}.json").read_text())
     assert doc["status"] == "failed"
-    assert "container exited with code" in doc["error"]["message"]
+    # `docker kill` sends SIGKILL: exit code 128 + 9, seen while lm-eval runs.
+    assert doc["error"]["message"] == "evaluation: server container exited with code 137 during the evaluation"
     assert doc["error"]["log_tail"]
 
 
@@ -93,8 +94,9 @@ def test_missing_image_with_pull_never_is_a_clear_error_and_pulls_nothing(client
     assert out.returncode != 0
     doc = json.loads((tmp_path / f"{SESSION}.json").read_text())
     assert doc["status"] == "failed"
-    assert f"image '{missing}' is not on the Docker engine" in doc["error"]["message"]
-    assert "--pull never" in doc["error"]["message"]
+    assert doc["error"]["message"].startswith(
+        f"server start: image '{missing}' is not on the Docker engine at {os.environ['DOCKER_HOST']} and "
+        "--pull never forbids pulling it")
     assert sorted(image.id for image in client.images.list()) == before
 
 
@@ -104,4 +106,4 @@ def test_unreachable_engine_names_the_socket(client, tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert out.returncode != 0
     doc = json.loads((tmp_path / f"{SESSION}.json").read_text())
-    assert f"the Docker engine at {socket} is not reachable" in doc["error"]["message"]
+    assert doc["error"]["message"].startswith(f"server start: the Docker engine at {socket} is not reachable")

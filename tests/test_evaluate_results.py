@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import time
 
 import pytest
+from conftest import SHARED_GSM8K, require
 
-from gsm8k_bench import evaluate, results
+from gsm8k_bench import envs, evaluate, results
 from gsm8k_bench.errors import ConfigError, EvalError
 
 
@@ -15,43 +18,51 @@ def write_jsonl(path, rows):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def fake_lm_eval_output(root, task="gsm8k_local"):
-    """The layout and field shapes lm-eval 0.4.13 writes (some fields as Python reprs)."""
-    out = root / "model"
-    out.mkdir(parents=True)
-    (out / "results_2026-01-01T00-00-00.json").write_text(json.dumps({
-        "results": {task: {"exact_match,strict-match": 0.5, "exact_match_stderr,strict-match": 0.5,
-                           "exact_match,flexible-extract": 1.0, "exact_match_stderr,flexible-extract": 0.0}},
-        "n-samples": {task: {"original": 1319, "effective": 2}},
-        "configs": {task: {"generation_kwargs": {"until": ["Question:"], "do_sample": False}}},
-        "lm_eval_version": "0.4.13",
-    }))
-    doc0 = {"question": "Two apples and one more?", "answer": "2+1=3\n#### 3"}
-    doc1 = {"question": "Ten minus four?", "answer": "10-4=6\n#### 6"}
-    rows = []
-    for flt, answers, correct in (("strict-match", ["3", "[invalid]"], [1.0, 0.0]),
-                                  ("flexible-extract", ["3", "6"], [1.0, 1.0])):
-        rows.append({"doc_id": 0, "doc": doc0, "target": doc0["answer"], "resps": [[" 2+1=3\n#### 3"]],
-                     "filtered_resps": [answers[0]], "filter": flt, "exact_match": correct[0]})
-        rows.append({"doc_id": 1, "doc": repr(doc1), "target": doc1["answer"],
-                     "resps": repr([[" It is 6."]]), "filtered_resps": [answers[1]], "filter": flt,
-                     "exact_match": correct[1]})
-    write_jsonl(out / f"samples_{task}_2026-01-01T00-00-00.jsonl", rows)
-    return root
+def run_dummy_lm_eval(tmp_path, output_dir, limit):
+    """lm-eval itself, with its `dummy` model (it answers "lol"), on GSM8K's files, as a session runs it."""
+    require((SHARED_GSM8K / "test.jsonl").is_file(), f"GSM8K files at {SHARED_GSM8K}")
+    python = envs.ensure_env(envs.LM_EVAL)
+    task = evaluate.write_task(SHARED_GSM8K, tmp_path / "task",
+                               evaluate.stock_task_file(envs.env_dir(envs.LM_EVAL)))
+    settings = evaluate.EvalSettings("completions", num_fewshot=5, limit=limit, concurrency=1,
+                                     request_timeout_s=5, max_retries=0, max_gen_toks=256)
+    argv = evaluate.lm_eval_command(python, settings, served_name="dummy", base_url="http://127.0.0.1:9",
+                                    output_dir=output_dir, task=task, include_path=tmp_path / "task")
+    argv[argv.index("--model") + 1], argv[argv.index("--model_args") + 1] = "dummy", ""
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return task
 
 
-def test_parse_outputs_merges_filters_per_question(tmp_path):
-    output = evaluate.parse_outputs(fake_lm_eval_output(tmp_path), "gsm8k_local")
-    assert output.metrics == {"strict_match": 0.5, "strict_match_stderr": 0.5, "flexible_extract": 1.0,
-                              "flexible_extract_stderr": 0.0, "n": 2,
-                              "answer_sources": None, "truncated": None}  # a completions run records none
-    first, second = output.samples
-    assert first == {"doc_id": 0, "question": "Two apples and one more?", "target": "2+1=3\n#### 3",
-                     "response": " 2+1=3\n#### 3", "strict_answer": "3", "strict_correct": True,
-                     "flexible_answer": "3", "flexible_correct": True}
-    assert second["question"] == "Ten minus four?" and second["response"] == " It is 6."
-    assert (second["strict_correct"], second["flexible_correct"]) == (False, True)
-    assert output.generation == {"until": ["Question:"], "do_sample": False}
+@pytest.mark.integration
+def test_parse_outputs_of_a_real_lm_eval_run_and_the_newest_wins(tmp_path):
+    output_dir = tmp_path / "lm-eval"
+    run_dummy_lm_eval(tmp_path, output_dir, limit=2)
+    time.sleep(0.01)  # the second run's files are strictly newer, by name and by mtime
+    task = run_dummy_lm_eval(tmp_path, output_dir, limit=3)
+    results_files = sorted(output_dir.rglob("results_*.json"))
+    assert len(results_files) == 2 and len(list(output_dir.rglob(f"samples_{task}_*.jsonl"))) == 2
+
+    output = evaluate.parse_outputs(output_dir, task)
+    newest = json.loads(results_files[-1].read_text())
+    assert output.results_file == results_files[-1] and newest["n-samples"][task]["effective"] == 3
+    assert output.samples_file.name == f"samples_{task}_{results_files[-1].name.removeprefix('results_')}l"
+    scores = newest["results"][task]
+    assert output.metrics == {"strict_match": scores["exact_match,strict-match"],
+                              "strict_match_stderr": scores["exact_match_stderr,strict-match"],
+                              "flexible_extract": scores["exact_match,flexible-extract"],
+                              "flexible_extract_stderr": scores["exact_match_stderr,flexible-extract"],
+                              "n": 3, "answer_sources": None, "truncated": None}  # a completions run records none
+    assert output.lm_eval_version == "0.4.13"
+    assert output.generation == newest["configs"][task]["generation_kwargs"]
+    assert output.generation["until"] == ["Question:", "</s>", "<|im_end|>"]
+    rows = [json.loads(line) for line in (SHARED_GSM8K / "test.jsonl").open(encoding="utf-8")][:3]
+    assert output.samples == [
+        {"doc_id": i, "question": row["question"], "target": row["answer"], "response": "lol",
+         "strict_answer": "[invalid]", "strict_correct": False,
+         "flexible_answer": "[invalid]", "flexible_correct": False}
+        for i, row in enumerate(rows)]
 
 
 def test_parse_outputs_without_results_is_an_error(tmp_path):

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
+import tempfile
 import textwrap
+from pathlib import Path
 
 import pytest
-from conftest import MINIMAL, parse
+from conftest import MINIMAL, ROOT, parse, require_module
 
 from gsm8k_bench import gate
 from gsm8k_bench.errors import ConfigError
 
+binomtest = require_module("scipy.stats").binomtest
 PROTOCOL = {"endpoint": "/v1/completions", "apply_chat_template": False, "fewshot_as_multiturn": False,
             "num_fewshot": 5, "max_gen_toks": 256, "until": ["Question:", "</s>", "<|im_end|>"]}
 
@@ -19,9 +22,9 @@ def baselines(*entries, confidence=0.95, tolerance=0.02):
     return gate.Baselines(gate.GateSettings(confidence, tolerance), tuple(entries))
 
 
-def entry(n=1319, strict=0.80, flexible=None, protocol=PROTOCOL, **filters):
+def entry(n=1319, strict=0.80, flexible=None, protocol=PROTOCOL, source="", **filters):
     accuracy = {"strict_match": strict} | ({"flexible_extract": flexible} if flexible is not None else {})
-    return gate.Baseline({"model": "tiny", **filters}, n, protocol, accuracy)
+    return gate.Baseline({"model": "tiny", **filters}, n, protocol, accuracy, source)
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +36,86 @@ def metrics(strict, n, flexible=None):
     return {"strict_match": strict, "flexible_extract": strict if flexible is None else flexible, "n": n}
 
 
-def test_wilson_upper_bound_known_values():
-    # p=0.5, n=100, 95% one-sided (z=1.6449): upper bound 0.5812 (Wilson score formula).
-    assert gate.wilson_upper(0.5, 100, 0.95) == pytest.approx(0.5812, abs=1e-4)
-    assert gate.wilson_upper(0.0, 20, 0.95) == pytest.approx(2.7055 / 20 / (1 + 2.7055 / 20), abs=1e-4)
-    assert gate.wilson_upper(1.0, 5, 0.95) == 1.0
-    assert gate.wilson_upper(0.3, 1319, 0.99) > 0.3
+def scipy_upper(k: int, n: int, confidence: float) -> float:
+    """The same one-sided Wilson bound, computed by SciPy: an independent implementation."""
+    return binomtest(k, n, alternative="less").proportion_ci(confidence_level=confidence, method="wilson").high
+
+
+@pytest.mark.parametrize(("k", "n", "confidence"), [
+    (950, 1319, 0.95), (0, 20, 0.95), (20, 20, 0.95), (7, 20, 0.99), (1, 1, 0.9), (50, 100, 0.95),
+    (1000, 1319, 0.5), (3, 50, 0.999),
+])
+def test_wilson_upper_bound_matches_scipy(k, n, confidence):
+    assert gate.wilson_upper(k / n, n, confidence) == pytest.approx(scipy_upper(k, n, confidence), abs=1e-12)
+
+
+def test_the_gate_settings_are_pinned():
+    # A doubled tolerance or a looser confidence would let real drops pass: the numbers are fixed here.
+    assert gate.GateSettings() == gate.GateSettings(confidence=0.95, tolerance=0.02)
+    assert gate.load_baselines(ROOT / "baselines.yaml").settings == gate.GateSettings(0.95, 0.02)
+    assert baselines_file_settings("version: 1\n") == gate.GateSettings(0.95, 0.02)
+    assert baselines_file_settings("version: 1\ngate: {confidence: 0.5, tolerance: 0}\n") == \
+        gate.GateSettings(0.5, 0.0)
+
+
+def baselines_file_settings(text: str) -> gate.GateSettings:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "baselines.yaml"
+        path.write_text(text)
+        return gate.load_baselines(path).settings
+
+
+def test_a_full_verdict_against_an_independent_bound(combo):
+    # 950/1319 = 0.7202 against 0.80 - 0.02: SciPy's bound is 0.7401 < 0.78, a regression on both metrics;
+    # flexible 1100/1319 = 0.834 passes a 0.80 baseline.
+    k, n = 950, 1319
+    upper = scipy_upper(k, n, 0.95)
+    verdict = gate.judge(baselines(entry(strict=0.80, flexible=0.80, source="run 7")), combo, PROTOCOL,
+                         metrics(k / n, n, 1100 / n))
+    strict_upper, flexible_upper = round(upper, 4), round(scipy_upper(1100, n, 0.95), 4)
+    assert verdict == {
+        "verdict": "regression", "confidence": 0.95, "tolerance": 0.02,
+        "baseline": {"filters": {"model": "tiny"}, "n": 1319,
+                     "accuracy": {"strict_match": 0.80, "flexible_extract": 0.80}, "source": "run 7"},
+        "checks": [
+            {"metric": "strict_match", "observed": k / n, "baseline": 0.80, "threshold": 0.80 - 0.02,
+             "upper_bound": strict_upper, "regression": True},
+            {"metric": "flexible_extract", "observed": 1100 / n, "baseline": 0.80, "threshold": 0.80 - 0.02,
+             "upper_bound": flexible_upper, "regression": False},
+        ],
+        "reason": f"strict_match 0.7202: upper bound {strict_upper:.4f} < baseline 0.8000 - 0.02; "
+                  f"flexible_extract 0.8340: upper bound {flexible_upper:.4f} >= baseline 0.8000 - 0.02",
+    }
+    assert strict_upper == 0.7401
+    assert gate.describe_regression(verdict) == (
+        "regression: strict_match 0.7202 (upper bound 0.7401 at 95%) below baseline 0.8000 - 0.02")
+
+
+def exactly_at_the_tolerance(tolerance: float) -> tuple[int, int, float]:
+    """A run (k of n) and a baseline whose threshold `baseline - tolerance` equals the run's upper bound,
+    to the last bit."""
+    for n in range(20, 2000):
+        k = n // 2
+        upper = gate.wilson_upper(k / n, n, 0.95)
+        if (upper + tolerance) - tolerance == upper:
+            return k, n, upper + tolerance
+    raise AssertionError("no exact case found")
+
+
+def test_an_upper_bound_exactly_at_the_threshold_passes_and_just_below_fails(combo):
+    k, n, expected = exactly_at_the_tolerance(0.02)
+    at = gate.judge(baselines(entry(n=n, strict=expected)), combo, PROTOCOL, metrics(k / n, n))
+    (check,) = at["checks"]
+    assert check["threshold"] == gate.wilson_upper(k / n, n, 0.95)  # the bound sits on the threshold
+    assert at["verdict"] == "pass" and check["regression"] is False
+    # One more correct answer short, or a tolerance half as wide, and it is a regression.
+    fewer = gate.judge(baselines(entry(n=n, strict=expected)), combo, PROTOCOL, metrics((k - 1) / n, n))
+    assert fewer["verdict"] == "regression"
+    tighter = gate.judge(baselines(entry(n=n, strict=expected), tolerance=0.01), combo, PROTOCOL,
+                         metrics(k / n, n))
+    assert tighter["verdict"] == "regression"
+    higher = gate.judge(baselines(entry(n=n, strict=expected + 0.001)), combo, PROTOCOL, metrics(k / n, n))
+    assert higher["verdict"] == "regression"
 
 
 def test_a_real_drop_on_a_full_run_is_a_regression(combo):
@@ -127,19 +204,105 @@ def test_load_baselines_file(tmp_path):
         gate.load_baselines(tmp_path / "absent.yaml")
 
 
+FULL_PROTOCOL = ("protocol: {endpoint: /v1/completions, apply_chat_template: false, fewshot_as_multiturn: false, "
+                 "num_fewshot: 5, max_gen_toks: 256, until: [Q]}")
+ENTRY_HEAD = f"version: 1\nbaselines:\n  - model: tiny\n    n: 5\n    {FULL_PROTOCOL}\n"
+
+
 @pytest.mark.parametrize(("text", "message"), [
-    ("version: 1\ngate: {confidence: 1.5}\n", r"gate\.confidence: must be in \[0\.5, 1\)"),
-    ("version: 1\nbaselines:\n  - {model: tiny, n: 20, strict_match: 0.1, protocol: {}}\n",
-     r"baselines\[0\]\.protocol: missing required key 'endpoint'"),
-    ("version: 1\nbaselines:\n  - {model: tiny, n: 5, strict_match: 2, protocol: {}}\n",
-     r"baselines\[0\]\.strict_match: an accuracy in \[0, 1\]"),
-    ("version: 1\nbaselines:\n  - {modle: tiny}\n", r"unknown key 'modle'; did you mean 'model'"),
+    ("version: 1\ngate: {confidence: 1.5}\n", "baselines.yaml:2: gate.confidence: must be in [0.5, 1), got 1.5"),
+    ("version: 1\ngate: {confidence: 0.4}\n", "baselines.yaml:2: gate.confidence: must be in [0.5, 1), got 0.4"),
+    ("version: 1\ngate: {confidence: 1}\n", "baselines.yaml:2: gate.confidence: must be in [0.5, 1), got 1.0"),
+    # The key's own line, not its mapping's: each bad key comes second.
+    ("version: 1\ngate:\n  confidence: 0.9\n  tolerance: 1\n",
+     "baselines.yaml:4: gate.tolerance: must be in [0, 1), got 1.0"),
+    ("version: 1\ngate:\n  confidence: 0.9\n  tolerance: -0.01\n",
+     "baselines.yaml:4: gate.tolerance: must be in [0, 1), got -0.01"),
+    ("version: 1\ngate:\n  confidence: 0.9\n  tolerance: high\n",
+     "baselines.yaml:4: gate.tolerance: expected int or float, got 'high'"),
+    ("version: 1\ngate:\n  tolerance: 0.1\n  confidence: yes\n",
+     "baselines.yaml:4: gate.confidence: expected int or float, got True"),
+    ("version: 1\ngate:\n  tolerance: 0.1\n  confidence: 0.3\n",
+     "baselines.yaml:4: gate.confidence: must be in [0.5, 1), got 0.3"),
+    ("version: 1\ngate: {tolerence: 0.1}\n", "baselines.yaml:2: gate.tolerence: unknown key 'tolerence'; did you "
+     "mean 'tolerance'? Allowed: confidence, tolerance"),
+    ("gate: {}\n", "baselines.yaml:1: (top level): missing required key 'version'"),
+    ("version: 1\nmodels: {}\n", "baselines.yaml:2: (top level).models: unknown key 'models' Allowed: baselines, "
+     "gate, version"),
+    ("version: 1\nbaselines: {model: x}\n", "baselines.yaml:2: baselines: expected list, got {'model': 'x'}"),
+    ("version: 1\nbaselines:\n  - model: tiny\n    n: 20\n    strict_match: 0.1\n    protocol: {}\n",
+     "baselines.yaml:6: baselines[0].protocol: missing required key 'endpoint'"),
+    (ENTRY_HEAD + "    strict_match: 2\n",
+     "baselines.yaml:6: baselines[0].strict_match: an accuracy in [0, 1], got 2.0"),
+    (ENTRY_HEAD + "    flexible_extract: -0.5\n",
+     "baselines.yaml:6: baselines[0].flexible_extract: an accuracy in [0, 1], got -0.5"),
+    (ENTRY_HEAD + "    strict_match: half\n",
+     "baselines.yaml:6: baselines[0].strict_match: expected int or float, got 'half'"),
+    (ENTRY_HEAD, "baselines.yaml:3: baselines[0]: needs at least one of strict_match, flexible_extract"),
+    (ENTRY_HEAD.replace("n: 5", "n: 0") + "    strict_match: 0.5\n", "baselines.yaml:4: baselines[0].n: must be >= 1, "
+     "got 0"),
+    (ENTRY_HEAD.replace("[Q]}", "[Q], seed: 1}") + "    strict_match: 0.5\n",
+     "baselines.yaml:5: baselines[0].protocol.seed: unknown key 'seed' Allowed: apply_chat_template, endpoint, "
+     "fewshot_as_multiturn, max_gen_toks, num_fewshot, until"),
+    ("version: 1\nbaselines:\n  - {modle: tiny}\n", "baselines.yaml:3: baselines[0].modle: unknown key 'modle'; did "
+     "you mean 'model'? Allowed: flexible_extract, framework, model, n, precision, protocol, runner, source, "
+     "strict_match, tp"),
 ])
-def test_bad_baselines_name_file_and_key(tmp_path, text, message):
-    with pytest.raises(ConfigError, match=r"^baselines\.yaml:\d*:? ?.*" + message):
+def test_bad_baselines_name_file_line_and_key(tmp_path, text, message):
+    with pytest.raises(ConfigError) as info:
         gate.load_baselines(write(tmp_path, text))
+    assert str(info.value) == message
+
+
+def test_a_yaml_syntax_error_names_the_file(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        gate.load_baselines(write(tmp_path, "version: 1\nbaselines: [\n"))
+    assert str(info.value).startswith("baselines.yaml: YAML syntax error: while parsing a flow node\n")
+
+
+def test_accuracy_bounds_are_inclusive_and_lists_become_plain(tmp_path):
+    loaded = gate.load_baselines(write(tmp_path, ENTRY_HEAD + "    strict_match: 0\n    flexible_extract: 1\n"
+                                       "    source: a run\n"))
+    (b,) = loaded.entries
+    assert b == gate.Baseline({"model": "tiny"}, 5, {**PROTOCOL, "until": ["Q"]}, {"strict_match": 0.0,
+                              "flexible_extract": 1.0}, "a run")
+    assert type(b.protocol["until"]) is list  # not the loader's line-numbered list
 
 
 def test_confidence_changes_the_bound():
     assert gate.wilson_upper(0.7, 200, 0.99) > gate.wilson_upper(0.7, 200, 0.9)
     assert not math.isnan(gate.wilson_upper(0.0, 1, 0.95))
+
+
+def test_every_filter_key_narrows_the_match(combo):
+    for filters, matches in (({"framework": "vllm", "tp": 1, "precision": "fp8", "runner": "h100"}, True),
+                             ({"framework": "sglang"}, False), ({"tp": 2}, False), ({"precision": "fp16"}, False),
+                             ({"model": "other"}, False)):
+        assert entry(**filters).matches(combo) is matches, filters
+
+
+def test_not_gated_reasons_are_exact(combo):
+    assert gate.judge(baselines(), combo, PROTOCOL, metrics(0.1, 1319)) == {
+        "verdict": "not_gated", "confidence": 0.95, "tolerance": 0.02, "baseline": None, "checks": [],
+        "reason": "no baseline for gsm8k-tiny-h100-vllm-fp8-tp1 in baselines.yaml"}
+    longer = gate.judge(baselines(entry()), combo, {**PROTOCOL, "max_gen_toks": 1024}, metrics(0.1, 1319))
+    assert longer["reason"] == "protocol differs from the baseline's (baseline, run): {'max_gen_toks': (256, 1024)}"
+    sizes = gate.judge(baselines(entry(n=1319), entry(n=20)), combo, PROTOCOL, metrics(0.1, 200))
+    assert sizes["reason"] == ("baselines exist for n=[20, 1319], this run scored n=200; the first n questions "
+                               "are not a random sample, so runs of other sizes are not gated")
+    # A run that reports no n is never gated, not even against a one-question baseline.
+    no_n = gate.judge(baselines(entry(n=1)), combo, PROTOCOL, {"strict_match": 0.0})
+    assert no_n["verdict"] == "not_gated" and "this run scored n=0" in no_n["reason"]
+
+
+def test_protocol_of_takes_the_stop_sequences_from_lm_eval():
+    run = {**PROTOCOL, "until": ["ignored"], "lm_eval_model": "local-completions"}
+    assert gate.protocol_of(run, {"until": ["Question:"], "do_sample": False}) == {**PROTOCOL,
+                                                                                   "until": ["Question:"]}
+    assert gate.protocol_of({}, {}) == {**dict.fromkeys(gate.PROTOCOL_KEYS), "until": []}
+
+
+def test_an_upper_bound_never_exceeds_one():
+    # For p = 1 the formula is 1 exactly, but floating point lands just above it for some n (5, 7, 8, ...).
+    bounds = [gate.wilson_upper(1.0, n, 0.95) for n in range(1, 60)]
+    assert max(bounds) == 1.0 and min(bounds) > 1 - 1e-12

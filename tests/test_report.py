@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import require_module
 
 from gsm8k_bench import report, results, server_metrics
 from gsm8k_bench.errors import BenchError
@@ -37,7 +38,7 @@ def test_summary_stays_under_the_limit():
 
 
 def test_write_report_skips_foreign_files_and_plots(tmp_path):
-    pytest.importorskip("matplotlib")
+    require_module("matplotlib")
     results.write_atomic(tmp_path / "gsm8k-a-cpu-vllm-fp16-tp1.json", session_doc("gsm8k-a-cpu-vllm-fp16-tp1"))
     results.write_atomic(tmp_path / "gsm8k-b-h100-vllm-fp8-tp1.json", session_doc("gsm8k-b-h100-vllm-fp8-tp1"))
     (tmp_path / "notes.json").write_text('{"hello": "world"}')
