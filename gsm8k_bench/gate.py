@@ -127,8 +127,9 @@ def wilson_upper(p: float, n: int, confidence: float) -> float:
 
 
 def protocol_of(run_protocol: Mapping[str, Any], generation: Mapping[str, Any]) -> dict[str, Any]:
-    """The run's protocol in the baseline's terms (stop sequences come from lm-eval's task config)."""
-    record = {k: run_protocol.get(k) for k in PROTOCOL_KEYS if k != "until"}
+    """The run's protocol in the baseline's terms (stop sequences come from lm-eval's task config); a run
+    recorded before the reasoning settings existed was a non-reasoning run."""
+    record = {k: run_protocol.get(k, REASONING_DEFAULTS.get(k)) for k in PROTOCOL_KEYS if k != "until"}
     record["until"] = list(generation.get("until") or [])
     return record
 

@@ -78,7 +78,8 @@ def parse(text: str, name: str = "matrix.yaml") -> Matrix:
 
 # Every session matrix.yaml makes today, written out: a change to naming or to the product shows here.
 SEED_SESSIONS = [
-    "gsm8k-smollm2-135m-cpu-vllm-fp16-tp1", "gsm8k-llama-3.1-8b-h100-vllm-fp16-tp1",
+    "gsm8k-smollm2-135m-cpu-vllm-fp16-tp1", "gsm8k-qwen2.5-coder-1.5b-cpu-vllm-fp16-tp1",
+    "gsm8k-llama-3.1-8b-h100-vllm-fp16-tp1",
     "gsm8k-llama-3.1-8b-h100-vllm-fp8-tp1", "gsm8k-llama-3.1-8b-h100-sglang-fp16-tp1",
     "gsm8k-llama-3.1-8b-h100-sglang-fp8-tp1", "gsm8k-llama-3.1-8b-h200-vllm-fp16-tp1",
     "gsm8k-llama-3.1-8b-h200-vllm-fp8-tp1", "gsm8k-llama-3.1-8b-h200-sglang-fp16-tp1",
@@ -120,6 +121,19 @@ SEED_SESSIONS = [
     "gsm8k-llama-3.3-70b-mi355x-sglang-fp16-tp8", "gsm8k-llama-3.3-70b-mi355x-sglang-fp8-tp4",
     "gsm8k-llama-3.3-70b-mi355x-sglang-fp8-tp8", "gsm8k-llama-3.3-70b-mi355x-sglang-fp4-tp4",
     "gsm8k-llama-3.3-70b-mi355x-sglang-fp4-tp8",
+    # gpt-oss-120b: MXFP4 only, so fp4 on the chips that run it natively, at tp 1 and 8.
+    "gsm8k-gpt-oss-120b-b200-vllm-fp4-tp1", "gsm8k-gpt-oss-120b-b200-vllm-fp4-tp8",
+    "gsm8k-gpt-oss-120b-b200-sglang-fp4-tp1", "gsm8k-gpt-oss-120b-b200-sglang-fp4-tp8",
+    "gsm8k-gpt-oss-120b-mi355x-vllm-fp4-tp1", "gsm8k-gpt-oss-120b-mi355x-vllm-fp4-tp8",
+    "gsm8k-gpt-oss-120b-mi355x-sglang-fp4-tp1", "gsm8k-gpt-oss-120b-mi355x-sglang-fp4-tp8",
+    # DeepSeek-R1: fp8 on h200 and every AMD chip and B200, fp4 where it is native; tp 8 only.
+    "gsm8k-deepseek-r1-h200-vllm-fp8-tp8", "gsm8k-deepseek-r1-h200-sglang-fp8-tp8",
+    "gsm8k-deepseek-r1-b200-vllm-fp8-tp8", "gsm8k-deepseek-r1-b200-vllm-fp4-tp8",
+    "gsm8k-deepseek-r1-b200-sglang-fp8-tp8", "gsm8k-deepseek-r1-b200-sglang-fp4-tp8",
+    "gsm8k-deepseek-r1-mi300x-vllm-fp8-tp8", "gsm8k-deepseek-r1-mi300x-sglang-fp8-tp8",
+    "gsm8k-deepseek-r1-mi325x-vllm-fp8-tp8", "gsm8k-deepseek-r1-mi325x-sglang-fp8-tp8",
+    "gsm8k-deepseek-r1-mi355x-vllm-fp8-tp8", "gsm8k-deepseek-r1-mi355x-vllm-fp4-tp8",
+    "gsm8k-deepseek-r1-mi355x-sglang-fp8-tp8", "gsm8k-deepseek-r1-mi355x-sglang-fp4-tp8",
 ]
 
 # precision, framework, vendor, pre-quantized checkpoint? -> (--dtype, --quantization, --kv-cache-dtype), as the

@@ -221,7 +221,7 @@ def test_nox_lists_sessions_and_a_broken_matrix_gives_one_message(tmp_path):
                             timeout=60)
     assert listed.returncode == 0
     sessions = [line.split()[1] for line in listed.stdout.splitlines() if line.startswith("- gsm8k-")]
-    assert sessions == SEED_SESSIONS and len(sessions) == 83
+    assert sessions == SEED_SESSIONS and len(sessions) == 106
     assert "[smollm2-135m,cpu,cpu,vllm,fp16,tp1]" in listed.stdout
     assert "* lint" in listed.stdout and "* tests" in listed.stdout  # the only default sessions
 
@@ -298,45 +298,59 @@ def test_exact_server_commands(matrix, session, python, argv):
     assert FRAMEWORKS[combo.framework.name].server_command(combo, target) == argv
 
 
-def container(vendor, tp=1, command=("vllm", "serve", "m"), **extra):
+def container(vendor, gpus=None, command=("vllm", "serve", "m"), **extra):
     from gsm8k_bench.containers import container_spec
 
-    return container_spec(vendor=vendor, tp=tp, image="img:1", command=list(command), name="n", session="sess",
+    return container_spec(vendor=vendor, gpus=gpus, image="img:1", command=list(command), name="n", session="sess",
                           hf_home=Path("/hf"), **{"environment": {}, **extra})
+
+
+WARM = "/root/.cache/gsm8k-bench-warm"
+WARM_ENV = {"VLLM_CACHE_ROOT": f"{WARM}/vllm", "TORCHINDUCTOR_CACHE_DIR": f"{WARM}/torchinductor",
+            "TRITON_CACHE_DIR": f"{WARM}/triton", "FLASHINFER_WORKSPACE_BASE": f"{WARM}/flashinfer",
+            "SGLANG_DG_CACHE_DIR": f"{WARM}/deep_gemm"}
+WARM_ARGS = [f"--volume=$GSM8K_BENCH_CACHE/warm/<image-id>:{WARM}", "--env=HF_HOME=/root/.cache/huggingface",
+             *(f"--env={k}={v}" for k, v in WARM_ENV.items())]
 
 
 def test_exact_amd_container():
     from gsm8k_bench.containers.spec import Mount
+    from gsm8k_bench.gpus import GpuAssignment
 
-    spec = container("amd", tp=4, environment={"A": "1"}, extra_mounts=(Mount("/src", "/models/x", True),))
+    nodes = ("/dev/dri/renderD136", "/dev/dri/renderD144", "/dev/dri/renderD152", "/dev/dri/renderD160")
+    spec = container("amd", gpus=GpuAssignment((4, 5, 6, 7), "--gpus", nodes), environment={"A": "1"},
+                     extra_mounts=(Mount("/src", "/models/x", True),))
     run = ["docker", "run", "--rm", "--name", "n", "--network=host", "--label=gsm8k-bench.session=sess",
-           "--device=/dev/kfd", "--device=/dev/dri", "--group-add=video", "--group-add=render",
+           "--device=/dev/kfd", "--device=/dev/dri/renderD136", "--device=/dev/dri/renderD144",
+           "--device=/dev/dri/renderD152", "--device=/dev/dri/renderD160", "--group-add=video", "--group-add=render",
            "--security-opt=seccomp=unconfined", "--ipc=host", "--shm-size=32g",
-           "--volume=/hf:/root/.cache/huggingface", "--volume=/src:/models/x:ro",
-           "--env=HF_HOME=/root/.cache/huggingface", "--env=A=1", "--env=HF_TOKEN", "--env=HUGGING_FACE_HUB_TOKEN",
-           "--entrypoint", "vllm", "img:1", "serve", "m"]
+           "--volume=/hf:/root/.cache/huggingface", "--volume=/src:/models/x:ro", *WARM_ARGS,
+           "--env=A=1", "--env=ROCR_VISIBLE_DEVICES=0,1,2,3", "--env=HIP_VISIBLE_DEVICES=0,1,2,3",
+           "--env=HF_TOKEN", "--env=HUGGING_FACE_HUB_TOKEN", "--entrypoint", "vllm", "img:1", "serve", "m"]
     assert spec.docker_run_argv() == run
-    assert spec.describe() == {
-        "image": "img:1", "name": "n", "command": ["vllm", "serve", "m"], "devices": ["/dev/kfd", "/dev/dri"],
-        "gpu_count": None, "group_add": ["video", "render"], "security_opt": ["seccomp=unconfined"],
+    described = spec.describe()
+    assert described.pop("docker_run").startswith("docker run --rm --name n --network=host")
+    assert described == {
+        "image": "img:1", "name": "n", "command": ["vllm", "serve", "m"], "devices": ["/dev/kfd", *nodes],
+        "gpu_ids": [], "group_add": ["video", "render"], "security_opt": ["seccomp=unconfined"],
         "ipc": "host", "shm_size": "32g", "network": "host",
         "mounts": ["/hf:/root/.cache/huggingface", "/src:/models/x:ro"],
-        "env": {"HF_HOME": "/root/.cache/huggingface", "A": "1"}, "env_by_name": ["HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"],
-        "labels": {"gsm8k-bench.session": "sess"}, "docker_run": " ".join(run)}
+        "env": {"HF_HOME": "/root/.cache/huggingface", **WARM_ENV, "A": "1", "ROCR_VISIBLE_DEVICES": "0,1,2,3",
+                "HIP_VISIBLE_DEVICES": "0,1,2,3"},
+        "env_by_name": ["HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"], "labels": {"gsm8k-bench.session": "sess"},
+        "warm_cache": WARM}
 
 
 def test_exact_nvidia_and_cpu_containers():
+    from gsm8k_bench.gpus import GpuAssignment
+
     head = ["docker", "run", "--rm", "--name", "n", "--network=host", "--label=gsm8k-bench.session=sess"]
-    tail = ["--volume=/hf:/root/.cache/huggingface", "--env=HF_HOME=/root/.cache/huggingface", "--env=HF_TOKEN",
-            "--env=HUGGING_FACE_HUB_TOKEN", "--entrypoint"]
-    assert container("nvidia", tp=2).docker_run_argv() == [
-        *head, "--gpus", "2", "--ipc=host", "--shm-size=32g", *tail, "vllm", "img:1", "serve", "m"]
+    tail = ["--volume=/hf:/root/.cache/huggingface", *WARM_ARGS, "--env=HF_TOKEN", "--env=HUGGING_FACE_HUB_TOKEN",
+            "--entrypoint"]
+    assert container("nvidia", gpus=GpuAssignment((2, 3), "--gpus")).docker_run_argv() == [
+        *head, "--gpus", '"device=2,3"', "--ipc=host", "--shm-size=32g", *tail, "vllm", "img:1", "serve", "m"]
     assert container("cpu", command=("python3", "-m", "x")).docker_run_argv() == [
         *head, "--shm-size=2g", *tail, "python3", "img:1", "-m", "x"]
-    from dataclasses import replace
-
-    every_gpu = replace(container("nvidia"), device=replace(container("nvidia").device, gpu_count=-1))
-    assert every_gpu.docker_run_argv()[7:9] == ["--gpus", "all"]
 
 
 def test_a_models_server_args_go_to_its_framework_only():

@@ -27,18 +27,19 @@ def test_inputs_come_from_input_variables_stripped():
 
 def test_session_names_give_one_row_each_with_its_nox_call(matrix):
     rows = dispatch.plan(matrix, inputs(sessions="gsm8k-smollm2-135m-cpu-vllm-fp16-tp1  "
-                                                 "gsm8k-llama-3.1-8b-b200-sglang-fp4-tp1", limit="20"), "3")
+                                                 "gsm8k-llama-3.1-8b-b200-sglang-fp4-tp1", limit="20"))
     assert rows == [
         {"session": "gsm8k-smollm2-135m-cpu-vllm-fp16-tp1", "model": "smollm2-135m",
          "checkpoint": "HuggingFaceTB/SmolLM2-135M-Instruct", "runner": "cpu", "runner_label": "ubuntu-24.04",
          "vendor": "cpu", "framework": "vllm", "precision": "fp16", "tp": 1,
-         "nox_session": "gsm8k-smollm2-135m-cpu-vllm-fp16-tp1", "session_args": "--num-fewshot 5 --limit 20",
-         "artifact": "gsm8k-smollm2-135m-cpu-vllm-fp16-tp1-attempt3"},
+         "nox_session": "gsm8k-smollm2-135m-cpu-vllm-fp16-tp1", "image": "gsm8k-bench/vllm-cpu:0.32.0",
+         # the eval's limit: the job's 360 minutes less 30 of setup and the runner's 600 s start timeout
+         "session_args": "--num-fewshot 5 --limit 20 --eval-timeout 19200"},
         {"session": "gsm8k-llama-3.1-8b-b200-sglang-fp4-tp1", "model": "llama-3.1-8b",
          "checkpoint": "nvidia/Llama-3.1-8B-Instruct-FP4", "runner": "b200", "runner_label": "b200-nv",
          "vendor": "nvidia", "framework": "sglang", "precision": "fp4", "tp": 1,
-         "nox_session": "gsm8k-llama-3.1-8b-b200-sglang-fp4-tp1", "session_args": "--num-fewshot 5 --limit 20",
-         "artifact": "gsm8k-llama-3.1-8b-b200-sglang-fp4-tp1-attempt3"},
+         "nox_session": "gsm8k-llama-3.1-8b-b200-sglang-fp4-tp1", "image": "lmsysorg/sglang:v0.5.23",
+         "session_args": "--num-fewshot 5 --limit 20 --eval-timeout 18000"},
     ]
 
 
@@ -47,26 +48,28 @@ def test_tags_and_keyword_expressions_select_like_nox(matrix):
     assert {r["session"] for r in by_tag} == {c.name for c in matrix.combinations
                                               if c.precision.name == "fp4" or c.runner.name == "cpu"}
     one_tag = dispatch.plan(matrix, inputs(sessions="tag:mi325x"))
-    assert {r["runner"] for r in one_tag} == {"mi325x"} and len(one_tag) == 12
-    keyword = dispatch.plan(matrix, inputs(sessions="b200 and (fp4 or fp8) and not sglang"), run_attempt="")
+    assert {r["runner"] for r in one_tag} == {"mi325x"} and len(one_tag) == 14
+    keyword = dispatch.plan(matrix, inputs(sessions="b200 and (fp4 or fp8) and not sglang"))
     assert [r["session"] for r in keyword] == [
         "gsm8k-llama-3.1-8b-b200-vllm-fp8-tp1", "gsm8k-llama-3.1-8b-b200-vllm-fp4-tp1",
         "gsm8k-llama-3.3-70b-b200-vllm-fp8-tp4", "gsm8k-llama-3.3-70b-b200-vllm-fp8-tp8",
-        "gsm8k-llama-3.3-70b-b200-vllm-fp4-tp4", "gsm8k-llama-3.3-70b-b200-vllm-fp4-tp8"]
-    assert {r["artifact"].rsplit("-", 1)[1] for r in keyword} == {"attempt1"}
-    assert {r["session_args"] for r in keyword} == {"--num-fewshot 5"}
+        "gsm8k-llama-3.3-70b-b200-vllm-fp4-tp4", "gsm8k-llama-3.3-70b-b200-vllm-fp4-tp8",
+        "gsm8k-gpt-oss-120b-b200-vllm-fp4-tp1", "gsm8k-gpt-oss-120b-b200-vllm-fp4-tp8",
+        "gsm8k-deepseek-r1-b200-vllm-fp8-tp8", "gsm8k-deepseek-r1-b200-vllm-fp4-tp8"]
+    assert {r["session_args"] for r in keyword} == {"--num-fewshot 5 --eval-timeout 18000"}
 
 
 def test_an_adhoc_hub_model_row(matrix):
     (row,) = dispatch.plan(matrix, inputs(model="Qwen/Qwen3_8B-Instruct.v2", runner="h200", framework="vllm",
-                                          precision="fp8", tp="2", num_fewshot="0", image="my/vllm:dev"))
+                                          precision="fp8", tp="2", num_fewshot="0", image="vllm/vllm-openai:dev"))
     assert row == {
         "session": "gsm8k-qwen3-8b-instruct.v2-h200-vllm-fp8-tp2", "model": "qwen3-8b-instruct.v2",
         "checkpoint": "Qwen/Qwen3_8B-Instruct.v2", "runner": "h200", "runner_label": "h200-cw",
         "vendor": "nvidia", "framework": "vllm", "precision": "fp8", "tp": 2, "nox_session": "gsm8k",
+        "image": "vllm/vllm-openai:dev",
         "session_args": "--model qwen3-8b-instruct.v2 --runner h200 --framework vllm --precision fp8 --tp 2 "
-                        "--checkpoint Qwen/Qwen3_8B-Instruct.v2 --num-fewshot 0 --image my/vllm:dev",
-        "artifact": "gsm8k-qwen3-8b-instruct.v2-h200-vllm-fp8-tp2-attempt1"}
+                        "--checkpoint Qwen/Qwen3_8B-Instruct.v2 --num-fewshot 0 --image vllm/vllm-openai:dev "
+                        "--eval-timeout 18000"}
 
 
 def test_a_hub_name_loses_its_trailing_separators(matrix):
@@ -74,12 +77,12 @@ def test_a_hub_name_loses_its_trailing_separators(matrix):
     assert row["session"] == "gsm8k-model-h100-vllm-fp16-tp1" and row["checkpoint"] == "org/Model_"
 
 
-def test_an_adhoc_matrix_model_keeps_its_checkpoints(matrix):
+def test_an_adhoc_matrix_model_is_its_matrix_session(matrix):
     (row,) = dispatch.plan(matrix, inputs(model="llama-3.1-8b", runner="mi300x", framework="sglang",
                                           precision="fp8"))
     assert row["checkpoint"] == "RedHatAI/Meta-Llama-3.1-8B-Instruct-FP8" and row["tp"] == 1
-    assert row["session_args"] == ("--model llama-3.1-8b --runner mi300x --framework sglang --precision fp8 "
-                                   "--tp 1 --num-fewshot 5")
+    assert row["nox_session"] == row["session"] == "gsm8k-llama-3.1-8b-mi300x-sglang-fp8-tp1"
+    assert row["session_args"] == "--num-fewshot 5 --eval-timeout 18000"
 
 
 @pytest.mark.parametrize(("given", "message"), [
@@ -88,11 +91,12 @@ def test_an_adhoc_matrix_model_keeps_its_checkpoints(matrix):
     ({}, "inputs model, runner, framework, precision are required without 'sessions' (or give 'sessions' to "
      "rerun part of matrix.yaml)"),
     ({"model": "llama-3.1-8b; curl evil | sh", "runner": "h100", "framework": "vllm", "precision": "fp8"},
-     "input 'model': 'llama-3.1-8b; curl evil | sh' is neither a matrix.yaml model (smollm2-135m, llama-3.1-8b, "
-     "llama-3.3-70b) nor a hub id like org/name"),
+     "input 'model': 'llama-3.1-8b; curl evil | sh' is neither a matrix.yaml model (smollm2-135m, "
+     "qwen2.5-coder-1.5b, llama-3.1-8b, llama-3.3-70b, gpt-oss-120b, deepseek-r1), a hub id like org/name, nor an "
+     "absolute path"),
     ({"model": "org/--", "runner": "h100", "framework": "vllm", "precision": "fp8"},
-     "input 'model': 'org/--' is neither a matrix.yaml model (smollm2-135m, llama-3.1-8b, llama-3.3-70b) nor a hub "
-     "id like org/name"),
+     "input 'model': 'org/--' is neither a matrix.yaml model (smollm2-135m, qwen2.5-coder-1.5b, llama-3.1-8b, "
+     "llama-3.3-70b, gpt-oss-120b, deepseek-r1), a hub id like org/name, nor an absolute path"),
     ({"model": "llama-3.1-8b", "runner": "h100", "framework": "vllm", "precision": "fp8", "tp": "65"},
      "input 'tp': must be between 1 and 64, got 65"),
     ({"model": "llama-3.1-8b", "runner": "h100", "framework": "vllm", "precision": "fp8", "tp": "0"},
@@ -117,21 +121,13 @@ def test_bad_inputs_are_refused_with_the_exact_reason(matrix, given, message):
     assert rejected(matrix, **given) == message
 
 
-def test_the_run_attempt_is_checked_too(matrix):
-    with pytest.raises(ConfigError) as info:
-        dispatch.plan(matrix, inputs(sessions="gsm8k"), run_attempt="1001")
-    assert str(info.value) == "input 'run attempt': must be between 1 and 1000, got 1001"
-    assert dispatch.plan(matrix, inputs(sessions="gsm8k-smollm2-135m-cpu-vllm-fp16-tp1"),
-                         run_attempt="1000")[0]["artifact"].endswith("-attempt1000")
-
-
 def test_the_limits_are_inclusive(matrix):
     row = dispatch.plan(matrix, inputs(sessions="gsm8k-smollm2-135m-cpu-vllm-fp16-tp1", num_fewshot="25",
                                        limit="100000"))[0]
-    assert row["session_args"] == "--num-fewshot 25 --limit 100000"
+    assert row["session_args"] == "--num-fewshot 25 --limit 100000 --eval-timeout 19200"
     row = dispatch.plan(matrix, inputs(sessions="gsm8k-smollm2-135m-cpu-vllm-fp16-tp1", num_fewshot="0",
                                        limit="1"))[0]
-    assert row["session_args"] == "--num-fewshot 0 --limit 1"
+    assert row["session_args"] == "--num-fewshot 0 --limit 1 --eval-timeout 19200"
     (adhoc,) = dispatch.plan(matrix, inputs(model="llama-3.3-70b", runner="mi355x", framework="vllm",
                                             precision="fp16", tp="8"))
     assert adhoc["tp"] == 8
@@ -145,12 +141,13 @@ def test_selection_size_limits():
     assert dispatch.check_size([{}] * 256) == [{}] * 256
 
 
-def test_an_image_input_serves_where_the_matrix_has_none(matrix):
-    # matrix.yaml has no SGLang image for the cpu runner: the given image is what makes the cell valid.
-    (row,) = dispatch.plan(matrix, inputs(model="smollm2-135m", runner="cpu", framework="sglang",
-                                          precision="fp16", image="my/sglang:cpu"))
-    assert row["session"] == "gsm8k-smollm2-135m-cpu-sglang-fp16-tp1"
-    assert row["session_args"].endswith("--image my/sglang:cpu")
+def test_no_image_where_the_matrix_has_none(matrix):
+    # matrix.yaml has no SGLang image for the cpu runner, and so no repository an image input could come from.
+    assert rejected(matrix, model="smollm2-135m", runner="cpu", framework="sglang", precision="fp16",
+                    image="my/sglang:cpu") == (
+        "input 'image': 'my/sglang:cpu' is not from a repository allowed for sglang on cpu. Allowed repositories: "
+        "(none listed in matrix.yaml) (any tag, or a digest pinned as REPO@sha256:<64 hex>); other repositories "
+        "are added to matrix.yaml by review")
     assert rejected(matrix, model="smollm2-135m", runner="cpu", framework="sglang", precision="fp16") == (
         "command line: gsm8k-smollm2-135m-cpu-sglang-fp16-tp1: framework 'sglang' has no image for runner 'cpu' "
         "(vendor cpu); add frameworks.sglang.images.cpu")

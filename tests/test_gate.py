@@ -15,7 +15,10 @@ from gsm8k_bench.errors import ConfigError
 
 binomtest = require_module("scipy.stats").binomtest
 PROTOCOL = {"endpoint": "/v1/completions", "apply_chat_template": False, "fewshot_as_multiturn": False,
-            "num_fewshot": 5, "max_gen_toks": 256, "until": ["Question:", "</s>", "<|im_end|>"]}
+            "num_fewshot": 5, "max_gen_toks": 256, "until": ["Question:", "</s>", "<|im_end|>"],
+            # a non-reasoning run's reasoning settings (a baseline that omits them means these)
+            "reasoning_parser": None, "reasoning_effort": None, "chat_template_kwargs": {},
+            "answer_extraction": "stock"}
 
 
 def baselines(*entries, confidence=0.95, tolerance=0.02):
@@ -85,6 +88,7 @@ def test_a_full_verdict_against_an_independent_bound(combo):
         ],
         "reason": f"strict_match 0.7202: upper bound {strict_upper:.4f} < baseline 0.8000 - 0.02; "
                   f"flexible_extract 0.8340: upper bound {flexible_upper:.4f} >= baseline 0.8000 - 0.02",
+        "method": "scalar baseline: one-sided Wilson score bound",
     }
     assert strict_upper == 0.7401
     assert gate.describe_regression(verdict) == (
@@ -242,8 +246,9 @@ ENTRY_HEAD = f"version: 1\nbaselines:\n  - model: tiny\n    n: 5\n    {FULL_PROT
     (ENTRY_HEAD.replace("n: 5", "n: 0") + "    strict_match: 0.5\n", "baselines.yaml:4: baselines[0].n: must be >= 1, "
      "got 0"),
     (ENTRY_HEAD.replace("[Q]}", "[Q], seed: 1}") + "    strict_match: 0.5\n",
-     "baselines.yaml:5: baselines[0].protocol.seed: unknown key 'seed' Allowed: apply_chat_template, endpoint, "
-     "fewshot_as_multiturn, max_gen_toks, num_fewshot, until"),
+     "baselines.yaml:5: baselines[0].protocol.seed: unknown key 'seed' Allowed: answer_extraction, "
+     "apply_chat_template, chat_template_kwargs, endpoint, fewshot_as_multiturn, max_gen_toks, num_fewshot, "
+     "reasoning_effort, reasoning_parser, until"),
     ("version: 1\nbaselines:\n  - {modle: tiny}\n", "baselines.yaml:3: baselines[0].modle: unknown key 'modle'; did "
      "you mean 'model'? Allowed: flexible_extract, framework, model, n, precision, protocol, runner, source, "
      "strict_match, tp"),
@@ -282,14 +287,18 @@ def test_every_filter_key_narrows_the_match(combo):
 
 
 def test_not_gated_reasons_are_exact(combo):
+    promote = ("to gate later runs question by question against this one: "
+               "nox -s promote -- results/gsm8k-tiny-h100-vllm-fp8-tp1.json")
     assert gate.judge(baselines(), combo, PROTOCOL, metrics(0.1, 1319)) == {
         "verdict": "not_gated", "confidence": 0.95, "tolerance": 0.02, "baseline": None, "checks": [],
-        "reason": "no baseline for gsm8k-tiny-h100-vllm-fp8-tp1 in baselines.yaml"}
+        "reason": f"no reference; no baseline for gsm8k-tiny-h100-vllm-fp8-tp1 in baselines.yaml; {promote}",
+        "method": None}
     longer = gate.judge(baselines(entry()), combo, {**PROTOCOL, "max_gen_toks": 1024}, metrics(0.1, 1319))
-    assert longer["reason"] == "protocol differs from the baseline's (baseline, run): {'max_gen_toks': (256, 1024)}"
+    assert longer["reason"] == ("no reference; protocol differs from the baseline's (baseline, run): "
+                                f"{{'max_gen_toks': (256, 1024)}}; {promote}")
     sizes = gate.judge(baselines(entry(n=1319), entry(n=20)), combo, PROTOCOL, metrics(0.1, 200))
-    assert sizes["reason"] == ("baselines exist for n=[20, 1319], this run scored n=200; the first n questions "
-                               "are not a random sample, so runs of other sizes are not gated")
+    assert sizes["reason"] == ("no reference; baselines exist for n=[20, 1319], this run scored n=200; the first n "
+                               f"questions are not a random sample, so runs of other sizes are not gated; {promote}")
     # A run that reports no n is never gated, not even against a one-question baseline.
     no_n = gate.judge(baselines(entry(n=1)), combo, PROTOCOL, {"strict_match": 0.0})
     assert no_n["verdict"] == "not_gated" and "this run scored n=0" in no_n["reason"]
@@ -299,7 +308,9 @@ def test_protocol_of_takes_the_stop_sequences_from_lm_eval():
     run = {**PROTOCOL, "until": ["ignored"], "lm_eval_model": "local-completions"}
     assert gate.protocol_of(run, {"until": ["Question:"], "do_sample": False}) == {**PROTOCOL,
                                                                                    "until": ["Question:"]}
-    assert gate.protocol_of({}, {}) == {**dict.fromkeys(gate.PROTOCOL_KEYS), "until": []}
+    # A run recorded before the reasoning settings existed was a non-reasoning run.
+    assert gate.protocol_of({}, {}) == {**dict.fromkeys(gate.PROTOCOL_KEYS), **gate.REASONING_DEFAULTS,
+                                        "until": []}
 
 
 def test_an_upper_bound_never_exceeds_one():

@@ -35,7 +35,7 @@ def test_names_and_tags_are_stable_and_in_the_alphabet():
 
 def test_seed_matrix_covers_every_runner_framework_and_precision(matrix):
     combos = matrix.combinations
-    assert [c.name for c in combos] == SEED_SESSIONS and len(combos) == 83
+    assert [c.name for c in combos] == SEED_SESSIONS and len(combos) == 106
     assert {c.runner.name for c in combos} == {"h100", "h200", "b200", "mi300x", "mi325x", "mi355x", "cpu"}
     assert {c.framework.name for c in combos} == {"vllm", "sglang"}
     assert {c.precision.name for c in combos} == {"fp16", "fp8", "fp4"}
@@ -164,8 +164,8 @@ def edited(edit) -> str:
      "(lowercase letters, digits, '.' and '-')"),
     (('    tp: [1, 2]', '    tp: [1, 2]\n    tensor_parallel: 2'),
      "matrix.yaml:29: models.tiny.tensor_parallel: unknown key 'tensor_parallel' Allowed: checkpoint, "
-     'checkpoints, frameworks, limit, max_gen_toks, max_model_len, precisions, protocol, runners, '
-     'server_args, tp'),
+     'checkpoint_quantization, checkpoints, frameworks, limit, max_gen_toks, max_model_len, precisions, protocol, '
+     'reasoning, runners, server_args, tp'),
     (('    checkpoint: org/tiny\n', ''),
      "matrix.yaml:24: models.tiny: missing required key 'checkpoint'"),
     (('checkpoint: org/tiny', 'checkpoint: [org/tiny]'),
@@ -456,8 +456,9 @@ def test_adhoc_combinations(matrix):
     assert (new.checkpoint, new.quantization, new.model.protocol) == ("org/new-fp4", "modelopt_fp4", "completions")
     assert (new.model.max_model_len, new.model.max_gen_toks) == (4096, 256)
     for kwargs, message in [
-        ({"runner": "h1000"}, "--runner: unknown runner 'h1000'; did you mean 'h100'? Allowed: b200, cpu, h100, "
-                              "h200, mi300x, mi325x, mi355x"),
+        ({"runner": "h1000"}, "--runner: unknown runner 'h1000'; did you mean 'h100'? Allowed: b200, b200-nv, cpu, "
+                              "h100, h100-cr, h200, h200-cw, mi300x, mi300x-amd, mi325x, mi325x-amd, mi355x, "
+                              "mi355x-amd, ubuntu-24.04"),
         ({"framework": "vlm"}, "--framework: unknown framework 'vlm'; did you mean 'vllm'? Allowed: sglang, vllm"),
         ({"precision": "fp6"}, "--precision: unknown precision 'fp6'; did you mean 'fp16'? Allowed: fp16, fp4, fp8"),
         ({"protocol": "chats"}, "--protocol: unknown protocol 'chats'; did you mean 'chat'? Allowed: chat, "
@@ -465,7 +466,7 @@ def test_adhoc_combinations(matrix):
         ({"model": "New_Model"}, "--model: 'New_Model' must match ^[a-z0-9][a-z0-9.]*(-[a-z0-9.]+)*$; it names the "
                                  "session"),
         ({"model": "new"}, "--model 'new' is not in matrix.yaml; give --checkpoint too (known models: "
-                           "smollm2-135m, llama-3.1-8b, llama-3.3-70b)"),
+                           "smollm2-135m, qwen2.5-coder-1.5b, llama-3.1-8b, llama-3.3-70b, gpt-oss-120b, deepseek-r1)"),
         ({"tp": 9}, "command line: gsm8k-llama-3.1-8b-h100-vllm-fp16-tp9: tp 9 is larger than runner 'h100''s "
                     "8 GPUs"),
     ]:
@@ -493,9 +494,13 @@ def test_select_by_names_keeps_their_order_and_tags_and_keywords_combine(matrix)
     assert [c.name for c in picked] == ["gsm8k-llama-3.1-8b-b200-vllm-fp4-tp1", "gsm8k-smollm2-135m-cpu-vllm-fp16-tp1"]
     both = select(matrix.combinations, keywords="vllm", tags=["fp4", "cpu"])
     assert [c.name for c in both] == [
-        "gsm8k-smollm2-135m-cpu-vllm-fp16-tp1", "gsm8k-llama-3.1-8b-b200-vllm-fp4-tp1",
+        "gsm8k-smollm2-135m-cpu-vllm-fp16-tp1", "gsm8k-qwen2.5-coder-1.5b-cpu-vllm-fp16-tp1",
+        "gsm8k-llama-3.1-8b-b200-vllm-fp4-tp1",
         "gsm8k-llama-3.3-70b-b200-vllm-fp4-tp4", "gsm8k-llama-3.3-70b-b200-vllm-fp4-tp8",
-        "gsm8k-llama-3.3-70b-mi355x-vllm-fp4-tp4", "gsm8k-llama-3.3-70b-mi355x-vllm-fp4-tp8"]
+        "gsm8k-llama-3.3-70b-mi355x-vllm-fp4-tp4", "gsm8k-llama-3.3-70b-mi355x-vllm-fp4-tp8",
+        "gsm8k-gpt-oss-120b-b200-vllm-fp4-tp1", "gsm8k-gpt-oss-120b-b200-vllm-fp4-tp8",
+        "gsm8k-gpt-oss-120b-mi355x-vllm-fp4-tp1", "gsm8k-gpt-oss-120b-mi355x-vllm-fp4-tp8",
+        "gsm8k-deepseek-r1-b200-vllm-fp4-tp8", "gsm8k-deepseek-r1-mi355x-vllm-fp4-tp8"]
     assert select(matrix.combinations) == list(matrix.combinations)
     with pytest.raises(ConfigError) as info:
         select(matrix.combinations, keywords="h100 and (")
