@@ -19,7 +19,8 @@ def write_jsonl(path, rows):
 
 
 def run_dummy_lm_eval(tmp_path, output_dir, limit):
-    """lm-eval itself, with its `dummy` model (it answers "lol"), on GSM8K's files, as a session runs it."""
+    """lm-eval itself (its own CLI: the session's driver only runs the API models), with its `dummy` model
+    (it answers "lol"), on GSM8K's files, with the session's flags."""
     require((SHARED_GSM8K / "test.jsonl").is_file(), f"GSM8K files at {SHARED_GSM8K}")
     python = envs.ensure_env(envs.LM_EVAL)
     task = evaluate.write_task(SHARED_GSM8K, tmp_path / "task",
@@ -29,6 +30,7 @@ def run_dummy_lm_eval(tmp_path, output_dir, limit):
     argv = evaluate.lm_eval_command(python, settings, served_name="dummy", base_url="http://127.0.0.1:9",
                                     output_dir=output_dir, task=task, include_path=tmp_path / "task")
     argv[argv.index("--model") + 1], argv[argv.index("--model_args") + 1] = "dummy", ""
+    argv = [argv[0], "-m", "lm_eval", "run", *argv[2:]]  # the driver's flags are lm_eval's own
     out = subprocess.run(argv, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
