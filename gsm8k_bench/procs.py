@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 STOP_GRACE_S = 15.0
+KILL_WAIT_S = 10.0
 PR_SET_PDEATHSIG = 1
 # Set by a SIGINT/SIGTERM that arrives while children are being stopped: skip the grace, still kill.
 _hurry = threading.Event()
@@ -79,21 +80,29 @@ def _signal_group(proc: subprocess.Popen, sig: signal.Signals) -> None:
 
 
 def stop(proc: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
-    """Terminate the whole group, wait, then kill what is left; safe on a process that already ended.
-    A stopped (SIGSTOPped) group is continued so it can act on SIGTERM."""
+    """Terminate the whole group, wait, then kill what is left, and return once nothing of it runs; safe on
+    a process that already ended.  A stopped (SIGSTOPped) group is continued so it can act on SIGTERM."""
     with cleanup_shield():
         _signal_group(proc, signal.SIGTERM)
         _signal_group(proc, signal.SIGCONT)
-        deadline = time.monotonic() + grace_s
-        while proc.poll() is None and time.monotonic() < deadline and not _hurry.is_set():
-            time.sleep(0.1)
+        _wait_for_group(proc, grace_s, cut_short_by_hurry=True)
         # Children can outlive the leader (vLLM's engine core): kill whatever of the group remains.
         _signal_group(proc, signal.SIGKILL)
         proc.wait(timeout=10)
+        _wait_for_group(proc, KILL_WAIT_S)  # a killed process with gigabytes mapped takes a moment to exit
         guard = _guards.pop(proc.pid, None)
         if guard:
             guard.kill()
             guard.wait(timeout=10)
+
+
+def _wait_for_group(proc: subprocess.Popen, timeout_s: float, cut_short_by_hurry: bool = False) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not (cut_short_by_hurry and _hurry.is_set()):
+        proc.poll()  # reap the leader: our child
+        if not live_members(proc.pid):
+            return
+        time.sleep(0.1)
 
 
 @contextmanager
@@ -143,8 +152,8 @@ def cleanup_shield() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def stopped_members(pgid: int) -> list[int]:
-    """PIDs of the process group that are stopped (SIGSTOP, a debugger): alive and answering nothing."""
+def _members(pgid: int) -> list[tuple[int, str]]:
+    """(pid, state) of every process in the group, from /proc."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -155,9 +164,19 @@ def stopped_members(pgid: int) -> list[int]:
             continue
         # pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses, so split after the last ')'.
         fields = stat.rpartition(")")[2].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] in ("T", "t"):
-            found.append(int(entry.name))
+        if len(fields) > 2 and int(fields[2]) == pgid:
+            found.append((int(entry.name), fields[0]))
     return found
+
+
+def live_members(pgid: int) -> list[int]:
+    """PIDs of the group that still run (a zombie waits only for its parent to read its status)."""
+    return [pid for pid, state in _members(pgid) if state not in ("Z", "X")]
+
+
+def stopped_members(pgid: int) -> list[int]:
+    """PIDs of the process group that are stopped (SIGSTOP, a debugger): alive and answering nothing."""
+    return [pid for pid, state in _members(pgid) if state in ("T", "t")]
 
 
 def tail(path: Path, lines: int = 50) -> str:

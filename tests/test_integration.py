@@ -144,7 +144,12 @@ def test_report_of_the_real_run(cpu_run, tmp_path):
     paths = report.write_report(results_dir, tmp_path, warn=pytest.fail)
     text = paths["markdown"].read_text()
     assert f"| `{SESSION}` | passed |" in text and "| pass |" in text
-    assert paths["plot"].stat().st_size > 1000 and paths["summary"].read_text() == text
+    assert paths["plot"].stat().st_size > 1000
+    # The step summary has the same results table; the per-session cost table stays in report.md.
+    summary = paths["summary"].read_text()
+    rows = [line for line in text.splitlines() if line.startswith(f"| `{SESSION}` | passed |")]
+    assert len(rows) == 1 and rows[0] in summary.splitlines()
+    assert "GPU-hours" in summary and f"| `{SESSION}` | 0 |" in text and f"| `{SESSION}` | 0 |" not in summary
 
 
 def test_a_regression_fails_the_session_after_writing_its_json(dataset, cpu_run, tmp_path):
@@ -255,6 +260,6 @@ def test_interrupt_leaves_nothing_running_and_writes_the_json(dataset, cpu_run, 
     assert not processes_writing_to(work / "server.log")
     assert not processes_writing_to(work / "lm-eval.log")
     doc = json.loads((tmp_path / f"{SESSION}.json").read_text())
-    cause = "Ctrl-C" if sig == signal.SIGINT else "signal SIGTERM"
+    cause = f"signal {sig.name}"  # the session's handler turns SIGINT, like SIGTERM, into an unwind
     assert doc["status"] == "failed"
     assert doc["error"]["message"] == f"interrupted during {phase} ({cause})"
