@@ -25,6 +25,8 @@ from gsm8k_bench.launchers import LOG_TAIL_LINES
 from gsm8k_bench.ownership import OWNER_LABEL, Owner, current_owner
 
 STOP_TIMEOUT_S = 15
+# How long a container's exit is checked against its engine going away (see DockerServer.exit_status).
+ENGINE_LEAVING_S = 2.0
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 
 
@@ -144,8 +146,24 @@ class DockerServer:
             raise _engine_gone(exc) from None
         state = self.container.attrs.get("State", {})
         if state.get("Status") in ("exited", "dead"):
+            self._raise_if_engine_leaving()
             return f"container exited with code {state.get('ExitCode')}"
         return None
+
+    def _raise_if_engine_leaving(self) -> None:
+        """A stopping engine stops its containers first: a container that exits while the engine goes away
+        is the engine's loss, and the session says so (the engine is gone within ENGINE_LEAVING_S)."""
+        import requests
+
+        import docker
+
+        deadline = time.monotonic() + ENGINE_LEAVING_S
+        while time.monotonic() < deadline:
+            try:
+                self.container.client.ping()
+            except (requests.RequestException, docker.errors.DockerException) as exc:
+                raise _engine_gone(exc) from None
+            time.sleep(0.25)
 
     def hang_status(self) -> str | None:
         """A paused container, or a stopped process in it (ps on the engine's host, via `docker top`)."""
