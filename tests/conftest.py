@@ -7,6 +7,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import yaml
 
 from gsm8k_bench.matrix import Matrix, load_matrix, parse_matrix
 
@@ -175,3 +176,13 @@ def expected_server_flags(combo) -> tuple[str | None, str | None, str | None]:
     if prequantized and quantization:
         quantization = MODEL_QUANTIZATION.get((combo.model.name, combo.framework.name), quantization)
     return dtype, quantization, kv_cache
+
+
+class _NoAliases(yaml.SafeDumper):
+    def ignore_aliases(self, data):  # matrix.yaml and baselines.yaml refuse anchors and aliases
+        return True
+
+
+def yaml_text(data) -> str:
+    """YAML for a test's own matrix or baselines file, every repeated value written out."""
+    return yaml.dump(data, Dumper=_NoAliases, sort_keys=False)

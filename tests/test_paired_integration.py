@@ -8,16 +8,17 @@ mistaken config would, through a candidate matrix file) is called a regression, 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, SHARED_GSM8K, require
+from conftest import ROOT, SHARED_GSM8K, require, yaml_text
 from test_integration import env, nox_argv, processes_writing_to
 
-from gsm8k_bench import references
+from gsm8k_bench import gate, references
 
 pytestmark = pytest.mark.integration
 MODEL = "qwen2.5-coder-1.5b"
@@ -90,7 +91,9 @@ def test_a_rerun_passes_the_paired_gate(promoted):
     for check in verdict["checks"]:
         assert check["n"] == int(RERUN_LIMIT) and check["upper_bound"] >= -verdict["tolerance"]
         assert len(check["lost_doc_ids"]) == check["lost"] and len(check["gained_doc_ids"]) == check["gained"]
-    assert f"gate: pass (paired with {refs / SESSION}.json over {RERUN_LIMIT} questions" in out.stdout + out.stderr
+    printed = out.stdout + out.stderr  # the session's last lines: the table, then what it was paired with
+    assert f"paired with {refs / SESSION}.json ({gate.PAIRED_METHOD})" in printed
+    assert re.search(r"strict-match .* pass\n", printed)
 
 
 def test_a_degraded_serving_is_a_regression_naming_its_lost_questions(promoted):
@@ -99,7 +102,7 @@ def test_a_degraded_serving_is_a_regression_naming_its_lost_questions(promoted):
     overrides = json.dumps(DEGRADED)
     matrix["models"][MODEL]["server_args"]["vllm"] += ["--hf-overrides", overrides]
     candidate = base / "degraded-matrix.yaml"
-    candidate.write_text(yaml.safe_dump(matrix, sort_keys=False))
+    candidate.write_text(yaml_text(matrix))
     out, doc = run_session(base / "degraded", refs, "--baselines", str(ROOT / "baselines.yaml"),
                            environ={"GSM8K_MATRIX": str(candidate)})
     assert overrides in doc["config"]["server_command"]  # the same session, really served differently

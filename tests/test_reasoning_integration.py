@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from conftest import ROOT, SHARED_GSM8K, require
+from conftest import ROOT, SHARED_GSM8K, require, yaml_text
 from test_integration import env, nox_argv, processes_writing_to, wait_for
 
 from gsm8k_bench import envs, evaluate, gate
@@ -44,7 +44,7 @@ def reasoning_matrix(path: Path) -> Path:
     data["models"] = {"smollm2-chat": model, "smollm2-thinks": thinks}
     data.pop("exclude", None)
     data.pop("include", None)
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    path.write_text(yaml_text(data))
     return path
 
 
