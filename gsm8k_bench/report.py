@@ -60,7 +60,7 @@ def newest_per_session(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(newest.values())
 
 
-def _fmt(value: Any, pattern: str = "{:.4f}") -> str:
+def fmt(value: Any, pattern: str = "{:.4f}") -> str:
     """A number in the pattern; anything else (lm-eval writes "N/A" for a stderr at n = 1) as it is."""
     if value is None:
         return "–"
@@ -79,12 +79,12 @@ def row(doc: dict[str, Any]) -> list[str]:
     attempt = _attempt(doc)
     return [
         f"`{doc['session']}`", doc["status"] + (f" (attempt {attempt})" if attempt else ""),
-        f"{_fmt(m.get('strict_match'))} ± {_fmt(m.get('strict_match_stderr'))}",
-        f"{_fmt(m.get('flexible_extract'))} ± {_fmt(m.get('flexible_extract_stderr'))}",
-        _fmt(m.get("n"), "{}"), _fmt(baseline), verdict,
-        _fmt(s.get("output_tokens_per_s"), "{:.1f}"), _fmt(s.get("requests_per_s"), "{:.2f}"),
-        f"{_fmt(s.get('latency_p50_s'), '{:.2f}')} / {_fmt(s.get('latency_p90_s'), '{:.2f}')}",
-        _fmt(t.get("server_ready_s"), "{:.0f}"), _fmt(t.get("eval_s"), "{:.0f}"), _fmt(t.get("total_s"), "{:.0f}"),
+        f"{fmt(m.get('strict_match'))} ± {fmt(m.get('strict_match_stderr'))}",
+        f"{fmt(m.get('flexible_extract'))} ± {fmt(m.get('flexible_extract_stderr'))}",
+        fmt(m.get("n"), "{}"), fmt(baseline), verdict,
+        fmt(s.get("output_tokens_per_s"), "{:.1f}"), fmt(s.get("requests_per_s"), "{:.2f}"),
+        f"{fmt(s.get('latency_p50_s'), '{:.2f}')} / {fmt(s.get('latency_p90_s'), '{:.2f}')}",
+        fmt(t.get("server_ready_s"), "{:.0f}"), fmt(t.get("eval_s"), "{:.0f}"), fmt(t.get("total_s"), "{:.0f}"),
     ]
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from gsm8k_bench import gate
-from gsm8k_bench.report import _fmt as _fixed  # the report's number format (a dash for none)
+from gsm8k_bench.report import fmt  # the report's number format (a dash for none)
 
 
 def _metric_rows(document: dict[str, Any]) -> list[tuple[str, ...]]:
@@ -21,13 +21,13 @@ def _metric_rows(document: dict[str, Any]) -> list[tuple[str, ...]]:
         observed, check = metrics.get(metric), checks.get(metric)
         if check:
             bound = (f"{check['difference']:+.4f} (<= {check['upper_bound']:+.4f})" if paired
-                     else _fixed(check["upper_bound"]))
-            threshold = f"{check['threshold']:+.4f}" if paired else _fixed(check["threshold"])
+                     else fmt(check["upper_bound"]))
+            threshold = f"{check['threshold']:+.4f}" if paired else fmt(check["threshold"])
             said = "regression" if check["regression"] else "pass"
         else:  # not gated: the same one-sided bound, for reading the number
-            bound = _fixed(gate.wilson_upper(observed, n, confidence) if observed is not None and n else None)
-            threshold, said = _fixed(None), verdict.get("verdict", "–").replace("_", " ")
-        rows.append((metric.replace("_", "-"), _fixed(observed), bound, threshold, _fixed(n, "{}"), said))
+            bound = fmt(gate.wilson_upper(observed, n, confidence) if observed is not None and n else None)
+            threshold, said = fmt(None), verdict.get("verdict", "–").replace("_", " ")
+        rows.append((metric.replace("_", "-"), fmt(observed), bound, threshold, fmt(n, "{}"), said))
     return rows
 
 
@@ -49,8 +49,8 @@ def lines(document: dict[str, Any], result_file: Path) -> list[str]:
         out.append(f"  paired with {verdict['reference']['path']} ({verdict.get('method')})"
                    + "".join(f"; {m.replace('_', '-')} lost doc_ids {ids}" for m, ids in lost.items()))
     served, timings = document.get("server_metrics") or {}, document.get("timings") or {}
-    out += [f"  output tokens/s  {_fixed(served.get('output_tokens_per_s'), '{:.1f}')}",
-            f"  time to ready    {_fixed(timings.get('server_ready_s'), '{:.1f} s')}",
-            f"  eval time        {_fixed(timings.get('eval_s'), '{:.1f} s')}",
+    out += [f"  output tokens/s  {fmt(served.get('output_tokens_per_s'), '{:.1f}')}",
+            f"  time to ready    {fmt(timings.get('server_ready_s'), '{:.1f} s')}",
+            f"  eval time        {fmt(timings.get('eval_s'), '{:.1f} s')}",
             f"  result           {result_file}"]
     return out
