@@ -52,9 +52,10 @@ def _or_error(session: nox.Session, action, rerun: str | None = None) -> None:
 
 @nox.session(tags=["ci"])
 def lint(session: nox.Session) -> None:
-    """Ruff over the package, tests and noxfile."""
-    session.install("ruff")
+    """Ruff over the package, tests and noxfile; mypy --strict over the package ([tool.mypy])."""
+    session.install("ruff", "mypy", "types-PyYAML", "types-requests", "-e", ".")
     session.run("ruff", "check", ".")
+    session.run("mypy")
 
 
 @nox.session(tags=["ci"])
