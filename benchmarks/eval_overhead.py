@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gsm8k_bench import evaluate  # noqa: E402
+from gsm8k_bench import evaluate, server_metrics  # noqa: E402
 from gsm8k_bench.cli import CPU_DEFAULT  # noqa: E402
 from gsm8k_bench.matrix import load_matrix  # noqa: E402
 from gsm8k_bench.warm_server import warm_server  # noqa: E402
@@ -105,15 +105,27 @@ def main() -> None:
                                      capture_output=True, text=True, check=True)
                 return float(out.stdout.strip())
 
+            def generated_tokens() -> float:
+                """The server's count of generated tokens: (a) and (b) are compared per token too, since
+                greedy outputs can differ in length between two batch compositions."""
+                return server_metrics.counts("vllm", server_metrics.scrape(warm.plan.base_url)).step_tokens
+
             print(f"{CPU_DEFAULT}: {len(bodies)} questions, concurrency {concurrency}; "
                   f"load average before {load_before}", flush=True)
             rounds = []
             for i in range(1, args.rounds + 1):
+                tokens = [generated_tokens()]
                 b = bare(concurrency)
+                tokens.append(generated_tokens())
                 a = lm_eval(f"a{i}")
+                tokens.append(generated_tokens())
+                b_tokens, a_tokens = tokens[1] - tokens[0], tokens[2] - tokens[1]
+                per_token = (a / a_tokens) / (b / b_tokens)
                 rounds.append({"a_s": round(a, 3), "b_s": round(b, 3), "a_over_b": round(a / b, 3),
+                               "a_tokens": a_tokens, "b_tokens": b_tokens, "a_over_b_per_token": round(per_token, 3),
                                "load_average": load_average()})
-                print(f"round {i}: (b) bare client {b:7.2f} s   (a) eval phase {a:7.2f} s   a/b = {a / b:.3f}   "
+                print(f"round {i}: (b) bare client {b:7.2f} s {b_tokens:6.0f} tokens   (a) eval phase {a:7.2f} s "
+                      f"{a_tokens:6.0f} tokens   a/b = {a / b:.3f} (per token {per_token:.3f})   "
                       f"load {rounds[-1]['load_average'][0]}", flush=True)
             c = lm_eval("c", concurrency=1)
             sweep = {int(n): round(bare(int(n)), 3) for n in args.sweep.split(",") if n}
@@ -129,6 +141,7 @@ def main() -> None:
         "rounds": rounds,
         "a_over_b_rounds": ratios, "a_over_b_median": round(statistics.median(ratios), 3),
         "a_over_b_spread": spread(ratios),
+        "a_over_b_per_token_spread": spread([r["a_over_b_per_token"] for r in rounds]),
         "a_eval_phase_s": spread([r["a_s"] for r in rounds]),
         "b_bare_client_s": spread([r["b_s"] for r in rounds]),
         "c_lm_eval_concurrency_1_s": round(c, 3), "c_over_a_median": round(c / a_median, 3),
@@ -140,6 +153,9 @@ def main() -> None:
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     ab = report["a_over_b_spread"]
     print(f"a/b median {ab['median']:.3f} (min {ab['min']:.3f}, max {ab['max']:.3f}) over {len(rounds)} rounds")
+    per_token = report["a_over_b_per_token_spread"]
+    print(f"a/b per generated token: median {per_token['median']:.3f} (min {per_token['min']:.3f}, "
+          f"max {per_token['max']:.3f})")
     print(f"(a) eval phase median {a_median:.2f} s; (c) lm-eval concurrency 1: {c:.2f} s, c/a = {c / a_median:.2f}")
     print(f"session overhead (wall - server ready - eval): {session['overhead_s']:.2f} s "
           f"(inside the session: {session['overhead_inside_s']:.2f} s; setup {session['setup_s']:.2f} s)")

@@ -98,8 +98,10 @@ def test_the_runner_packs_real_processes_and_a_failure_stops_only_itself(matrix,
 
 def test_sigint_stops_every_running_session_and_each_gets_a_json(matrix, tmp_path):
     driver = textwrap.dedent(f"""
-        import sys
+        import signal, sys
         from pathlib import Path
+        # Ctrl-C as in a terminal, also when pytest runs as a background job (which starts with SIGINT ignored).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         sys.path.insert(0, {str(ROOT / 'tests')!r})
         from test_pack import fake_command, tp2
         from gsm8k_bench import pack
@@ -115,11 +117,14 @@ def test_sigint_stops_every_running_session_and_each_gets_a_json(matrix, tmp_pat
     """)
     proc = subprocess.Popen([sys.executable, "-c", driver], cwd=ROOT, stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    started = [proc.stdout.readline() for _ in range(2)]
-    assert all(line.startswith("start") for line in started), started
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=60)
+    try:
+        started = [proc.stdout.readline() for _ in range(2)]
+        assert all(line.startswith("start") for line in started), started
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()  # a failed assertion above must not leave the driver and its sessions behind
     assert proc.returncode == 130 and "stopped" in out
     for name in ("gsm8k-llama-3.1-8b-h100-vllm-fp16-tp2", "gsm8k-llama-3.1-8b-h100-sglang-fp16-tp2"):
         document = json.loads((tmp_path / f"{name}.json").read_text())
