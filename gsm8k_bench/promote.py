@@ -16,16 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from gsm8k_bench import gate, references, results
-from gsm8k_bench.errors import BenchError, ConfigError
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise BenchError(f"{self.prog}: {message}\n{self.format_usage().rstrip()}")
+from gsm8k_bench.errors import BenchError, ConfigError, RaisingArgumentParser
 
 
 def build_parser(default_dir: Path) -> argparse.ArgumentParser:
-    parser = _Parser(prog="nox -s promote --", description=__doc__.split("\n\n")[0])
+    parser = RaisingArgumentParser(prog="nox -s promote --", description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH",
                         help="session JSON, results directory or candidate reference")
     parser.add_argument("--force", action="store_true",

@@ -5,8 +5,9 @@ import re
 import pytest
 from conftest import MINIMAL, SEED_SESSIONS, parse
 
+from gsm8k_bench.combinations import adhoc_combination
 from gsm8k_bench.errors import ConfigError
-from gsm8k_bench.matrix import adhoc_combination, select
+from gsm8k_bench.selection import select
 
 
 def names(matrix) -> list[str]:
@@ -385,7 +386,8 @@ def test_a_checkpoint_two_models_serve_must_be_named():
 
 
 def test_loaded_objects_are_exactly_what_the_file_says():
-    from gsm8k_bench.matrix import Defaults, Framework, Model, Precision, Runner
+    from gsm8k_bench.matrix_types import Defaults, Framework, Model, Runner
+    from gsm8k_bench.precision_flags import Precision
 
     text = MINIMAL.replace("runners:\n", "defaults: {num_fewshot: 0, max_model_len: 2048, request_timeout_s: 30}\n"
                            "runners:\n", 1).replace(
@@ -434,7 +436,7 @@ def test_loaded_objects_are_exactly_what_the_file_says():
 
 
 def test_an_unreadable_matrix_file_names_it(tmp_path):
-    from gsm8k_bench.matrix import load_matrix
+    from gsm8k_bench.matrix_loader import load_matrix
 
     with pytest.raises(ConfigError) as info:
         load_matrix(tmp_path / "absent.yaml")
@@ -442,8 +444,6 @@ def test_an_unreadable_matrix_file_names_it(tmp_path):
 
 
 def test_adhoc_combinations(matrix):
-    from gsm8k_bench.matrix import adhoc_combination
-
     known = adhoc_combination(matrix, model="llama-3.1-8b", runner="mi355x", framework="vllm", precision="fp8",
                               tp=2, image="my/vllm:dev")
     assert known.checkpoint == "RedHatAI/Meta-Llama-3.1-8B-Instruct-FP8" and known.image == "my/vllm:dev"

@@ -249,7 +249,7 @@ def test_chat_client_scores_the_reasoning_field_only_when_content_is_empty():
 
 
 def test_adhoc_keeps_a_reasoning_model_on_chat(matrix):
-    from gsm8k_bench.matrix import adhoc_combination
+    from gsm8k_bench.combinations import adhoc_combination
 
     combo = adhoc_combination(matrix, model="gpt-oss-120b", runner="b200", framework="sglang", precision="fp4", tp=2)
     assert combo.reasoning_parser == "gpt-oss" and combo.model.max_gen_toks == 16384

@@ -22,7 +22,7 @@ from test_integration import env, nox_argv, processes_writing_to, wait_for
 from gsm8k_bench import envs, evaluate, gate
 from gsm8k_bench.launchers import reserve_port, wait_ready
 from gsm8k_bench.launchers.process import process_server
-from gsm8k_bench.matrix import load_matrix
+from gsm8k_bench.matrix_loader import load_matrix
 from gsm8k_bench.options import parse_session_args
 from gsm8k_bench.session import HOST, plan_session
 
