@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from gsm8k_bench import paired
 from gsm8k_bench.errors import ConfigError
+from gsm8k_bench.eval_protocol import METRICS, PROTOCOL_KEYS, REASONING_DEFAULTS
 from gsm8k_bench.matrix_types import Combination
 from gsm8k_bench.session_names import COMBO_KEYS
 from gsm8k_bench.yaml_reader import LineNumberLoader, NodeChecker
@@ -35,14 +36,8 @@ from gsm8k_bench.yaml_reader import LineNumberLoader, NodeChecker
 if TYPE_CHECKING:
     from gsm8k_bench.references import Reference
 
-METRICS = tuple(paired.CORRECT_FIELD)  # strict_match, flexible_extract
 PAIRED_METHOD = "paired: exact McNemar p; one-sided Newcombe (1998, method 10) score bound on run - reference"
 SHOWN_DOC_IDS = 30  # lost questions named on the console (the JSON lists them all)
-# A baseline may omit the reasoning settings: it then stands for a non-reasoning run (their stock values).
-REASONING_DEFAULTS = {"reasoning_parser": None, "reasoning_effort": None, "chat_template_kwargs": {},
-                      "answer_extraction": "stock"}
-PROTOCOL_KEYS = ("endpoint", "apply_chat_template", "fewshot_as_multiturn", "num_fewshot", "max_gen_toks",
-                 "until", *REASONING_DEFAULTS)
 
 
 @dataclass(frozen=True)

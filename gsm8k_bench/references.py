@@ -19,7 +19,7 @@ from typing import Any
 
 from gsm8k_bench import paired, results
 from gsm8k_bench.errors import ConfigError
-from gsm8k_bench.gate import METRICS, PROTOCOL_KEYS, REASONING_DEFAULTS
+from gsm8k_bench.eval_protocol import METRICS, PROTOCOL_KEYS, REASONING_DEFAULTS
 from gsm8k_bench.yaml_reader import NodeChecker
 
 KIND = "gsm8k-bench reference"

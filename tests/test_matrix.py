@@ -521,3 +521,10 @@ def test_a_yaml_error_without_a_position_still_names_the_file():
 def test_a_runner_label_names_exactly_one_runner(edit, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         parse(MINIMAL.replace(*edit))
+
+
+def test_every_framework_matrix_yaml_may_name_has_a_command_builder():
+    from gsm8k_bench.frameworks import FRAMEWORKS
+    from gsm8k_bench.matrix_types import FRAMEWORK_NAMES
+
+    assert sorted(FRAMEWORKS) == sorted(FRAMEWORK_NAMES)
