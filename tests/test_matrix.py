@@ -528,3 +528,29 @@ def test_every_framework_matrix_yaml_may_name_has_a_command_builder():
     from gsm8k_bench.matrix_types import FRAMEWORK_NAMES
 
     assert sorted(FRAMEWORKS) == sorted(FRAMEWORK_NAMES)
+
+
+def test_the_selection_options_take_nox_s_k_t_s_and_a_usage_error_is_a_bench_error(matrix):
+    from gsm8k_bench.errors import BenchError
+    from gsm8k_bench.selection import selected, selection_parser
+
+    cpu = "gsm8k-smollm2-135m-cpu-vllm-fp16-tp1"
+    parser = selection_parser("nox -s pack --", "Run the selected sessions.")
+    args = parser.parse_args(["-k", "cpu and vllm", "-t", "fp16", "tp1", "-s", cpu])
+    assert (args.keywords, args.tags, args.names) == ("cpu and vllm", ["fp16", "tp1"], [cpu])
+    assert [c.name for c in selected(matrix, args)] == [cpu]
+    everything = parser.parse_args([])
+    assert (everything.keywords, everything.tags, everything.names) == (None, [], [])
+    assert selected(matrix, everything) == list(matrix.combinations)
+    with pytest.raises(BenchError, match=r"^the selection matches no session \(see nox -l\)$"):
+        selected(matrix, parser.parse_args(["-k", "nothing_like_this"]))
+    shown = " ".join(parser.format_help().split())
+    for text in ("usage: nox -s pack -- [-h] [-k KEYWORDS] [-t TAGS [TAGS ...]] [-s NAMES [NAMES ...]]",
+                 "Run the selected sessions.", "-k KEYWORDS nox keyword expression, e.g. 'h100 and vllm'",
+                 "-t TAGS [TAGS ...] tags, e.g. mi355x fp8", "-s NAMES [NAMES ...] session names"):
+        assert text in shown, text
+    with pytest.raises(BenchError) as info:
+        parser.parse_args(["--bogus"])
+    message, usage = str(info.value).split("\n", 1)
+    assert message == "nox -s pack --: unrecognized arguments: --bogus"
+    assert usage == parser.format_usage().rstrip()
