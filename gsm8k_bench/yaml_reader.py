@@ -1,8 +1,9 @@
 """Input files read with their line numbers, and checked so that every problem names file:line: key.
 
-matrix.yaml, baselines.yaml and the references' JSON go through here: `load` parses YAML into mappings
-and lists that remember where they stood, and a `NodeChecker` validates the parsed values (type, allowed
-keys and choices with a "did you mean") and turns the first problem into one ConfigError.
+matrix.yaml, baselines.yaml and the references' JSON go through here: `LineNumberLoader` parses YAML
+into mappings and lists that remember where they stood (`load` also names the file in a syntax error),
+and a `NodeChecker` validates the parsed values (types, allowed keys, choices with a "did you mean"),
+turning the first problem into one ConfigError.
 """
 
 from __future__ import annotations
