@@ -31,14 +31,14 @@ def _load_checkout_package() -> None:
 
 _load_checkout_package()
 
-from gsm8k_bench import cli, results  # noqa: E402
+from gsm8k_bench import nox_sessions, results  # noqa: E402
 from gsm8k_bench.errors import BenchError  # noqa: E402
 
 nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_venv = "yes"
 
 # GSM8K_MATRIX points at another matrix file, e.g. to try a candidate before committing it.
-MATRIX = cli.load_or_exit(Path(os.environ.get("GSM8K_MATRIX", ROOT / "matrix.yaml")))
+MATRIX = nox_sessions.load_or_exit(Path(os.environ.get("GSM8K_MATRIX", ROOT / "matrix.yaml")))
 
 
 def _or_error(session: nox.Session, action, rerun: str | None = None) -> None:
@@ -85,13 +85,13 @@ def cli_parsers(session: nox.Session) -> None:
 @nox.session(venv_backend="none", default=False)
 def setup(session: nox.Session) -> None:
     """Build the shared lm-eval and vLLM CPU environments and convert the CPU model (once)."""
-    _or_error(session, lambda: cli.prepare_cpu_default(MATRIX, session.log))
+    _or_error(session, lambda: nox_sessions.prepare_cpu_default(MATRIX, session.log))
 
 
 @nox.session(venv_backend="none", default=False)
 def dataset(session: nox.Session) -> None:
     """Export GSM8K from the hub to DIR/{train,test}.jsonl, for --dataset-dir on air-gapped runners."""
-    _or_error(session, lambda: cli.export_dataset(session.posargs, session.log))
+    _or_error(session, lambda: nox_sessions.export_dataset(session.posargs, session.log))
 
 
 @nox.session(default=False)
@@ -114,13 +114,13 @@ def compare(session: nox.Session) -> None:
 @nox.session(venv_backend="none", default=False)
 def matrix(session: nox.Session) -> None:
     """Print the selected sessions as JSON for CI: -- [-k EXPR] [-t TAG ...] [--github-output]."""
-    _or_error(session, lambda: cli.print_matrix(MATRIX, session.posargs))
+    _or_error(session, lambda: nox_sessions.print_matrix(MATRIX, session.posargs))
 
 
 @nox.session(venv_backend="none", default=False)
 def promote(session: nox.Session) -> None:
     """Make passed runs their sessions' references: -- PATH... [--force] (session JSONs or results dirs)."""
-    _or_error(session, lambda: cli.promote_runs(MATRIX, session.posargs, session.log))
+    _or_error(session, lambda: nox_sessions.promote_runs(MATRIX, session.posargs, session.log))
 
 
 @nox.session(venv_backend="none", default=False)
@@ -142,12 +142,12 @@ def slurm(session: nox.Session) -> None:
 @nox.session(venv_backend="none", default=False)
 def gsm8k(session: nox.Session) -> None:
     """One ad-hoc combination: -- --model M [--checkpoint C] --runner R --framework F --precision P --tp N."""
-    _or_error(session, lambda: cli.run_adhoc(MATRIX, session.posargs, session.log))
+    _or_error(session, lambda: nox_sessions.run_adhoc(MATRIX, session.posargs, session.log))
 
 
 def _gsm8k_session(combo):
     def run(session: nox.Session) -> None:
-        _or_error(session, lambda: cli.run_combination(MATRIX, combo, session.posargs, session.log),
+        _or_error(session, lambda: nox_sessions.run_combination(MATRIX, combo, session.posargs, session.log),
                   rerun=combo.name)
 
     run.__doc__ = combo.description

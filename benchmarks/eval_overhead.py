@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from gsm8k_bench import evaluate, server_metrics  # noqa: E402
-from gsm8k_bench.cli import CPU_DEFAULT  # noqa: E402
-from gsm8k_bench.matrix import load_matrix  # noqa: E402
+from gsm8k_bench.matrix_loader import load_matrix  # noqa: E402
+from gsm8k_bench.nox_sessions import CPU_DEFAULT  # noqa: E402
 from gsm8k_bench.warm_server import warm_server  # noqa: E402
 
 

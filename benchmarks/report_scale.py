@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from gsm8k_bench import report, results  # noqa: E402
-from gsm8k_bench.matrix import load_matrix  # noqa: E402
+from gsm8k_bench.matrix_loader import load_matrix  # noqa: E402
 
 PROTOCOL = {"endpoint": "/v1/completions", "lm_eval_model": "local-completions", "apply_chat_template": False,
             "fewshot_as_multiturn": False, "num_fewshot": 5, "max_gen_toks": 256,

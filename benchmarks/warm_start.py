@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from gsm8k_bench import warm  # noqa: E402
 from gsm8k_bench.launchers import pick_port, wait_ready  # noqa: E402
 from gsm8k_bench.launchers.process import process_server  # noqa: E402
-from gsm8k_bench.matrix import load_matrix  # noqa: E402
+from gsm8k_bench.matrix_loader import load_matrix  # noqa: E402
 from gsm8k_bench.options import parse_session_args  # noqa: E402
 from gsm8k_bench.session import HOST, plan_session  # noqa: E402
 

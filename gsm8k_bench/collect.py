@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from gsm8k_bench import procs, results
-from gsm8k_bench.matrix import Combination
+from gsm8k_bench.matrix_types import Combination
 from gsm8k_bench.session import write_stub
 
 

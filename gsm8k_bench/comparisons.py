@@ -3,7 +3,7 @@ questions that flipped.  Shared by `nox -s compare` (before/after), the report's
 session's concurrency levels; the statistics themselves are gsm8k_bench.paired's.
 
 A comparison is made only over the questions both runs answered (paired by `paired.question_id`), and
-only when both ran the same protocol (gate.PROTOCOL_KEYS of `config.protocol`, as the gate reads it);
+only when both ran the same protocol (eval_protocol.PROTOCOL_KEYS of `config.protocol`, as the gate reads it);
 otherwise it says why not.
 """
 
@@ -13,9 +13,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from gsm8k_bench import envs, gate, paired
+from gsm8k_bench import envs, eval_protocol, gate, paired
 
-METRICS = gate.METRICS
+METRICS = eval_protocol.METRICS
 # Per-question fields a session's samples need before they can be paired (older JSONs lack some).
 SAMPLE_FIELDS = ("doc_id", "question", *paired.CORRECT_FIELD.values())
 ANSWER_FIELDS = ("strict_answer", "flexible_answer")
@@ -55,7 +55,7 @@ def unpairable(document: Mapping[str, Any], side: str) -> str | None:
 
 def protocol_difference(reference: Mapping[str, Any], run: Mapping[str, Any]) -> str | None:
     a, b = protocol(reference), protocol(run)
-    diff = {k: (a.get(k), b.get(k)) for k in gate.PROTOCOL_KEYS if a.get(k) != b.get(k)}
+    diff = {k: (a.get(k), b.get(k)) for k in eval_protocol.PROTOCOL_KEYS if a.get(k) != b.get(k)}
     return f"protocols differ (reference, run): {diff}" if diff else None
 
 

@@ -12,8 +12,10 @@ import re
 from collections.abc import Mapping
 
 from gsm8k_bench import dispatch_policy
+from gsm8k_bench.combinations import adhoc_combination
 from gsm8k_bench.errors import ConfigError
-from gsm8k_bench.matrix import Combination, Matrix, adhoc_combination, select
+from gsm8k_bench.matrix_types import Combination, Matrix
+from gsm8k_bench.selection import select
 
 GITHUB_MAX_JOBS = 256
 IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/:@-]{0,254}$")
@@ -99,7 +101,7 @@ def check_size(rows: list[dict]) -> list[dict]:
     return rows
 
 
-def plan(matrix: Matrix, inputs: dict[str, str]) -> list[dict]:
+def job_rows(matrix: Matrix, inputs: dict[str, str]) -> list[dict]:
     """The job matrix for the benchmark job: one row per session, each with its exact nox call (artifacts
     are named by the benchmark job itself, with its own run attempt)."""
     session_args = _session_args(inputs)

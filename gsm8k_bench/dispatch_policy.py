@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from gsm8k_bench.errors import ConfigError, shorten
-from gsm8k_bench.matrix import Combination, Defaults, Matrix
+from gsm8k_bench.matrix_types import Combination, Defaults, Matrix
 
 DIGEST = re.compile(r"^(?P<repo>[^@]+)@sha256:[0-9a-f]{64}$")
 WORKFLOW = Path(__file__).resolve().parent.parent / ".github" / "workflows" / "gsm8k-benchmark.yml"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import re
 from collections.abc import Iterable
+from typing import NoReturn
 
 
 class BenchError(Exception):
@@ -52,3 +54,11 @@ def unknown_choice(kind: str, value: object, allowed: Iterable[str]) -> str:
     close = difflib.get_close_matches(str(value)[:200], allowed, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return f"unknown {kind} {shorten(value)}{hint} Allowed: {', '.join(allowed)}"
+
+
+class RaisingArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors raise BenchError: argparse itself would print and sys.exit(2) from
+    inside nox, where the session must end with the message instead."""
+
+    def error(self, message: str) -> NoReturn:
+        raise BenchError(f"{self.prog}: {cut_quoted(message)}\n{self.format_usage().rstrip()}")

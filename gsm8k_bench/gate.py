@@ -28,20 +28,16 @@ from typing import TYPE_CHECKING, Any
 
 from gsm8k_bench import paired
 from gsm8k_bench.errors import ConfigError
-from gsm8k_bench.matrix import Combination, LineLoader, Reader
+from gsm8k_bench.eval_protocol import METRICS, PROTOCOL_KEYS, REASONING_DEFAULTS
+from gsm8k_bench.matrix_types import Combination
+from gsm8k_bench.session_names import COMBO_KEYS
+from gsm8k_bench.yaml_reader import LineNumberLoader, NodeChecker
 
 if TYPE_CHECKING:
     from gsm8k_bench.references import Reference
 
-METRICS = tuple(paired.CORRECT_FIELD)  # strict_match, flexible_extract
 PAIRED_METHOD = "paired: exact McNemar p; one-sided Newcombe (1998, method 10) score bound on run - reference"
 SHOWN_DOC_IDS = 30  # lost questions named on the console (the JSON lists them all)
-# A baseline may omit the reasoning settings: it then stands for a non-reasoning run (their stock values).
-REASONING_DEFAULTS = {"reasoning_parser": None, "reasoning_effort": None, "chat_template_kwargs": {},
-                      "answer_extraction": "stock"}
-PROTOCOL_KEYS = ("endpoint", "apply_chat_template", "fewshot_as_multiturn", "num_fewshot", "max_gen_toks",
-                 "until", *REASONING_DEFAULTS)
-FILTER_KEYS = ("model", "runner", "framework", "precision", "tp")
 
 
 @dataclass(frozen=True)
@@ -59,8 +55,7 @@ class Baseline:
     source: str = ""
 
     def matches(self, combo: Combination) -> bool:
-        values = {"model": combo.model.name, "runner": combo.runner.name, "framework": combo.framework.name,
-                  "precision": combo.precision.name, "tp": combo.tp}
+        values = combo.key._asdict()
         return all(values[k] == v for k, v in self.filters.items())
 
 
@@ -78,9 +73,9 @@ def load_baselines(path: Path) -> Baselines:
 
     if not path.is_file():
         raise ConfigError(f"{path}: no such baselines file")
-    r = Reader(path)
+    r = NodeChecker(path)
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=LineLoader)  # noqa: S506 - SafeLoader
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=LineNumberLoader)  # noqa: S506 - SafeLoader
     except ConfigError as exc:  # the loader's own refusals carry the line
         raise ConfigError(f"{path.name}:{exc}") from None
     except yaml.YAMLError as exc:
@@ -96,7 +91,7 @@ def load_baselines(path: Path) -> Baselines:
     entries = []
     for index, node in enumerate(r.typed(data.get("baselines", []), "baselines", list, data, "baselines")):
         key = f"baselines[{index}]"
-        node = r.mapping(node, key, (*FILTER_KEYS, "n", "protocol", *METRICS, "source"),
+        node = r.mapping(node, key, (*COMBO_KEYS, "n", "protocol", *METRICS, "source"),
                          required=("model", "n", "protocol"))
         accuracy = {}
         for metric in METRICS:
@@ -111,7 +106,7 @@ def load_baselines(path: Path) -> Baselines:
                              required=[k for k in PROTOCOL_KEYS if k not in REASONING_DEFAULTS])
         protocol = {**REASONING_DEFAULTS, **protocol}
         entries.append(Baseline(
-            filters={k: node[k] for k in FILTER_KEYS if k in node},
+            filters={k: node[k] for k in COMBO_KEYS if k in node},
             n=r.positive_int(node["n"], f"{key}.n", node, "n"),
             protocol={k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
                       for k, v in protocol.items()},

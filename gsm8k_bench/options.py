@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
-from gsm8k_bench.errors import BenchError, cut_quoted, shorten
+from gsm8k_bench.errors import RaisingArgumentParser, shorten
 from gsm8k_bench.launchers import LAUNCHERS
 from gsm8k_bench.models import SOURCES
 
@@ -41,13 +43,11 @@ class SessionOptions:
     gate_concurrency: int | None = None
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse would print and sys.exit(2) from inside nox
-        raise BenchError(f"{self.prog}: {cut_quoted(message)}\n{self.format_usage().rstrip()}")
+N = TypeVar("N", int, float)
 
 
-def _at_least(kind, minimum):
-    def parse(text: str):
+def _at_least(kind: type[N], minimum: N) -> Callable[[str], N]:
+    def parse(text: str) -> N:
         try:
             value = kind(text)
         except ValueError:
@@ -70,7 +70,7 @@ def concurrency_levels(text: str) -> tuple[int, ...]:
 
 
 def build_parser(session: str) -> argparse.ArgumentParser:
-    parser = _Parser(prog=f"nox -s {session} --", description="Run GSM8k for this combination.",
+    parser = RaisingArgumentParser(prog=f"nox -s {session} --", description="Run GSM8k for this combination.",
                      add_help=True)
     parser.add_argument("--limit", type=_at_least(int, 1),
                         help="first N test questions only (a smoke run, not a baseline)")

@@ -15,17 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gsm8k_bench import gate, references, results
-from gsm8k_bench.errors import BenchError, ConfigError
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise BenchError(f"{self.prog}: {message}\n{self.format_usage().rstrip()}")
+from gsm8k_bench import eval_protocol, gate, references, results
+from gsm8k_bench.errors import BenchError, ConfigError, RaisingArgumentParser
 
 
 def build_parser(default_dir: Path) -> argparse.ArgumentParser:
-    parser = _Parser(prog="nox -s promote --", description=__doc__.split("\n\n")[0])
+    parser = RaisingArgumentParser(prog="nox -s promote --", description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH",
                         help="session JSON, results directory or candidate reference")
     parser.add_argument("--force", action="store_true",
@@ -87,8 +82,8 @@ def _candidate(path: Path, in_directory: bool) -> Candidate:
 
 def _accuracy_change(old: references.Reference | None, new: references.Reference) -> str:
     if old is None:
-        return ", ".join(f"{m} {new.accuracy[m]:.4f}" for m in gate.METRICS) + f" (n {new.n})"
-    return ", ".join(f"{m} {old.accuracy[m]:.4f} -> {new.accuracy[m]:.4f}" for m in gate.METRICS) + (
+        return ", ".join(f"{m} {new.accuracy[m]:.4f}" for m in eval_protocol.METRICS) + f" (n {new.n})"
+    return ", ".join(f"{m} {old.accuracy[m]:.4f} -> {new.accuracy[m]:.4f}" for m in eval_protocol.METRICS) + (
         f" (n {old.n} -> {new.n})")
 
 

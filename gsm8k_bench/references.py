@@ -19,8 +19,8 @@ from typing import Any
 
 from gsm8k_bench import paired, results
 from gsm8k_bench.errors import ConfigError
-from gsm8k_bench.gate import METRICS, PROTOCOL_KEYS, REASONING_DEFAULTS
-from gsm8k_bench.matrix import Reader
+from gsm8k_bench.eval_protocol import METRICS, PROTOCOL_KEYS, REASONING_DEFAULTS
+from gsm8k_bench.yaml_reader import NodeChecker
 
 KIND = "gsm8k-bench reference"
 SCHEMA_VERSION = 1
@@ -82,7 +82,7 @@ def write(path: Path, document: Mapping[str, Any]) -> Path:
 
 def parse(document: Any, path: Path, session: str | None = None) -> Reference:
     """Validate a reference document; every problem is one ConfigError naming the file and key."""
-    r = Reader(path)
+    r = NodeChecker(path)
     if not isinstance(document, dict) or document.get("kind") != KIND:
         raise r.fail("kind", f"not a gsm8k-bench reference (expected kind {KIND!r})")
     schema = document.get("schema")

@@ -29,7 +29,7 @@ from gsm8k_bench.errors import BenchError, ConfigError, EvalError, ServerError
 from gsm8k_bench.evaluate import EvalSettings
 from gsm8k_bench.frameworks import FRAMEWORKS, ServeTarget
 from gsm8k_bench.launchers import CONTAINER_LAUNCHERS, reserve_port, wait_ready
-from gsm8k_bench.matrix import Combination, Defaults
+from gsm8k_bench.matrix_types import Combination, Defaults
 from gsm8k_bench.options import SessionOptions
 
 HOST = "127.0.0.1"

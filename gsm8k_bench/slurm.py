@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from gsm8k_bench import collect, envs, fleet, procs
-from gsm8k_bench.cli import selected, selection_parser
 from gsm8k_bench.errors import BenchError
-from gsm8k_bench.matrix import Combination, Matrix
+from gsm8k_bench.matrix_types import Combination, Matrix
+from gsm8k_bench.selection import selected, selection_parser
 
 CONTAINERS = ("pyxis", "docker", "none")
 # How the session serves inside its job, per --container.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gsm8k_bench import gate
+from gsm8k_bench import eval_protocol, gate
 from gsm8k_bench.report import fmt  # the report's number format (a dash for none)
 
 
@@ -17,7 +17,7 @@ def _metric_rows(document: dict[str, Any]) -> list[tuple[str, ...]]:
     bound_label = f"{'change vs reference' if paired else 'upper bound'} ({confidence:.0%})"
     rows = [("metric", "accuracy", bound_label, "threshold" if paired else "baseline - tol", "n", "verdict")]
     n = metrics.get("n")
-    for metric in gate.METRICS:
+    for metric in eval_protocol.METRICS:
         observed, check = metrics.get(metric), checks.get(metric)
         if check:
             bound = (f"{check['difference']:+.4f} (<= {check['upper_bound']:+.4f})" if paired

@@ -12,11 +12,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from gsm8k_bench import envs, evaluate, procs
-from gsm8k_bench.cli import CPU_DEFAULT
 from gsm8k_bench.errors import EvalError
 from gsm8k_bench.launchers import reserve_port, wait_ready
 from gsm8k_bench.launchers.process import ProcessServer, process_server
-from gsm8k_bench.matrix import Matrix
+from gsm8k_bench.matrix_types import Matrix
+from gsm8k_bench.nox_sessions import CPU_DEFAULT
 from gsm8k_bench.options import parse_session_args
 from gsm8k_bench.session import HOST, Plan, plan_session, prepare_environments, prepare_model
 

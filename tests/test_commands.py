@@ -249,12 +249,12 @@ def test_root_files_exist():
 
 
 def test_bad_input_still_writes_a_json_that_says_what_failed(matrix, tmp_path):
-    from gsm8k_bench import cli
+    from gsm8k_bench import nox_sessions
 
     combo = matrix.get("gsm8k-smollm2-135m-cpu-vllm-fp16-tp1")
     with pytest.raises(ConfigError, match="no such baselines file"):
-        cli.run_combination(matrix, combo, ["--baselines", str(tmp_path / "none.yaml"),
-                                            "--results-dir", str(tmp_path)])
+        nox_sessions.run_combination(matrix, combo, ["--baselines", str(tmp_path / "none.yaml"),
+                                                     "--results-dir", str(tmp_path)])
     doc = json.loads((tmp_path / f"{combo.name}.json").read_text())
     assert doc["status"] == "error" and "no such baselines file" in doc["error"]["message"]
 

@@ -15,7 +15,7 @@ def inputs(**given) -> dict[str, str]:
 
 def rejected(matrix, **given) -> str:
     with pytest.raises(ConfigError) as info:
-        dispatch.plan(matrix, inputs(**given))
+        dispatch.job_rows(matrix, inputs(**given))
     return str(info.value)
 
 
@@ -26,7 +26,7 @@ def test_inputs_come_from_input_variables_stripped():
 
 
 def test_session_names_give_one_row_each_with_its_nox_call(matrix):
-    rows = dispatch.plan(matrix, inputs(sessions="gsm8k-smollm2-135m-cpu-vllm-fp16-tp1  "
+    rows = dispatch.job_rows(matrix, inputs(sessions="gsm8k-smollm2-135m-cpu-vllm-fp16-tp1  "
                                                  "gsm8k-llama-3.1-8b-b200-sglang-fp4-tp1", limit="20"))
     assert rows == [
         {"session": "gsm8k-smollm2-135m-cpu-vllm-fp16-tp1", "model": "smollm2-135m",
@@ -44,12 +44,12 @@ def test_session_names_give_one_row_each_with_its_nox_call(matrix):
 
 
 def test_tags_and_keyword_expressions_select_like_nox(matrix):
-    by_tag = dispatch.plan(matrix, inputs(sessions="tags: fp4 cpu"))
+    by_tag = dispatch.job_rows(matrix, inputs(sessions="tags: fp4 cpu"))
     assert {r["session"] for r in by_tag} == {c.name for c in matrix.combinations
                                               if c.precision.name == "fp4" or c.runner.name == "cpu"}
-    one_tag = dispatch.plan(matrix, inputs(sessions="tag:mi325x"))
+    one_tag = dispatch.job_rows(matrix, inputs(sessions="tag:mi325x"))
     assert {r["runner"] for r in one_tag} == {"mi325x"} and len(one_tag) == 14
-    keyword = dispatch.plan(matrix, inputs(sessions="b200 and (fp4 or fp8) and not sglang"))
+    keyword = dispatch.job_rows(matrix, inputs(sessions="b200 and (fp4 or fp8) and not sglang"))
     assert [r["session"] for r in keyword] == [
         "gsm8k-llama-3.1-8b-b200-vllm-fp8-tp1", "gsm8k-llama-3.1-8b-b200-vllm-fp4-tp1",
         "gsm8k-llama-3.3-70b-b200-vllm-fp8-tp4", "gsm8k-llama-3.3-70b-b200-vllm-fp8-tp8",
@@ -60,7 +60,7 @@ def test_tags_and_keyword_expressions_select_like_nox(matrix):
 
 
 def test_an_adhoc_hub_model_row(matrix):
-    (row,) = dispatch.plan(matrix, inputs(model="Qwen/Qwen3_8B-Instruct.v2", runner="h200", framework="vllm",
+    (row,) = dispatch.job_rows(matrix, inputs(model="Qwen/Qwen3_8B-Instruct.v2", runner="h200", framework="vllm",
                                           precision="fp8", tp="2", num_fewshot="0", image="vllm/vllm-openai:dev"))
     assert row == {
         "session": "gsm8k-qwen3-8b-instruct.v2-h200-vllm-fp8-tp2", "model": "qwen3-8b-instruct.v2",
@@ -73,12 +73,12 @@ def test_an_adhoc_hub_model_row(matrix):
 
 
 def test_a_hub_name_loses_its_trailing_separators(matrix):
-    (row,) = dispatch.plan(matrix, inputs(model="org/Model_", runner="h100", framework="vllm", precision="fp16"))
+    (row,) = dispatch.job_rows(matrix, inputs(model="org/Model_", runner="h100", framework="vllm", precision="fp16"))
     assert row["session"] == "gsm8k-model-h100-vllm-fp16-tp1" and row["checkpoint"] == "org/Model_"
 
 
 def test_an_adhoc_matrix_model_is_its_matrix_session(matrix):
-    (row,) = dispatch.plan(matrix, inputs(model="llama-3.1-8b", runner="mi300x", framework="sglang",
+    (row,) = dispatch.job_rows(matrix, inputs(model="llama-3.1-8b", runner="mi300x", framework="sglang",
                                           precision="fp8"))
     assert row["checkpoint"] == "RedHatAI/Meta-Llama-3.1-8B-Instruct-FP8" and row["tp"] == 1
     assert row["nox_session"] == row["session"] == "gsm8k-llama-3.1-8b-mi300x-sglang-fp8-tp1"
@@ -122,13 +122,13 @@ def test_bad_inputs_are_refused_with_the_exact_reason(matrix, given, message):
 
 
 def test_the_limits_are_inclusive(matrix):
-    row = dispatch.plan(matrix, inputs(sessions="gsm8k-smollm2-135m-cpu-vllm-fp16-tp1", num_fewshot="25",
+    row = dispatch.job_rows(matrix, inputs(sessions="gsm8k-smollm2-135m-cpu-vllm-fp16-tp1", num_fewshot="25",
                                        limit="100000"))[0]
     assert row["session_args"] == "--num-fewshot 25 --limit 100000 --eval-timeout 19200"
-    row = dispatch.plan(matrix, inputs(sessions="gsm8k-smollm2-135m-cpu-vllm-fp16-tp1", num_fewshot="0",
+    row = dispatch.job_rows(matrix, inputs(sessions="gsm8k-smollm2-135m-cpu-vllm-fp16-tp1", num_fewshot="0",
                                        limit="1"))[0]
     assert row["session_args"] == "--num-fewshot 0 --limit 1 --eval-timeout 19200"
-    (adhoc,) = dispatch.plan(matrix, inputs(model="llama-3.3-70b", runner="mi355x", framework="vllm",
+    (adhoc,) = dispatch.job_rows(matrix, inputs(model="llama-3.3-70b", runner="mi355x", framework="vllm",
                                             precision="fp16", tp="8"))
     assert adhoc["tp"] == 8
 

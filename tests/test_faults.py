@@ -164,7 +164,7 @@ def test_plan_gives_every_cell_an_eval_timeout_inside_the_jobs_timeout(matrix):
     JSON); a start timeout that leaves no room for the eval fails in the plan job."""
     job_minutes = dispatch_policy.job_timeout_minutes()
     assert job_minutes == yaml.safe_load(WORKFLOW.read_text())["jobs"]["benchmark"]["timeout-minutes"]
-    rows = dispatch.plan(matrix, {**dict.fromkeys(dispatch.INPUTS, ""), "sessions": "gsm8k"})
+    rows = dispatch.job_rows(matrix, {**dict.fromkeys(dispatch.INPUTS, ""), "sessions": "gsm8k"})
     for row in rows:
         combo = matrix.get(row["session"])
         eval_s = float(row["session_args"].split("--eval-timeout ")[1].split()[0])
@@ -529,12 +529,12 @@ def test_image_input_only_from_listed_repositories(matrix, image, allowed):
     inputs = {**dict.fromkeys(dispatch.INPUTS, ""), "model": "llama-3.1-8b", "runner": "h100",
               "framework": "vllm", "precision": "fp16", "tp": "1", "image": image}
     if allowed:
-        (row,) = dispatch.plan(matrix, inputs)
+        (row,) = dispatch.job_rows(matrix, inputs)
         assert f"--image {image}" in row["session_args"]
     else:
         with pytest.raises(ConfigError, match=r"is not from a repository allowed for vllm on h100\. Allowed "
                                               r"repositories: vllm/vllm-openai \(any tag, or a digest pinned"):
-            dispatch.plan(matrix, inputs)
+            dispatch.job_rows(matrix, inputs)
 
 
 # --------------------------------------------------------------------------- 11. the README's fault table

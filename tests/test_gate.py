@@ -12,6 +12,7 @@ from conftest import MINIMAL, ROOT, parse, require_module
 
 from gsm8k_bench import gate
 from gsm8k_bench.errors import ConfigError
+from gsm8k_bench.eval_protocol import PROTOCOL_KEYS, REASONING_DEFAULTS
 
 binomtest = require_module("scipy.stats").binomtest
 PROTOCOL = {"endpoint": "/v1/completions", "apply_chat_template": False, "fewshot_as_multiturn": False,
@@ -309,7 +310,7 @@ def test_protocol_of_takes_the_stop_sequences_from_lm_eval():
     assert gate.protocol_of(run, {"until": ["Question:"], "do_sample": False}) == {**PROTOCOL,
                                                                                    "until": ["Question:"]}
     # A run recorded before the reasoning settings existed was a non-reasoning run.
-    assert gate.protocol_of({}, {}) == {**dict.fromkeys(gate.PROTOCOL_KEYS), **gate.REASONING_DEFAULTS,
+    assert gate.protocol_of({}, {}) == {**dict.fromkeys(PROTOCOL_KEYS), **REASONING_DEFAULTS,
                                         "until": []}
 
 

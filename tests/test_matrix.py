@@ -5,8 +5,9 @@ import re
 import pytest
 from conftest import MINIMAL, SEED_SESSIONS, parse
 
+from gsm8k_bench.combinations import adhoc_combination
 from gsm8k_bench.errors import ConfigError
-from gsm8k_bench.matrix import adhoc_combination, select
+from gsm8k_bench.selection import select
 
 
 def names(matrix) -> list[str]:
@@ -385,7 +386,8 @@ def test_a_checkpoint_two_models_serve_must_be_named():
 
 
 def test_loaded_objects_are_exactly_what_the_file_says():
-    from gsm8k_bench.matrix import Defaults, Framework, Model, Precision, Runner
+    from gsm8k_bench.matrix_types import Defaults, Framework, Model, Runner
+    from gsm8k_bench.precision_flags import Precision
 
     text = MINIMAL.replace("runners:\n", "defaults: {num_fewshot: 0, max_model_len: 2048, request_timeout_s: 30}\n"
                            "runners:\n", 1).replace(
@@ -434,7 +436,7 @@ def test_loaded_objects_are_exactly_what_the_file_says():
 
 
 def test_an_unreadable_matrix_file_names_it(tmp_path):
-    from gsm8k_bench.matrix import load_matrix
+    from gsm8k_bench.matrix_loader import load_matrix
 
     with pytest.raises(ConfigError) as info:
         load_matrix(tmp_path / "absent.yaml")
@@ -442,8 +444,6 @@ def test_an_unreadable_matrix_file_names_it(tmp_path):
 
 
 def test_adhoc_combinations(matrix):
-    from gsm8k_bench.matrix import adhoc_combination
-
     known = adhoc_combination(matrix, model="llama-3.1-8b", runner="mi355x", framework="vllm", precision="fp8",
                               tp=2, image="my/vllm:dev")
     assert known.checkpoint == "RedHatAI/Meta-Llama-3.1-8B-Instruct-FP8" and known.image == "my/vllm:dev"
@@ -521,3 +521,36 @@ def test_a_yaml_error_without_a_position_still_names_the_file():
 def test_a_runner_label_names_exactly_one_runner(edit, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         parse(MINIMAL.replace(*edit))
+
+
+def test_every_framework_matrix_yaml_may_name_has_a_command_builder():
+    from gsm8k_bench.frameworks import FRAMEWORKS
+    from gsm8k_bench.matrix_types import FRAMEWORK_NAMES
+
+    assert sorted(FRAMEWORKS) == sorted(FRAMEWORK_NAMES)
+
+
+def test_the_selection_options_take_nox_s_k_t_s_and_a_usage_error_is_a_bench_error(matrix):
+    from gsm8k_bench.errors import BenchError
+    from gsm8k_bench.selection import selected, selection_parser
+
+    cpu = "gsm8k-smollm2-135m-cpu-vllm-fp16-tp1"
+    parser = selection_parser("nox -s pack --", "Run the selected sessions.")
+    args = parser.parse_args(["-k", "cpu and vllm", "-t", "fp16", "tp1", "-s", cpu])
+    assert (args.keywords, args.tags, args.names) == ("cpu and vllm", ["fp16", "tp1"], [cpu])
+    assert [c.name for c in selected(matrix, args)] == [cpu]
+    everything = parser.parse_args([])
+    assert (everything.keywords, everything.tags, everything.names) == (None, [], [])
+    assert selected(matrix, everything) == list(matrix.combinations)
+    with pytest.raises(BenchError, match=r"^the selection matches no session \(see nox -l\)$"):
+        selected(matrix, parser.parse_args(["-k", "nothing_like_this"]))
+    shown = " ".join(parser.format_help().split())
+    for text in ("usage: nox -s pack -- [-h] [-k KEYWORDS] [-t TAGS [TAGS ...]] [-s NAMES [NAMES ...]]",
+                 "Run the selected sessions.", "-k KEYWORDS nox keyword expression, e.g. 'h100 and vllm'",
+                 "-t TAGS [TAGS ...] tags, e.g. mi355x fp8", "-s NAMES [NAMES ...] session names"):
+        assert text in shown, text
+    with pytest.raises(BenchError) as info:
+        parser.parse_args(["--bogus"])
+    message, usage = str(info.value).split("\n", 1)
+    assert message == "nox -s pack --: unrecognized arguments: --bogus"
+    assert usage == parser.format_usage().rstrip()

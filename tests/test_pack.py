@@ -105,7 +105,7 @@ def test_sigint_stops_every_running_session_and_each_gets_a_json(matrix, tmp_pat
         sys.path.insert(0, {str(ROOT / 'tests')!r})
         from test_pack import fake_command, tp2
         from gsm8k_bench import pack
-        from gsm8k_bench.matrix import load_matrix
+        from gsm8k_bench.matrix_loader import load_matrix
         m = load_matrix({str(ROOT / 'matrix.yaml')!r})
         combos = [tp2(m, "vllm"), tp2(m, "sglang")]
         out = Path({str(tmp_path)!r})

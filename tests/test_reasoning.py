@@ -16,6 +16,7 @@ from test_commands import flag, plan_for
 
 from gsm8k_bench import envs, evaluate, gate
 from gsm8k_bench.errors import ConfigError
+from gsm8k_bench.eval_protocol import REASONING_DEFAULTS
 from gsm8k_bench.session import dry_run_text
 
 # A chat model with a reasoning block, on both frameworks of the minimal matrix.
@@ -111,11 +112,11 @@ def test_lm_eval_command_and_protocol_record(matrix):
     assert json.loads(flag(argv, "--gen_kwargs")) == {"reasoning_effort": "medium"}
     record = plan.settings.protocol_record()
     assert record["lm_eval_model"] == "local-chat-completions" and record["max_gen_toks"] == 16384
-    assert {k: record[k] for k in gate.REASONING_DEFAULTS} == {
+    assert {k: record[k] for k in REASONING_DEFAULTS} == {
         "reasoning_parser": "openai_gptoss", "reasoning_effort": "medium", "chat_template_kwargs": {},
         "answer_extraction": "last-match"}
     stock = plan_for(matrix, "gsm8k-llama-3.3-70b-h100-vllm-fp16-tp4")
-    assert {k: stock.settings.protocol_record()[k] for k in gate.REASONING_DEFAULTS} == gate.REASONING_DEFAULTS
+    assert {k: stock.settings.protocol_record()[k] for k in REASONING_DEFAULTS} == REASONING_DEFAULTS
     assert "--gen_kwargs" not in stock.lm_eval_argv
     # --max-gen-toks overrides the context-derived budget, and says so.
     override = plan_for(matrix, "gsm8k-deepseek-r1-h200-vllm-fp8-tp8", "--max-gen-toks", "4096")
@@ -153,7 +154,7 @@ def test_a_baseline_without_reasoning_keys_stands_for_a_stock_run(tmp_path):
             strict_match: 0.9
         """))
     stock, thinker = gate.load_baselines(path).entries
-    assert {k: stock.protocol[k] for k in gate.REASONING_DEFAULTS} == gate.REASONING_DEFAULTS
+    assert {k: stock.protocol[k] for k in REASONING_DEFAULTS} == REASONING_DEFAULTS
     assert thinker.protocol["reasoning_parser"] == "gpt-oss" and thinker.protocol["answer_extraction"] == "last-match"
 
 
@@ -249,7 +250,7 @@ def test_chat_client_scores_the_reasoning_field_only_when_content_is_empty():
 
 
 def test_adhoc_keeps_a_reasoning_model_on_chat(matrix):
-    from gsm8k_bench.matrix import adhoc_combination
+    from gsm8k_bench.combinations import adhoc_combination
 
     combo = adhoc_combination(matrix, model="gpt-oss-120b", runner="b200", framework="sglang", precision="fp4", tp=2)
     assert combo.reasoning_parser == "gpt-oss" and combo.model.max_gen_toks == 16384

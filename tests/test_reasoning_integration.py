@@ -20,9 +20,10 @@ from conftest import ROOT, SHARED_GSM8K, require, yaml_text
 from test_integration import env, nox_argv, processes_writing_to, wait_for
 
 from gsm8k_bench import envs, evaluate, gate
+from gsm8k_bench.eval_protocol import PROTOCOL_KEYS
 from gsm8k_bench.launchers import reserve_port, wait_ready
 from gsm8k_bench.launchers.process import process_server
-from gsm8k_bench.matrix import load_matrix
+from gsm8k_bench.matrix_loader import load_matrix
 from gsm8k_bench.options import parse_session_args
 from gsm8k_bench.session import HOST, plan_session
 
@@ -99,8 +100,8 @@ def test_the_two_runs_differ_in_protocol_and_are_never_gated_together(runs):
     assert (plain["reasoning_parser"], thinks["reasoning_parser"]) == (None, "think-text")
     assert plain["answer_extraction"] == thinks["answer_extraction"] == "stock"
     assert thinks["lm_eval_model"] == "local-chat-completions"
-    run = {k: thinks[k] for k in gate.PROTOCOL_KEYS}
-    baseline = gate.Baseline({"model": "smollm2-thinks"}, LIMIT, {k: plain[k] for k in gate.PROTOCOL_KEYS},
+    run = {k: thinks[k] for k in PROTOCOL_KEYS}
+    baseline = gate.Baseline({"model": "smollm2-thinks"}, LIMIT, {k: plain[k] for k in PROTOCOL_KEYS},
                              {"strict_match": 1.0})
     verdict = gate.judge(gate.Baselines(gate.GateSettings(), (baseline,)), matrix.get(THINKS), run,
                          docs[THINKS]["metrics"])

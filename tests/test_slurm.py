@@ -20,7 +20,7 @@ from test_integration import processes_writing_to, wait_for
 from gsm8k_bench import slurm
 from gsm8k_bench.errors import BenchError
 from gsm8k_bench.launchers.pyxis import srun_argv
-from gsm8k_bench.matrix import load_matrix
+from gsm8k_bench.matrix_loader import load_matrix
 
 CPU_DEFAULT = "gsm8k-smollm2-135m-cpu-vllm-fp16-tp1"
 

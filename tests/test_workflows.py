@@ -160,8 +160,8 @@ def adhoc_inputs(**inputs) -> dict[str, str]:
 @pytest.mark.parametrize("label", DOCUMENTED_LABELS)
 def test_each_documented_label_is_its_runner(matrix, label):
     sku = label.split("-")[0]
-    by_label = dispatch.plan(matrix, adhoc_inputs(model="llama-3.1-8b", runner=label))
-    by_sku = dispatch.plan(matrix, adhoc_inputs(model="llama-3.1-8b", runner=sku))
+    by_label = dispatch.job_rows(matrix, adhoc_inputs(model="llama-3.1-8b", runner=label))
+    by_sku = dispatch.job_rows(matrix, adhoc_inputs(model="llama-3.1-8b", runner=sku))
     assert by_label == by_sku
     (row,) = by_label
     assert (row["session"], row["runner_label"]) == (f"gsm8k-llama-3.1-8b-{sku}-vllm-fp16-tp1", label)
@@ -176,7 +176,7 @@ def test_each_documented_label_is_its_runner(matrix, label):
     ("meta-llama/Llama-3.1-8B-Instruct", "fp8", "gsm8k-llama-3.1-8b-instruct-b200-vllm-fp8-tp1"),
 ])
 def test_a_checkpoint_is_the_matrix_model_that_serves_it(matrix, checkpoint, precision, session):
-    (row,) = dispatch.plan(matrix, adhoc_inputs(model=checkpoint, runner="b200-nv", precision=precision))
+    (row,) = dispatch.job_rows(matrix, adhoc_inputs(model=checkpoint, runner="b200-nv", precision=precision))
     assert row["session"] == session and row["checkpoint"] == checkpoint
     assert row["nox_session"] == (session if session in matrix.by_name() else "gsm8k")
 
@@ -221,4 +221,4 @@ def test_selection_over_githubs_job_limit_fails_in_plan():
     matrix = parse(big.split("models:\n")[0] + "models:\n" + models)
     assert len(matrix.combinations) > dispatch.GITHUB_MAX_JOBS
     with pytest.raises(ConfigError, match="over GitHub's 256-job matrix limit"):
-        dispatch.plan(matrix, {**dict.fromkeys(dispatch.INPUTS, ""), "sessions": "gsm8k"})
+        dispatch.job_rows(matrix, {**dict.fromkeys(dispatch.INPUTS, ""), "sessions": "gsm8k"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 from gsm8k_bench.frameworks import sglang, vllm
 from gsm8k_bench.frameworks.common import ServeTarget
 
+# One per name matrix.yaml may use (matrix_types.FRAMEWORK_NAMES; a test keeps the two equal).
 FRAMEWORKS = {"vllm": vllm, "sglang": sglang}
 
 __all__ = ["FRAMEWORKS", "ServeTarget"]

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from gsm8k_bench.matrix import Combination
+    from gsm8k_bench.matrix_types import Combination
 
 
 @dataclass(frozen=True)

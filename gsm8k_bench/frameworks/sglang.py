@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from gsm8k_bench.frameworks.common import FlagNames, ServeTarget, server_options
 
 if TYPE_CHECKING:
-    from gsm8k_bench.matrix import Combination
+    from gsm8k_bench.matrix_types import Combination
 
 LAUNCH_MODULE = "sglang.launch_server"
 FLAGS = FlagNames(tp="--tp", context_length="--context-length")

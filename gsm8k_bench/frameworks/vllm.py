@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from gsm8k_bench.frameworks.common import FlagNames, ServeTarget, server_options
 
 if TYPE_CHECKING:
-    from gsm8k_bench.matrix import Combination
+    from gsm8k_bench.matrix_types import Combination
 
 API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 FLAGS = FlagNames(tp="--tensor-parallel-size", context_length="--max-model-len")

@@ -1,4 +1,5 @@
-"""What the noxfile's sessions call: load the matrix, print the CI matrix, run one combination."""
+"""The nox sessions' bodies (noxfile.py only wires them): load the matrix, print the CI matrix, run one
+combination, prepare the CPU default, export the dataset, promote references."""
 
 from __future__ import annotations
 
@@ -9,12 +10,16 @@ import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, TextIO
 
 from gsm8k_bench import dispatch, envs, evaluate, gate, gpus, ownership, promote, references, results, summary
 from gsm8k_bench import session as session_mod
-from gsm8k_bench.errors import BenchError, ConfigError
-from gsm8k_bench.matrix import Combination, Matrix, adhoc_combination, load_matrix, select
+from gsm8k_bench.combinations import adhoc_combination
+from gsm8k_bench.errors import BenchError, ConfigError, RaisingArgumentParser
+from gsm8k_bench.matrix_loader import load_matrix
+from gsm8k_bench.matrix_types import Combination, Matrix
 from gsm8k_bench.options import SessionOptions, parse_session_args
+from gsm8k_bench.selection import select, selection_parser
 
 
 def load_or_exit(path: Path) -> Matrix:
@@ -26,28 +31,7 @@ def load_or_exit(path: Path) -> Matrix:
         raise SystemExit(2) from None
 
 
-class _MatrixParser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise BenchError(f"{self.prog}: {message}\n{self.format_usage().rstrip()}")
-
-
-def selection_parser(prog: str, description: str | None = None) -> argparse.ArgumentParser:
-    """A parser that selects sessions as nox does (-k, -t, -s); callers add their own options."""
-    parser = _MatrixParser(prog=prog, description=description)
-    parser.add_argument("-k", dest="keywords", help="nox keyword expression, e.g. 'h100 and vllm'")
-    parser.add_argument("-t", dest="tags", nargs="+", default=[], help="tags, e.g. mi355x fp8")
-    parser.add_argument("-s", dest="names", nargs="+", default=[], help="session names")
-    return parser
-
-
-def selected(matrix: Matrix, args: argparse.Namespace) -> list[Combination]:
-    combos = select(matrix.combinations, args.keywords, args.tags, args.names)
-    if not combos:
-        raise BenchError("the selection matches no session (see nox -l)")
-    return combos
-
-
-def print_matrix(matrix: Matrix, argv: list[str], out=sys.stdout) -> list[dict]:
+def print_matrix(matrix: Matrix, argv: list[str], out: TextIO = sys.stdout) -> list[dict[str, Any]]:
     """`nox -s matrix`: the selected sessions as one JSON line, the benchmark job's strategy matrix."""
     parser = selection_parser("nox -s matrix --")
     parser.add_argument("--dispatch", action="store_true",
@@ -56,7 +40,7 @@ def print_matrix(matrix: Matrix, argv: list[str], out=sys.stdout) -> list[dict]:
                         help="also append matrix=<json> to $GITHUB_OUTPUT")
     args = parser.parse_args(argv)
     if args.dispatch:
-        rows = dispatch.plan(matrix, dispatch.read_inputs(os.environ))
+        rows = dispatch.job_rows(matrix, dispatch.read_inputs(os.environ))
     else:
         combos = select(matrix.combinations, args.keywords, args.tags, args.names)
         rows = dispatch.check_size([c.summary() for c in combos])
@@ -108,7 +92,7 @@ def _plan(matrix: Matrix, combo: Combination, options: SessionOptions, run_id: s
 
 
 def run_combination(matrix: Matrix, combo: Combination, argv: list[str],
-                    log: Callable[[str], None] = print) -> dict | None:
+                    log: Callable[[str], None] = print) -> dict[str, Any] | None:
     options = parse_session_args(combo.name, argv)
     if options.dry_run:
         print(session_mod.dry_run_text(_plan(matrix, combo, options)))
@@ -135,8 +119,8 @@ def promote_runs(matrix: Matrix, argv: list[str], log: Callable[[str], None] = p
 
 
 def adhoc_parser() -> argparse.ArgumentParser:
-    parser = _MatrixParser(prog="nox -s gsm8k --", description="Run one combination, listed in "
-                           "matrix.yaml or not; the remaining arguments are the session's (--limit ...).")
+    parser = RaisingArgumentParser(prog="nox -s gsm8k --", description="Run one combination, listed in "
+                                   "matrix.yaml or not; the remaining arguments are the session's (--limit ...).")
     parser.add_argument("--model", required=True,
                         help="a short name (a matrix.yaml model keeps its settings) or a checkpoint (hub id "
                         "or path; the checkpoint of a matrix.yaml model at --precision runs as that model)")
@@ -150,7 +134,7 @@ def adhoc_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_adhoc(matrix: Matrix, argv: list[str], log: Callable[[str], None] = print) -> dict | None:
+def run_adhoc(matrix: Matrix, argv: list[str], log: Callable[[str], None] = print) -> dict[str, Any] | None:
     """`nox -s gsm8k -- --model ... --runner ...`: the same code path as a matrix session."""
     args, rest = adhoc_parser().parse_known_args(argv)
     if args.image:  # the combination needs it (a runner may have no image of its own); so does the plan
