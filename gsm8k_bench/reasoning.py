@@ -9,9 +9,11 @@ extraction rule change the score, so all of them are part of the run's protocol 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+from gsm8k_bench.errors import ConfigError
 
 # The request field `reasoning_effort` as vLLM 0.32 accepts it (SGLang 0.5.23 accepts these too).
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
@@ -24,6 +26,21 @@ PROMPT_RESERVE = 4096
 MAX_BUDGET = 16384
 BUDGET_RULE = f"min(max_model_len - {PROMPT_RESERVE}, {MAX_BUDGET})"
 KEYS = ("parser", "effort", "chat_template_kwargs", "extraction")
+
+
+class ConfigReader(Protocol):
+    """What this module needs of the matrix's line-tracking YAML reader (nodes are parsed YAML)."""
+
+    def fail(self, key: str, message: str, node: Any = None, child: Any = None) -> ConfigError: ...
+
+    def mapping(self, node: Any, key: str, allowed: Iterable[str] | None = None,
+                required: Iterable[str] = ()) -> dict[Any, Any]: ...
+
+    def typed(self, node: Any, key: str, kind: type | tuple[type, ...], parent: Any = None,
+              child: Any = None) -> Any: ...
+
+    def choice(self, node: Any, key: str, kind: str, allowed: Iterable[str], parent: Any = None,
+               child: Any = None) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -48,7 +65,7 @@ def output_budget(max_model_len: int) -> int:
     return min(max_model_len - PROMPT_RESERVE, MAX_BUDGET)
 
 
-def read_reasoning(r, node: Any, key: str, frameworks: tuple[str, ...], protocol: str) -> Reasoning:
+def read_reasoning(r: ConfigReader, node: Any, key: str, frameworks: tuple[str, ...], protocol: str) -> Reasoning:
     """models.<name>.reasoning, validated: a parser for each of the model's frameworks, known choices."""
     node = r.mapping(node, key, KEYS, required=("parser",))
     if protocol != "chat":
@@ -73,7 +90,7 @@ def read_reasoning(r, node: Any, key: str, frameworks: tuple[str, ...], protocol
     return Reasoning(dict(parsers), effort, dict(kwargs), extraction)
 
 
-def check_budget(r, node: Any, key: str, max_model_len: int, max_gen_toks: int | None) -> tuple[int, str]:
+def check_budget(r: ConfigReader, node: Any, key: str, max_model_len: int, max_gen_toks: int | None) -> tuple[int, str]:
     """The model's output budget and its rule: an explicit max_gen_toks, else derived from the context."""
     if max_gen_toks is None:
         budget = output_budget(max_model_len)
