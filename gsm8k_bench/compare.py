@@ -14,10 +14,10 @@ import argparse
 import html
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from gsm8k_bench import comparisons, gate, levels, report, report_html, results
 from gsm8k_bench.errors import BenchError
@@ -34,7 +34,7 @@ class SessionComparison:
     result: Mapping[str, Any]
 
 
-def load_side(path: Path, warn) -> dict[str, dict[str, Any]]:
+def load_side(path: Path, warn: Callable[[str], None]) -> dict[str, dict[str, Any]]:
     """A session JSON or a results folder -> session name -> its document."""
     if path.is_file():
         try:
@@ -47,7 +47,7 @@ def load_side(path: Path, warn) -> dict[str, dict[str, Any]]:
     return {d["session"]: d for d in report.load_results(path, warn)}
 
 
-def compare_sets(reference: Mapping[str, Mapping], run: Mapping[str, Mapping],
+def compare_sets(reference: Mapping[str, dict[str, Any]], run: Mapping[str, dict[str, Any]],
                  settings: gate.GateSettings) -> list[SessionComparison]:
     out = []
     for session in sorted(reference.keys() | run.keys()):
@@ -195,7 +195,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str], out=None) -> int:
+def main(argv: list[str], out: TextIO | None = None) -> int:
     out = out or sys.stdout
     try:
         args = parser().parse_args(argv)
