@@ -16,131 +16,19 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypedDict
+from typing import TypedDict
 
 from gsm8k_bench import envs, procs, warm
 from gsm8k_bench.containers import SESSION_LABEL
 from gsm8k_bench.containers.spec import ContainerSpec, CreateArgs
 from gsm8k_bench.errors import ServerError
 from gsm8k_bench.launchers import LOG_TAIL_LINES
+from gsm8k_bench.launchers.docker_sdk import Container, EngineClient, Image, docker_client, engine_address
 from gsm8k_bench.ownership import OWNER_LABEL, Owner, current_owner
 
 STOP_TIMEOUT_S = 15
 # How long a container's exit is checked against its engine going away (see DockerServer.exit_status).
 ENGINE_LEAVING_S = 2.0
-DEFAULT_SOCKET = "unix:///var/run/docker.sock"
-
-
-def engine_address() -> str:
-    return os.environ.get("DOCKER_HOST", DEFAULT_SOCKET)
-
-
-# The Docker SDK ships no types: these Protocols are the part of its objects this launcher uses, and
-# the TypedDicts the part of the engine's JSON it reads.  docker_client() is where they are bound.
-class ContainerState(TypedDict, total=False):
-    Status: str
-    ExitCode: int
-    Paused: bool
-
-
-class ContainerAttrs(TypedDict, total=False):
-    State: ContainerState
-
-
-class ImageAttrs(TypedDict, total=False):
-    RepoDigests: list[str]
-
-
-class ProcessTable(TypedDict, total=False):
-    """`docker top`: ps's column titles and one row of columns per process."""
-
-    Titles: list[str]
-    Processes: list[list[str]]
-
-
-class Image(Protocol):
-    @property
-    def id(self) -> str: ...
-
-    @property
-    def tags(self) -> list[str]: ...
-
-    @property
-    def attrs(self) -> ImageAttrs: ...
-
-
-class Container(Protocol):
-    @property
-    def id(self) -> str: ...
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def labels(self) -> dict[str, str]: ...
-
-    @property
-    def attrs(self) -> ContainerAttrs: ...
-
-    @property
-    def client(self) -> EngineClient: ...
-
-    def reload(self) -> None: ...
-
-    def start(self) -> None: ...
-
-    def kill(self, signal: str) -> None: ...
-
-    def remove(self, *, force: bool) -> None: ...
-
-    def top(self, *, ps_args: str) -> ProcessTable: ...
-
-    def logs(self, *, stream: bool, follow: bool) -> Iterator[bytes]: ...
-
-
-class Containers(Protocol):
-    def list(self, *, all: bool, filters: Mapping[str, str]) -> list[Container]: ...
-
-    def create(self, **kwargs: object) -> Container: ...
-
-
-class Images(Protocol):
-    def get(self, name: str) -> Image: ...
-
-    def pull(self, repository: str) -> Image: ...
-
-
-class LowLevelApi(Protocol):
-    def import_image_from_file(self, filename: str, *, repository: str, tag: str, changes: list[str]) -> object: ...
-
-
-class EngineClient(Protocol):
-    @property
-    def containers(self) -> Containers: ...
-
-    @property
-    def images(self) -> Images: ...
-
-    @property
-    def api(self) -> LowLevelApi: ...
-
-    def ping(self) -> bool: ...
-
-    def close(self) -> None: ...
-
-
-def docker_client() -> EngineClient:
-    from docker.client import DockerClient
-    from docker.errors import DockerException
-
-    address = engine_address()
-    try:
-        # "auto" negotiates the API version with whatever engine answers (old or new).
-        client: EngineClient = DockerClient(base_url=address, version="auto", timeout=60)
-    except DockerException as exc:
-        raise ServerError(f"the Docker engine at {address} is not reachable ({exc}); start dockerd, "
-                          "or set DOCKER_HOST to its socket, or use --launcher process") from None
-    return client
 
 
 def ensure_image(client: EngineClient, image: str, pull: str) -> Image:
