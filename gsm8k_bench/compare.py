@@ -31,7 +31,7 @@ class SessionComparison:
     session: str
     reference: Mapping[str, Any] | None
     run: Mapping[str, Any] | None
-    result: Mapping[str, Any]
+    result: comparisons.Comparison
 
 
 def load_side(path: Path, warn: Callable[[str], None]) -> dict[str, dict[str, Any]]:
@@ -54,8 +54,9 @@ def compare_sets(reference: Mapping[str, dict[str, Any]], run: Mapping[str, dict
         a, b = reference.get(session), run.get(session)
         if a is None or b is None:
             side = "the reference (A)" if a is None else "the run (B)"
-            result = {"verdict": comparisons.NOT_COMPARED, "reason": f"missing from {side}", "metrics": {},
-                      "flips": [], "changed": []}
+            result: comparisons.Comparison = {"verdict": comparisons.NOT_COMPARED,
+                                              "reason": f"missing from {side}", "metrics": {}, "flips": [],
+                                              "changed": []}
             out.append(SessionComparison(session, a, b, result))
             continue
         at_a, at_b = levels.views(a), levels.views(b)
@@ -81,7 +82,7 @@ def _cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", "<br>")
 
 
-def _metric_cells(numbers: Mapping[str, Any] | None) -> list[str]:
+def _metric_cells(numbers: comparisons.MetricNumbers | None) -> list[str]:
     if not numbers:
         return ["–"] * 4
     return [f"{numbers['reference']:.4f} → {numbers['run']:.4f}",

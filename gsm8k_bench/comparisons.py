@@ -106,7 +106,7 @@ def metric_numbers(result: paired.PairedComparison, tolerance: float) -> MetricN
     }
 
 
-def verdict(numbers: Mapping[str, Mapping[str, Any]]) -> str:
+def verdict(numbers: Mapping[str, MetricNumbers]) -> str:
     if any(m["regressed"] for m in numbers.values()):
         return REGRESSION
     if any(m["improved"] for m in numbers.values()):
