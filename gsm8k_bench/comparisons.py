@@ -64,11 +64,11 @@ def gate_settings(path: Path | None = None) -> gate.GateSettings:
     return gate.load_baselines(path).settings if path.is_file() else gate.GateSettings()
 
 
-def protocol(document: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The run's protocol in the gate's terms, or None when the JSON has no protocol record."""
+def protocol(document: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's protocol in the gate's terms; empty when the JSON has no protocol record."""
     record = (document.get("config") or {}).get("protocol")
     if not isinstance(record, Mapping) or "until" not in record:
-        return None
+        return {}
     return gate.protocol_of(record, {"until": record["until"]})
 
 
@@ -83,14 +83,13 @@ def unpairable(document: Mapping[str, Any], side: str) -> str | None:
     missing = sorted({f for s in samples for f in SAMPLE_FIELDS if f not in s})
     if missing:
         return f"{side}'s samples lack {', '.join(missing)} (an older session JSON)"
-    if protocol(document) is None:
+    if not protocol(document):
         return f"{side} has no protocol record (an older session JSON)"
     return None
 
 
 def protocol_difference(reference: Mapping[str, Any], run: Mapping[str, Any]) -> str | None:
-    """Callers have checked (unpairable) that both documents have a protocol record."""
-    a, b = protocol(reference) or {}, protocol(run) or {}
+    a, b = protocol(reference), protocol(run)
     diff = {k: (a.get(k), b.get(k)) for k in gate.PROTOCOL_KEYS if a.get(k) != b.get(k)}
     return f"protocols differ (reference, run): {diff}" if diff else None
 

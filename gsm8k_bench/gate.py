@@ -37,8 +37,8 @@ METRICS = tuple(paired.CORRECT_FIELD)  # strict_match, flexible_extract
 PAIRED_METHOD = "paired: exact McNemar p; one-sided Newcombe (1998, method 10) score bound on run - reference"
 SHOWN_DOC_IDS = 30  # lost questions named on the console (the JSON lists them all)
 # A baseline may omit the reasoning settings: it then stands for a non-reasoning run (their stock values).
-REASONING_DEFAULTS: dict[str, object] = {"reasoning_parser": None, "reasoning_effort": None, "chat_template_kwargs": {},
-                      "answer_extraction": "stock"}
+REASONING_DEFAULTS: dict[str, object] = {"reasoning_parser": None, "reasoning_effort": None,
+                                         "chat_template_kwargs": {}, "answer_extraction": "stock"}
 PROTOCOL_KEYS = ("endpoint", "apply_chat_template", "fewshot_as_multiturn", "num_fewshot", "max_gen_toks",
                  "until", *REASONING_DEFAULTS)
 FILTER_KEYS = ("model", "runner", "framework", "precision", "tp")
