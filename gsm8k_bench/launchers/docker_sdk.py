@@ -13,6 +13,7 @@ from gsm8k_bench.containers.spec import CreateArgs
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing's own from Python 3.11
 
+
 class ContainerState(TypedDict, total=False):
     Status: str
     ExitCode: int
@@ -46,9 +47,6 @@ class Image(Protocol):
 
 
 class Container(Protocol):
-    @property
-    def id(self) -> str: ...
-
     @property
     def name(self) -> str: ...
 
