@@ -14,10 +14,10 @@ import argparse
 import html
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from gsm8k_bench import comparisons, gate, levels, report, report_html, results
 from gsm8k_bench.errors import BenchError
@@ -31,10 +31,10 @@ class SessionComparison:
     session: str
     reference: Mapping[str, Any] | None
     run: Mapping[str, Any] | None
-    result: Mapping[str, Any]
+    result: comparisons.Comparison
 
 
-def load_side(path: Path, warn) -> dict[str, dict[str, Any]]:
+def load_side(path: Path, warn: Callable[[str], None]) -> dict[str, dict[str, Any]]:
     """A session JSON or a results folder -> session name -> its document."""
     if path.is_file():
         try:
@@ -47,15 +47,16 @@ def load_side(path: Path, warn) -> dict[str, dict[str, Any]]:
     return {d["session"]: d for d in report.load_results(path, warn)}
 
 
-def compare_sets(reference: Mapping[str, Mapping], run: Mapping[str, Mapping],
+def compare_sets(reference: Mapping[str, dict[str, Any]], run: Mapping[str, dict[str, Any]],
                  settings: gate.GateSettings) -> list[SessionComparison]:
     out = []
     for session in sorted(reference.keys() | run.keys()):
         a, b = reference.get(session), run.get(session)
         if a is None or b is None:
             side = "the reference (A)" if a is None else "the run (B)"
-            result = {"verdict": comparisons.NOT_COMPARED, "reason": f"missing from {side}", "metrics": {},
-                      "flips": [], "changed": []}
+            result: comparisons.Comparison = {"verdict": comparisons.NOT_COMPARED,
+                                              "reason": f"missing from {side}", "metrics": {}, "flips": [],
+                                              "changed": []}
             out.append(SessionComparison(session, a, b, result))
             continue
         at_a, at_b = levels.views(a), levels.views(b)
@@ -81,7 +82,7 @@ def _cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", "<br>")
 
 
-def _metric_cells(numbers: Mapping[str, Any] | None) -> list[str]:
+def _metric_cells(numbers: comparisons.MetricNumbers | None) -> list[str]:
     if not numbers:
         return ["–"] * 4
     return [f"{numbers['reference']:.4f} → {numbers['run']:.4f}",
@@ -195,7 +196,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str], out=None) -> int:
+def main(argv: list[str], out: TextIO | None = None) -> int:
     out = out or sys.stdout
     try:
         args = parser().parse_args(argv)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from gsm8k_bench import envs, eval_protocol, gate, paired
 
@@ -22,6 +22,41 @@ ANSWER_FIELDS = ("strict_answer", "flexible_answer")
 REGRESSION, IMPROVEMENT, WITHIN, NOT_COMPARED = "regression", "improvement", "within_tolerance", "not_compared"
 
 
+class MetricNumbers(TypedDict):
+    """One metric, paired: accuracies, run - reference difference with its one-sided bounds, McNemar p."""
+
+    n: int
+    reference: float
+    run: float
+    difference: float
+    lower: float
+    upper: float
+    confidence: float
+    mcnemar_p: float
+    lost: int
+    gained: int
+    regressed: bool
+    improved: bool
+    significant: bool
+
+
+class ChangedQuestion(TypedDict):
+    doc_id: int
+    question: str
+    target: str | None
+    moves: dict[str, str]  # metric -> "lost" or "gained" (empty: only the answer text changed)
+    reference: dict[str, object]
+    run: dict[str, object]
+
+
+class Comparison(TypedDict):
+    verdict: str
+    reason: str
+    metrics: dict[str, MetricNumbers]
+    flips: list[ChangedQuestion]
+    changed: list[ChangedQuestion]
+
+
 def gate_settings(path: Path | None = None) -> gate.GateSettings:
     """The gate's confidence and tolerance (baselines.yaml's `gate:` block, the checkout's by default);
     the gate's defaults where no such file exists."""
@@ -29,11 +64,11 @@ def gate_settings(path: Path | None = None) -> gate.GateSettings:
     return gate.load_baselines(path).settings if path.is_file() else gate.GateSettings()
 
 
-def protocol(document: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The run's protocol in the gate's terms, or None when the JSON has no protocol record."""
+def protocol(document: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's protocol in the gate's terms; empty when the JSON has no protocol record."""
     record = (document.get("config") or {}).get("protocol")
     if not isinstance(record, Mapping) or "until" not in record:
-        return None
+        return {}
     return gate.protocol_of(record, {"until": record["until"]})
 
 
@@ -48,7 +83,7 @@ def unpairable(document: Mapping[str, Any], side: str) -> str | None:
     missing = sorted({f for s in samples for f in SAMPLE_FIELDS if f not in s})
     if missing:
         return f"{side}'s samples lack {', '.join(missing)} (an older session JSON)"
-    if protocol(document) is None:
+    if not protocol(document):
         return f"{side} has no protocol record (an older session JSON)"
     return None
 
@@ -59,7 +94,7 @@ def protocol_difference(reference: Mapping[str, Any], run: Mapping[str, Any]) ->
     return f"protocols differ (reference, run): {diff}" if diff else None
 
 
-def metric_numbers(result: paired.PairedComparison, tolerance: float) -> dict[str, Any]:
+def metric_numbers(result: paired.PairedComparison, tolerance: float) -> MetricNumbers:
     table = result.table
     return {
         "n": table.n, "reference": round(table.reference_accuracy, 6), "run": round(table.run_accuracy, 6),
@@ -70,7 +105,7 @@ def metric_numbers(result: paired.PairedComparison, tolerance: float) -> dict[st
     }
 
 
-def verdict(numbers: Mapping[str, Mapping[str, Any]]) -> str:
+def verdict(numbers: Mapping[str, MetricNumbers]) -> str:
     if any(m["regressed"] for m in numbers.values()):
         return REGRESSION
     if any(m["improved"] for m in numbers.values()):
@@ -78,14 +113,14 @@ def verdict(numbers: Mapping[str, Mapping[str, Any]]) -> str:
     return WITHIN
 
 
-def _side(sample: Mapping[str, Any]) -> dict[str, Any]:
+def _side(sample: Mapping[str, Any]) -> dict[str, object]:
     return {k: sample.get(k) for k in ("response", *ANSWER_FIELDS, *paired.CORRECT_FIELD.values())}
 
 
 def pair_samples(reference: Sequence[Mapping[str, Any]], run: Sequence[Mapping[str, Any]],
-                 settings: gate.GateSettings) -> dict[str, Any]:
+                 settings: gate.GateSettings) -> Comparison:
     """Paired numbers per metric, the verdict, and the questions whose outcome or answer changed."""
-    numbers = {}
+    numbers: dict[str, MetricNumbers] = {}
     for metric in METRICS:
         common, ref_outcomes, run_outcomes = paired.align(paired.outcomes(reference, metric),
                                                           paired.outcomes(run, metric))
@@ -95,20 +130,21 @@ def pair_samples(reference: Sequence[Mapping[str, Any]], run: Sequence[Mapping[s
         numbers[metric] = metric_numbers(paired.compare(ref_outcomes, run_outcomes, settings.confidence),
                                          settings.tolerance)
     by_id = [{paired.question_id(s["doc_id"], s["question"]): s for s in side} for side in (reference, run)]
-    flips, changed = [], []
+    flips: list[ChangedQuestion] = []
+    changed: list[ChangedQuestion] = []
     for qid in common:
         a, b = by_id[0][qid], by_id[1][qid]
         moves = {m: ("gained" if b[f] else "lost") for m, f in paired.CORRECT_FIELD.items() if bool(a[f]) != bool(b[f])}
         if not moves and all(a.get(f) == b.get(f) for f in ANSWER_FIELDS):
             continue
-        entry = {"doc_id": a["doc_id"], "question": a["question"], "target": a.get("target"), "moves": moves,
-                 "reference": _side(a), "run": _side(b)}
+        entry: ChangedQuestion = {"doc_id": a["doc_id"], "question": a["question"], "target": a.get("target"),
+                                  "moves": moves, "reference": _side(a), "run": _side(b)}
         (flips if moves else changed).append(entry)
     return {"verdict": verdict(numbers), "reason": "", "metrics": numbers, "flips": flips, "changed": changed}
 
 
 def compare_documents(reference: Mapping[str, Any], run: Mapping[str, Any],
-                      settings: gate.GateSettings) -> dict[str, Any]:
+                      settings: gate.GateSettings) -> Comparison:
     """A session JSON against another (the reference): pair_samples, or not_compared and why not."""
     reason = (unpairable(reference, "the reference") or unpairable(run, "the run")
               or protocol_difference(reference, run))

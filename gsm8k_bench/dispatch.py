@@ -91,7 +91,7 @@ def _adhoc(matrix: Matrix, inputs: dict[str, str]) -> tuple[Combination, str, li
     return combo, "gsm8k", args
 
 
-def check_size(rows: list[dict]) -> list[dict]:
+def check_size(rows: list[dict[str, str]]) -> list[dict[str, str]]:
     """A selection GitHub would refuse or that runs nothing fails here, never half-runs."""
     if not rows:
         raise ConfigError("the selection matches no session (list them: nox -l)")
@@ -101,7 +101,7 @@ def check_size(rows: list[dict]) -> list[dict]:
     return rows
 
 
-def job_rows(matrix: Matrix, inputs: dict[str, str]) -> list[dict]:
+def job_rows(matrix: Matrix, inputs: dict[str, str]) -> list[dict[str, str]]:
     """The job matrix for the benchmark job: one row per session, each with its exact nox call (artifacts
     are named by the benchmark job itself, with its own run attempt)."""
     session_args = _session_args(inputs)

@@ -179,7 +179,7 @@ def last_match_filters(stock_task: Path) -> list[dict[str, Any]]:
     """The stock task's filters with strict-match taking the last `#### N` instead of the first."""
     import yaml
 
-    filters = yaml.safe_load(stock_task.read_text(encoding="utf-8"))["filter_list"]
+    filters: list[dict[str, Any]] = yaml.safe_load(stock_task.read_text(encoding="utf-8"))["filter_list"]
     strict = next(f for f in filters if f["name"] == STRICT)
     next(step for step in strict["filter"] if step["function"] == "regex")["group_select"] = -1
     return filters

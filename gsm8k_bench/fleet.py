@@ -3,11 +3,28 @@ before the first request (environments, model, server start: load, compile, grap
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TypedDict
 
 # The phases before lm-eval sends its first request.
 BEFORE_FIRST_REQUEST = ("env_setup_s", "model_prep_s", "server_ready_s")
+
+
+class SessionCost(TypedDict):
+    gpus: int
+    wall_s: float | None
+    gpu_hours: float | None
+    before_first_request_s: float | None
+    before_first_request_share: float | None
+
+
+class RunCost(TypedDict):
+    sessions: int
+    gpu_hours: float
+    before_first_request_gpu_hours: float
+    before_first_request_share: float | None
+    wall_s: float
+    before_first_request_wall_share: float | None
 
 
 def gpus_held(document: Mapping[str, Any]) -> int:
@@ -17,7 +34,7 @@ def gpus_held(document: Mapping[str, Any]) -> int:
     return 0 if config.get("vendor", "cpu") == "cpu" else int(config.get("tp") or 0)
 
 
-def session_cost(document: Mapping[str, Any]) -> dict[str, float | None]:
+def session_cost(document: Mapping[str, Any]) -> SessionCost:
     timings = document.get("timings") or {}
     wall = timings.get("total_s")
     before = sum(timings.get(phase) or 0.0 for phase in BEFORE_FIRST_REQUEST)
@@ -31,16 +48,17 @@ def session_cost(document: Mapping[str, Any]) -> dict[str, float | None]:
     }
 
 
-def run_cost(documents: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+def run_cost(documents: Iterable[Mapping[str, Any]]) -> RunCost:
     costs = [session_cost(d) for d in documents]
     gpu_hours = sum(c["gpu_hours"] or 0.0 for c in costs)
     before = sum((c["before_first_request_s"] or 0.0) * c["gpus"] / 3600 for c in costs)
     # Shares only over sessions whose server started (a session that died earlier has no such phase).
     started_gpu_hours = sum(c["gpu_hours"] or 0.0 for c in costs if c["before_first_request_s"] is not None)
     wall = sum(c["wall_s"] or 0.0 for c in costs)
-    started = [c for c in costs if c["before_first_request_s"] is not None and c["wall_s"]]
-    before_wall = sum(c["before_first_request_s"] for c in started)
-    started_wall = sum(c["wall_s"] for c in started)
+    started = [(before_s, wall_s) for c in costs
+               if (before_s := c["before_first_request_s"]) is not None and (wall_s := c["wall_s"])]
+    before_wall = sum(before_s for before_s, _ in started)
+    started_wall = sum(wall_s for _, wall_s in started)
     return {"sessions": len(costs), "gpu_hours": gpu_hours, "before_first_request_gpu_hours": before,
             "before_first_request_share": before / started_gpu_hours if started_gpu_hours else None,
             "wall_s": wall, "before_first_request_wall_share": before_wall / started_wall if started_wall else None}
@@ -50,7 +68,7 @@ def _share(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.0f}%"
 
 
-def summary_lines(documents: list[Mapping[str, Any]], elapsed_s: float) -> list[str]:
+def summary_lines(documents: Sequence[Mapping[str, Any]], elapsed_s: float) -> list[str]:
     """What `nox -s slurm` and `nox -s pack` print at the end."""
     lines = [f"{'session':<52} {'status':<7} {'GPUs':>4} {'wall (s)':>9} {'GPU-h':>7} {'pre-req':>7}"]
     for d in documents:
@@ -65,7 +83,7 @@ def summary_lines(documents: list[Mapping[str, Any]], elapsed_s: float) -> list[
     return lines
 
 
-def markdown_section(documents: list[Mapping[str, Any]], per_session: bool = True) -> str:
+def markdown_section(documents: Sequence[Mapping[str, Any]], per_session: bool = True) -> str:
     """The report's fleet-cost section: per session (unless space is short), then the run."""
     total = run_cost(documents)
     lines = ["### Fleet cost", ""]

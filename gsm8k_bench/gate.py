@@ -24,7 +24,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from gsm8k_bench import paired
 from gsm8k_bench.errors import ConfigError
@@ -38,6 +38,36 @@ if TYPE_CHECKING:
 
 PAIRED_METHOD = "paired: exact McNemar p; one-sided Newcombe (1998, method 10) score bound on run - reference"
 SHOWN_DOC_IDS = 30  # lost questions named on the console (the JSON lists them all)
+
+
+class PairedCheck(TypedDict):
+    """One metric of a run against its reference, question by question."""
+
+    metric: str
+    n: int
+    observed: float
+    reference: float
+    difference: float
+    lost: int
+    gained: int
+    mcnemar_p: float
+    lower_bound: float
+    upper_bound: float
+    threshold: float
+    regression: bool
+    lost_doc_ids: list[int]
+    gained_doc_ids: list[int]
+
+
+class ScalarCheck(TypedDict):
+    """One metric of a run against a scalar baseline."""
+
+    metric: str
+    observed: float
+    baseline: float
+    threshold: float
+    upper_bound: float
+    regression: bool
 
 
 @dataclass(frozen=True)
@@ -102,9 +132,9 @@ def load_baselines(path: Path) -> Baselines:
                 accuracy[metric] = value
         if not accuracy:
             raise r.fail(key, f"needs at least one of {', '.join(METRICS)}", node)
-        protocol = r.mapping(node["protocol"], f"{key}.protocol", PROTOCOL_KEYS,
-                             required=[k for k in PROTOCOL_KEYS if k not in REASONING_DEFAULTS])
-        protocol = {**REASONING_DEFAULTS, **protocol}
+        given = r.mapping(node["protocol"], f"{key}.protocol", PROTOCOL_KEYS,
+                          required=[k for k in PROTOCOL_KEYS if k not in REASONING_DEFAULTS])
+        protocol = {**REASONING_DEFAULTS, **given}
         entries.append(Baseline(
             filters={k: node[k] for k in COMBO_KEYS if k in node},
             n=r.positive_int(node["n"], f"{key}.n", node, "n"),
@@ -147,7 +177,8 @@ def judge_outcomes(reference: Reference, protocol: Mapping[str, Any], outcomes: 
     """judge_paired on a run's outcomes (metric -> question id -> right)."""
     if dict(reference.protocol) != dict(protocol):
         return f"protocol differs (reference, run): {protocol_difference(reference.protocol, protocol)}"
-    checks, changed = [], []
+    checks: list[PairedCheck] = []
+    changed: list[int] = []
     for metric in METRICS:
         run = outcomes[metric]
         changed = paired.changed_questions(reference.outcomes[metric], run)
@@ -232,9 +263,10 @@ def _judge_scalar(baselines: Baselines, combo: Combination, protocol: Mapping[st
         return {**base, "reason": f"baselines exist for n={have}, this run scored n={n}; the first n "
                 f"questions are not a random sample, so runs of other sizes are not gated"}
     baseline = same_n[0]
-    checks, regressed = [], False
+    checks: list[ScalarCheck] = []
+    regressed = False
     for metric, expected in baseline.accuracy.items():
-        observed = metrics.get(metric)
+        observed: float = metrics[metric]  # a scored run has every metric
         upper = wilson_upper(observed, n, settings.confidence)
         threshold = expected - settings.tolerance
         regression = upper < threshold

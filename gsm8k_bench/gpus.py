@@ -9,6 +9,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 from gsm8k_bench.errors import ConfigError
 
@@ -25,13 +26,19 @@ KFD_TOPOLOGY = Path("/sys/class/kfd/kfd/topology/nodes")
 RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
 
 
+class GpuRecord(TypedDict):
+    ids: list[int]
+    source: str
+    render_nodes: list[str]
+
+
 @dataclass(frozen=True)
 class GpuAssignment:
     ids: tuple[int, ...]  # host GPU indices
     source: str  # "--gpus", the variable they came from, or "default"
     render_nodes: tuple[str, ...] = ()  # AMD only: /dev/dri/renderD<minor> per id
 
-    def record(self) -> dict:
+    def record(self) -> GpuRecord:
         return {"ids": list(self.ids), "source": self.source, "render_nodes": list(self.render_nodes)}
 
     @property

@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from lm_eval.api.registry import register_model
 from lm_eval.models.api_models import JsonChatStr
@@ -33,13 +33,26 @@ GO_POLL_S = 0.02
 WAITING_LINE = "lm-eval requests built; waiting for the go file"
 
 
-class SendsOnGo:
+if TYPE_CHECKING:
+    class _ApiModel:
+        """The part of lm-eval's API model (TemplateAPI) the mixins build on: lm-eval ships no types."""
+
+        think_end_token: str | None
+
+        def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]: ...
+
+        def _create_payload(self, messages: Any, *args: Any, **kwargs: Any) -> dict[str, Any]: ...
+else:
+    _ApiModel = object  # the mixins come first in the MRO, lm-eval's class supplies these
+
+
+class SendsOnGo(_ApiModel):
     """Mixin for an lm-eval API model: `generate_until` (gsm8k's only request type) first waits for
     `go_file` to exist.  `go_file` None sends at once, as the stock class does."""
 
     go_file: str | None = None  # set by the driver from --start-when
 
-    def generate_until(self, requests, disable_tqdm: bool = False):
+    def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
         self.wait_for_go()
         return super().generate_until(requests, disable_tqdm=disable_tqdm)
 
@@ -52,8 +65,18 @@ class SendsOnGo:
 
 
 REASONING_FIELDS = ("reasoning_content", "reasoning")  # SGLang's name, vLLM's
-# Per request (keyed by its prompt): where the scored text came from and why generation stopped.
-ANSWERS: dict[str, dict[str, Any]] = {}
+
+
+class Answer(TypedDict):
+    """Where the scored text came from and why generation stopped (a sample's `answer`)."""
+
+    source: str  # "content", a reasoning field, or "none"
+    finish_reason: str | None
+    completion_tokens: int | None
+
+
+# Per request, keyed by its prompt (None: a response parsed outside any payload's context).
+ANSWERS: dict[str | None, Answer] = {}
 # The prompt of the request being sent: set where the payload is built, read where its response is
 # parsed; each concurrent request runs in its own asyncio task, so each sees its own value.
 _PROMPT: contextvars.ContextVar[str | None] = contextvars.ContextVar("gsm8k_bench_prompt", default=None)
@@ -74,14 +97,14 @@ def answer_text(message: dict[str, Any]) -> tuple[str | None, str]:
     return content, "none"
 
 
-class ReasoningAnswers:
+class ReasoningAnswers(_ApiModel):
     """The answer-parsing part of the chat client (the rest is lm-eval's local-chat-completions)."""
 
-    def _create_payload(self, messages, *args, **kwargs) -> dict:
+    def _create_payload(self, messages: list[dict[str, Any]], *args: Any, **kwargs: Any) -> dict[str, Any]:
         _PROMPT.set(prompt_key(messages))
         return super()._create_payload(messages, *args, **kwargs)
 
-    def parse_generations(self, outputs: dict | list[dict], **kwargs) -> list[str | None]:
+    def parse_generations(self, outputs: dict[str, Any] | list[dict[str, Any]], **kwargs: Any) -> list[str | None]:
         texts: list[str | None] = []
         for out in outputs if isinstance(outputs, list) else [outputs]:
             choices = sorted(out.get("choices") or [], key=lambda c: c.get("index", 0))
@@ -104,13 +127,14 @@ COMPLETIONS = "gsm8k-bench-local-completions"
 CHAT_COMPLETIONS = "gsm8k-bench-local-chat-completions"
 
 
+# lm-eval ships no types: its classes are Any to the type checker.
 @register_model(COMPLETIONS)
-class Completions(SendsOnGo, LocalCompletionsAPI):
+class Completions(SendsOnGo, LocalCompletionsAPI):  # type: ignore[misc]
     """/v1/completions: lm-eval's local-completions."""
 
 
 @register_model(CHAT_COMPLETIONS)
-class ChatCompletions(SendsOnGo, ReasoningAnswers, LocalChatCompletion):
+class ChatCompletions(SendsOnGo, ReasoningAnswers, LocalChatCompletion):  # type: ignore[misc]
     """/v1/chat/completions: lm-eval's local-chat-completions, scoring the reasoning field when `content`
     is empty."""
 

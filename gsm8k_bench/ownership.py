@@ -115,5 +115,5 @@ class ResultsLock:
     def __enter__(self) -> ResultsLock:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.release()

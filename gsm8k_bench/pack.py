@@ -8,13 +8,14 @@ next as soon as GPUs free up, lets a failure end only its own session, and stops
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from gsm8k_bench import collect, envs, fleet, gpus, procs
 from gsm8k_bench.errors import BenchError
@@ -74,7 +75,7 @@ def check_fits(needs: Sequence[Need], node_gpus: Sequence[int]) -> None:
 class Running:
     combo: Combination
     ids: tuple[int, ...]
-    proc: Any
+    proc: subprocess.Popen[bytes]
     log: Path
     started_at: float = field(default_factory=time.time)
     started_mono: float = field(default_factory=time.monotonic)
@@ -91,14 +92,14 @@ def session_argv(combo: Combination, ids: tuple[int, ...], results_dir: Path, ex
 class Table:
     """A live table on a terminal; plain event lines otherwise (CI logs)."""
 
-    def __init__(self, log: Callable[[str], None], out=sys.stdout) -> None:
+    def __init__(self, log: Callable[[str], None], out: TextIO = sys.stdout) -> None:
         self.log, self.out, self.live = log, out, out.isatty()
 
     def event(self, text: str) -> None:
         if not self.live:
             self.log(text)
 
-    def draw(self, running: Sequence[Running], waiting: Sequence[Need], done: Sequence[dict]) -> None:
+    def draw(self, running: Sequence[Running], waiting: Sequence[Need], done: Sequence[Mapping[str, Any]]) -> None:
         if not self.live:
             return
         now = time.monotonic()
@@ -112,12 +113,14 @@ class Table:
 
 
 def run_packed(combos: Sequence[Combination], node_gpus: Sequence[int], results_dir: Path,
-               command: Callable[[Combination, tuple[int, ...]], list[str]], table: Table) -> list[dict]:
+               command: Callable[[Combination, tuple[int, ...]], list[str]], table: Table) -> list[dict[str, Any]]:
     """Start, watch and collect the sessions; Ctrl-C (or SIGTERM) stops every running one."""
     by_name = {c.name: c for c in combos}
     needs = order([Need(c.name, 0 if c.runner.vendor == "cpu" else c.tp) for c in combos])
     check_fits(needs, node_gpus)
-    waiting, running, done = list(needs), [], []
+    waiting = list(needs)
+    running: list[Running] = []
+    done: list[dict[str, Any]] = []
     logs = results_dir / "pack"
     logs.mkdir(parents=True, exist_ok=True)
     try:
@@ -146,7 +149,7 @@ def run_packed(combos: Sequence[Combination], node_gpus: Sequence[int], results_
     return done
 
 
-def _collect(r: Running, results_dir: Path) -> dict:
+def _collect(r: Running, results_dir: Path) -> dict[str, Any]:
     code = r.proc.returncode
     return collect.session_document(r.combo, results_dir, r.started_at, code == 0, f"nox exited with code {code}",
                                     r.log, time.monotonic() - r.started_mono,
@@ -154,7 +157,7 @@ def _collect(r: Running, results_dir: Path) -> dict:
 
 
 
-def run(matrix: Matrix, argv: list[str], log: Callable[[str], None] = print) -> list[dict]:
+def run(matrix: Matrix, argv: list[str], log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     parser = selection_parser("nox -s pack --", "Run the selected sessions concurrently on this node's GPUs; "
                               "arguments not listed here go to every session (e.g. --limit 5).")
     parser.add_argument("--gpus", required=True, help="the node's GPUs to pack onto, e.g. 0-7")

@@ -25,6 +25,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
+from typing import Any
 
 # A session JSON's metric -> the per-question field that says whether the question was answered right.
 CORRECT_FIELD = {"strict_match": "strict_correct", "flexible_extract": "flexible_correct"}
@@ -43,7 +44,7 @@ def doc_id_of(qid: str) -> int:
     return int(qid.split(":", 1)[0])
 
 
-def outcomes(samples: Iterable[Mapping], metric: str) -> dict[str, bool]:
+def outcomes(samples: Iterable[Mapping[str, Any]], metric: str) -> dict[str, bool]:
     """A session's samples -> question id -> answered right under `metric`."""
     field = CORRECT_FIELD[metric]
     return {question_id(s["doc_id"], s.get("question")): bool(s[field]) for s in samples}
@@ -91,7 +92,7 @@ def mcnemar_exact_p(lost: int, gained: int) -> float:
     if discordant == 0:
         return 1.0
     tail = sum(math.comb(discordant, k) for k in range(min(lost, gained) + 1))
-    return min(1.0, 2 * tail / 2**discordant)  # exact integers; the division rounds once
+    return min(1.0, 2 * tail / (1 << discordant))  # exact integers; the division rounds once
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,7 @@ class PairedTable:
 
     def phi(self) -> float:
         """Correlation of the two runs' outcomes, with Newcombe's continuity correction."""
-        cross = self.both_right * self.both_wrong - self.gained * self.lost
+        cross: float = self.both_right * self.both_wrong - self.gained * self.lost
         if cross > 0:
             cross = max(cross - self.n / 2, 0.0)
         run_right, run_wrong = self.both_right + self.gained, self.lost + self.both_wrong

@@ -13,9 +13,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 STOP_GRACE_S = 15.0
 KILL_WAIT_S = 10.0
@@ -24,7 +25,7 @@ PR_SET_PDEATHSIG = 1
 _hurry = threading.Event()
 
 
-def _die_with_parent(parent_pid: int):
+def _die_with_parent(parent_pid: int) -> Callable[[], None]:
     """preexec_fn: the kernel sends SIGKILL to the child when the thread that started it dies."""
     libc = ctypes.CDLL(None, use_errno=True)
 
@@ -56,10 +57,10 @@ while True:
     except ProcessLookupError:
         os._exit(0)
 """
-_guards: dict[int, subprocess.Popen] = {}
+_guards: dict[int, subprocess.Popen[bytes]] = {}
 
 
-def start(argv: list[str], log_path: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen:
+def start(argv: list[str], log_path: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     linux = sys.platform == "linux"
     with log_path.open("ab") as log:
@@ -72,14 +73,14 @@ def start(argv: list[str], log_path: Path, env: Mapping[str, str] | None = None)
     return proc
 
 
-def _signal_group(proc: subprocess.Popen, sig: signal.Signals) -> None:
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
     try:
         os.killpg(proc.pid, sig)
     except ProcessLookupError:
         pass  # the whole group has already ended
 
 
-def stop(proc: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
+def stop(proc: subprocess.Popen[bytes], grace_s: float = STOP_GRACE_S) -> None:
     """Terminate the whole group, wait, then kill what is left, and return once nothing of it runs; safe on
     a process that already ended.  A stopped (SIGSTOPped) group is continued so it can act on SIGTERM."""
     with cleanup_shield():
@@ -96,7 +97,7 @@ def stop(proc: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
             guard.wait(timeout=10)
 
 
-def _wait_for_group(proc: subprocess.Popen, timeout_s: float, cut_short_by_hurry: bool = False) -> None:
+def _wait_for_group(proc: subprocess.Popen[bytes], timeout_s: float, cut_short_by_hurry: bool = False) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and not (cut_short_by_hurry and _hurry.is_set()):
         proc.poll()  # reap the leader: our child
@@ -110,9 +111,9 @@ def interrupts_unwind_once() -> Iterator[None]:
     """The first SIGINT or SIGTERM (Ctrl-C, CI cancelling a job, `kill` of nox) unwinds like Ctrl-C, so
     cleanup runs; later ones (CI sends SIGTERM 7.5 s after SIGINT) only shorten the cleanup's grace
     periods, so they can never skip the final kill."""
-    interrupted = []
+    interrupted: list[int] = []
 
-    def handler(signum, frame):
+    def handler(signum: int, frame: FrameType | None) -> None:
         if interrupted:
             hurry()
             return

@@ -162,7 +162,7 @@ class Monitor:
     def __enter__(self) -> Monitor:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         if self.line_open:  # what is printed next starts on a line of its own
             self.stream.write("\n")
             self.stream.flush()

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gsm8k_bench.yaml_reader import NodeChecker
+
 # The request field `reasoning_effort` as vLLM 0.32 accepts it (SGLang 0.5.23 accepts these too).
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 # How the strict-match filter picks the `#### N` answer: lm-eval's stock gsm8k takes the first match;
@@ -48,7 +50,7 @@ def output_budget(max_model_len: int) -> int:
     return min(max_model_len - PROMPT_RESERVE, MAX_BUDGET)
 
 
-def read_reasoning(r, node: Any, key: str, frameworks: tuple[str, ...], protocol: str) -> Reasoning:
+def read_reasoning(r: NodeChecker, node: Any, key: str, frameworks: tuple[str, ...], protocol: str) -> Reasoning:
     """models.<name>.reasoning, validated: a parser for each of the model's frameworks, known choices."""
     node = r.mapping(node, key, KEYS, required=("parser",))
     if protocol != "chat":
@@ -73,7 +75,7 @@ def read_reasoning(r, node: Any, key: str, frameworks: tuple[str, ...], protocol
     return Reasoning(dict(parsers), effort, dict(kwargs), extraction)
 
 
-def check_budget(r, node: Any, key: str, max_model_len: int, max_gen_toks: int | None) -> tuple[int, str]:
+def check_budget(r: NodeChecker, node: Any, key: str, max_model_len: int, max_gen_toks: int | None) -> tuple[int, str]:
     """The model's output budget and its rule: an explicit max_gen_toks, else derived from the context."""
     if max_gen_toks is None:
         budget = output_budget(max_model_len)

@@ -179,8 +179,13 @@ def _json_block(element_id: str, data: Any) -> str:
     return f"<script type='application/json' id='{element_id}'>{text}</script>"
 
 
-def _rows(samples: Sequence[Mapping[str, Any]], questions: dict[str, list]) -> list[list]:
-    rows = []
+# JSON rows of the page's data blocks: a question [doc_id, question, target]; an answer [question id,
+# response, strict answer, flexible answer, strict right (0/1), flexible right (0/1)].
+Row = list[str | int]
+
+
+def _rows(samples: Sequence[Mapping[str, Any]], questions: dict[str, Row]) -> list[Row]:
+    rows: list[Row] = []
     for s in samples:
         qid = paired.question_id(s["doc_id"], s.get("question"))
         questions.setdefault(qid, [s["doc_id"], s.get("question") or "", str(s.get("target", ""))])
@@ -189,9 +194,13 @@ def _rows(samples: Sequence[Mapping[str, Any]], questions: dict[str, list]) -> l
     return rows
 
 
-def page_data(documents: Sequence[Mapping[str, Any]], deltas: Sequence[Mapping[str, Any]]):
+def page_data(documents: Sequence[Mapping[str, Any]], deltas: Sequence[Mapping[str, Any]]
+              ) -> tuple[list[dict[str, Any]], dict[str, Row], dict[str, list[Row]]]:
     """(session rows, question id -> [doc_id, question, target], data key -> answer rows)."""
-    sessions, questions, blocks, key_of = [], {}, {}, {}
+    sessions: list[dict[str, Any]] = []
+    questions: dict[str, Row] = {}
+    blocks: dict[str, list[Row]] = {}
+    key_of: dict[str, str] = {}
     for index, doc in enumerate(documents):
         key, config = str(index), doc.get("config") or {}
         metrics, verdict = doc.get("metrics") or {}, (doc.get("gate") or {}).get("verdict")

@@ -88,10 +88,8 @@ class Counts:
     step_tokens: float  # generated tokens since the server started, counted while requests run
 
 
-def counts(framework: str, samples: Samples) -> Counts | None:
-    names = NAMES.get(framework)
-    if names is None:
-        return None
+def counts(framework: str, samples: Samples) -> Counts:
+    names = NAMES[framework]
 
     def gauge(name: str) -> float:
         return sum(v for n, labels, v in samples if n == name and not labels.get(names.breakdown_label))

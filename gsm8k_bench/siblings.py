@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping, Sequence
 from itertools import combinations
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from gsm8k_bench import comparisons, gate
 
@@ -28,7 +28,24 @@ def _cell(document: Mapping[str, Any]) -> dict[str, Any] | None:
     return {k: config[k] for k in ("model", *AXES)}
 
 
-def _oriented(axis: str, a: Mapping, b: Mapping) -> tuple[Mapping, Mapping] | None:
+Document = Mapping[str, Any]  # a session JSON
+
+
+class Delta(TypedDict):
+    """One sibling pair (or pair of concurrency levels): comparisons.Comparison's verdict and numbers."""
+
+    model: str
+    axis: str
+    label: str
+    reference: str
+    run: str
+    verdict: str
+    reason: str
+    metrics: dict[str, comparisons.MetricNumbers]
+    significant: bool
+
+
+def _oriented(axis: str, a: Document, b: Document) -> tuple[Document, Document] | None:
     """(reference, run) for a sibling pair, or None when the axis compares only against one value."""
     va, vb = a["config"][axis], b["config"][axis]
     wanted = REFERENCE_VALUE.get(axis)
@@ -39,17 +56,17 @@ def _oriented(axis: str, a: Mapping, b: Mapping) -> tuple[Mapping, Mapping] | No
     return (a, b) if str(va) < str(vb) else (b, a)
 
 
-def _delta(model: str, axis: str, label: str, reference: str, run: str, result: Mapping[str, Any]) -> dict:
+def _delta(model: str, axis: str, label: str, reference: str, run: str,
+           result: Mapping[str, Any]) -> Delta:
     return {"model": model, "axis": axis, "label": label, "reference": reference, "run": run,
             "verdict": result["verdict"], "reason": result["reason"], "metrics": result["metrics"],
             "significant": any(m["significant"] for m in result["metrics"].values())}
 
 
-def deltas(documents: Sequence[Mapping[str, Any]], settings: gate.GateSettings) -> list[dict[str, Any]]:
+def deltas(documents: Sequence[Mapping[str, Any]], settings: gate.GateSettings) -> list[Delta]:
     """Every sibling pair and every pair of concurrency levels, compared (or not, and why)."""
-    cells = [(d, _cell(d)) for d in documents]
-    cells = [(d, c) for d, c in cells if c is not None]
-    out = []
+    cells = [(d, c) for d in documents if (c := _cell(d)) is not None]
+    out: list[Delta] = []
     for (a, ca), (b, cb) in combinations(cells, 2):
         differing = [k for k in ("model", *AXES) if ca[k] != cb[k]]
         if len(differing) != 1 or differing[0] == "model":

@@ -14,10 +14,10 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from gsm8k_bench import collect, envs, fleet, procs
 from gsm8k_bench.errors import BenchError
@@ -136,9 +136,19 @@ def parse_elapsed(text: str) -> float | None:
     return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
 
 
-def parse_sacct(text: str) -> dict[str, dict[str, Any]]:
+class SacctRecord(TypedDict):
+    """A job's end as accounting (or, failing that, squeue's last word) tells it; the JSON keeps it."""
+
+    job_id: str
+    name: str
+    state: str
+    exit_code: str
+    elapsed_s: float | None
+
+
+def parse_sacct(text: str) -> dict[str, SacctRecord]:
     """`sacct -n -P -o JobID,JobName,State,ExitCode,Elapsed` -> per job id (steps like 12.batch skipped)."""
-    records = {}
+    records: dict[str, SacctRecord] = {}
     for line in text.splitlines():
         parts = line.split("|")
         if len(parts) < len(SACCT_FIELDS) or "." in parts[0]:
@@ -149,9 +159,9 @@ def parse_sacct(text: str) -> dict[str, dict[str, Any]]:
     return records
 
 
-def reason(record: Mapping[str, Any]) -> str:
+def reason(record: SacctRecord) -> str:
     state = record["state"]
-    code = record.get("exit_code") or ""
+    code = record["exit_code"]
     return f"{state} (exit code {code})" if code and code != "0:0" else state
 
 
@@ -166,7 +176,7 @@ class Job:
     log: Path
     state: str = "PENDING"
     where: str = ""
-    record: dict[str, Any] | None = None
+    record: SacctRecord | None = None
     unrecorded_polls: int = 0
     document: dict[str, Any] = field(default_factory=dict)
 
@@ -175,7 +185,7 @@ class Job:
         return self.record is not None
 
 
-def _slurm(argv: list[str], check: bool = True) -> subprocess.CompletedProcess:
+def _slurm(argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     except FileNotFoundError:
@@ -194,7 +204,7 @@ def squeue_states(ids: list[str]) -> dict[str, tuple[str, str]]:
     return states
 
 
-def sacct_records(ids: list[str]) -> dict[str, dict[str, Any]]:
+def sacct_records(ids: list[str]) -> dict[str, SacctRecord]:
     """Final states from accounting; on a cluster without it, from the job-completion log (sacct -c)."""
     base = ["sacct", "-X", "-n", "-P", "-j", ",".join(ids), "-o", ",".join(SACCT_FIELDS)]
     out = _slurm(base, check=False)
@@ -224,12 +234,12 @@ def submit(combos: list[Combination], options: SlurmOptions, log: Callable[[str]
 
 def finalize(job: Job, options: SlurmOptions) -> dict[str, Any]:
     """The job's session JSON, annotated with the job; when the job ended badly, sacct's reason."""
-    record = job.record or {}
+    record = job.record
     state = reason(record) if record else "unknown (no accounting record)"
     job.document = collect.session_document(
-        job.combo, options.results_dir, job.submitted_at, record.get("state") == "COMPLETED",
-        f"Slurm job {job.job_id} ended {state}", job.log, record.get("elapsed_s"),
-        slurm={**record, "log": str(job.log), "partition": options.partition})
+        job.combo, options.results_dir, job.submitted_at, record is not None and record["state"] == "COMPLETED",
+        f"Slurm job {job.job_id} ended {state}", job.log, record["elapsed_s"] if record else None,
+        slurm={**(record or {}), "log": str(job.log), "partition": options.partition})
     return job.document
 
 
@@ -255,7 +265,7 @@ def _poll(jobs: list[Job], options: SlurmOptions, log: Callable[[str], None]) ->
                 job.record = {"job_id": job.job_id, "name": job.combo.name,
                               "state": "UNKNOWN" if job.state == "GONE" else job.state,
                               "exit_code": "", "elapsed_s": None}
-            if job.done:
+            if job.record is not None:
                 document = finalize(job, options)
                 log(f"{job.job_id:>8}  {job.record['state']:<11} {job.combo.name}: session {document['status']}")
 

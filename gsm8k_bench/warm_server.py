@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict
 
 from gsm8k_bench import envs, evaluate, procs
 from gsm8k_bench.errors import EvalError
@@ -20,8 +21,19 @@ from gsm8k_bench.nox_sessions import CPU_DEFAULT
 from gsm8k_bench.options import parse_session_args
 from gsm8k_bench.session import HOST, Plan, plan_session, prepare_environments, prepare_model
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing's own from Python 3.11
+
 # The line lm_eval_client.py prints once every request is built and it waits for the go file.
 WAITING = "waiting for the go file"
+
+
+class SettingsChange(TypedDict, total=False):
+    """The session's evaluation settings a warm server's lm-eval runs may change."""
+
+    protocol: str
+    concurrency: int
+    limit: int | None
 
 
 @dataclass(frozen=True)
@@ -30,7 +42,7 @@ class WarmServer:
     task: str
     server: ProcessServer
 
-    def lm_eval_argv(self, output_dir: Path, **settings) -> list[str]:
+    def lm_eval_argv(self, output_dir: Path, **settings: Unpack[SettingsChange]) -> list[str]:
         """The session's lm-eval command with some settings changed (concurrency, protocol, limit)."""
         plan = self.plan
         return evaluate.lm_eval_command(plan.lm_eval_python, replace(plan.settings, **settings),

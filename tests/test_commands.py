@@ -359,3 +359,35 @@ def test_a_models_server_args_go_to_its_framework_only():
     assert argv[-3:] == ["--trust-remote-code", "--mem-fraction-static", "--enable-metrics"]
     vllm = parse(MINIMAL_WITH_ARGS).get("gsm8k-tiny-h100-vllm-fp16-tp1")
     assert FRAMEWORKS["vllm"].server_command(vllm, ServeTarget("m", "s", "127.0.0.1", 1))[-1] == "--enforce-eager"
+
+
+def test_exact_create_arguments_match_the_printed_command():
+    """The Docker launcher's SDK arguments: the same translation of the spec as docker_run_argv, so they
+    name the same devices, mounts and variables; secret values come only from the environment given."""
+    from gsm8k_bench.containers.spec import Mount
+    from gsm8k_bench.gpus import GpuAssignment
+    from gsm8k_bench.launchers.docker import create_kwargs
+
+    nodes = ("/dev/dri/renderD136", "/dev/dri/renderD144")
+    spec = container("amd", gpus=GpuAssignment((4, 5), "--gpus", nodes), environment={"A": "1"},
+                     extra_mounts=(Mount("/src", "/models/x", True),))
+    kwargs = create_kwargs(spec, "n-1a2b3c", {"HF_TOKEN": "hf_x", "UNRELATED": "y"}, Path("/cache/warm/img"))
+    assert kwargs == {
+        "image": "img:1", "entrypoint": ["vllm"], "command": ["serve", "m"], "name": "n-1a2b3c",
+        "network_mode": "host", "labels": {"gsm8k-bench.session": "sess"}, "init": True, "detach": True,
+        "devices": ["/dev/kfd:/dev/kfd:rwm", *(f"{node}:{node}:rwm" for node in nodes)],
+        "group_add": ["video", "render"], "security_opt": ["seccomp=unconfined"], "ipc_mode": "host",
+        "shm_size": "32g",
+        "volumes": {"/hf": {"bind": "/root/.cache/huggingface", "mode": "rw"},
+                    "/src": {"bind": "/models/x", "mode": "ro"}, "/cache/warm/img": {"bind": WARM, "mode": "rw"}},
+        "environment": {"HF_HOME": "/root/.cache/huggingface", **WARM_ENV, "A": "1", "ROCR_VISIBLE_DEVICES": "0,1",
+                        "HIP_VISIBLE_DEVICES": "0,1", "HF_TOKEN": "hf_x"},
+    }
+    nvidia = create_kwargs(container("nvidia", gpus=GpuAssignment((2, 3), "--gpus")), "c", {})
+    (request,) = nvidia["device_requests"]
+    assert (request["DeviceIDs"], request["Capabilities"]) == (["2", "3"], [["gpu"]])
+    assert (nvidia["ipc_mode"], nvidia["shm_size"]) == ("host", "32g") and "HF_TOKEN" not in nvidia["environment"]
+    cpu = create_kwargs(container("cpu", command=("python3", "-m", "x")), "c", {})
+    assert (cpu["entrypoint"], cpu["command"], cpu["shm_size"]) == (["python3"], ["-m", "x"], "2g")
+    assert cpu["volumes"] == {"/hf": {"bind": "/root/.cache/huggingface", "mode": "rw"}}  # no warm folder given
+    assert not {"devices", "device_requests", "group_add", "security_opt", "ipc_mode"} & cpu.keys()

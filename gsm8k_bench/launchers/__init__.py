@@ -11,7 +11,7 @@ import os
 import socket
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -41,7 +41,7 @@ class Server(Protocol):
     def hang_status(self) -> str | None:
         """None unless the server is provably hung (e.g. its process is stopped)."""
 
-    def record(self) -> dict:
+    def record(self) -> Mapping[str, object]:
         """What the session JSON keeps about this server (command, image id, ...)."""
 
 
@@ -82,7 +82,8 @@ def _bindable(host: str, port: int) -> int | None:
             sock.bind((host, port))
         except OSError:
             return None
-        return sock.getsockname()[1]
+        address: tuple[str, int] = sock.getsockname()  # an AF_INET socket's (host, port)
+        return address[1]
 
 
 def reserve_port(host: str, preferred: int) -> PortClaim:
@@ -96,8 +97,8 @@ def reserve_port(host: str, preferred: int) -> PortClaim:
             return claim
         claim.release()
     for _ in range(10):
-        port = _bindable(host, 0)
-        claim = _claim(port) if port else None
+        given = _bindable(host, 0)
+        claim = _claim(given) if given else None
         if claim:
             return claim
     raise ServerError(f"no free TCP port on {host}")
@@ -110,7 +111,7 @@ def _get(url: str) -> requests.Response | None:
         return None
 
 
-def _served_ids(response: requests.Response) -> list:
+def _served_ids(response: requests.Response) -> list[object]:
     try:
         return [m.get("id") for m in response.json().get("data", []) if isinstance(m, dict)]
     except (ValueError, AttributeError):

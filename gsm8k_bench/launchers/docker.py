@@ -12,16 +12,18 @@ import secrets
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 from gsm8k_bench import envs, procs, warm
 from gsm8k_bench.containers import SESSION_LABEL
-from gsm8k_bench.containers.spec import ContainerSpec
+from gsm8k_bench.containers.spec import ContainerSpec, CreateArgs
 from gsm8k_bench.errors import ServerError
 from gsm8k_bench.launchers import LOG_TAIL_LINES
+from gsm8k_bench.launchers.docker_sdk import Container, EngineClient, Image
 from gsm8k_bench.ownership import OWNER_LABEL, Owner, current_owner
 
 STOP_TIMEOUT_S = 15
@@ -34,41 +36,43 @@ def engine_address() -> str:
     return os.environ.get("DOCKER_HOST", DEFAULT_SOCKET)
 
 
-def docker_client():
-    import docker
+def docker_client() -> EngineClient:
+    from docker.client import DockerClient
+    from docker.errors import DockerException
 
     address = engine_address()
     try:
         # "auto" negotiates the API version with whatever engine answers (old or new).
-        return docker.DockerClient(base_url=address, version="auto", timeout=60)
-    except docker.errors.DockerException as exc:
+        client: EngineClient = DockerClient(base_url=address, version="auto", timeout=60)
+    except DockerException as exc:
         raise ServerError(f"the Docker engine at {address} is not reachable ({exc}); start dockerd, "
                           "or set DOCKER_HOST to its socket, or use --launcher process") from None
+    return client
 
 
-def ensure_image(client, image: str, pull: str):
+def ensure_image(client: EngineClient, image: str, pull: str) -> Image:
     """The image, pulled only as the policy allows; a missing image under `never` is a clear error."""
-    import docker
+    from docker.errors import APIError, ImageNotFound
 
     if pull != "always":
         try:
             return client.images.get(image)
-        except docker.errors.ImageNotFound:
+        except ImageNotFound:
             if pull == "never":
                 raise ServerError(f"image {image!r} is not on the Docker engine at {engine_address()} and "
                                   "--pull never forbids pulling it; build or load it first "
                                   "(CPU image: docker/build-cpu-image.sh)") from None
     try:
         return client.images.pull(image)
-    except docker.errors.APIError as exc:
+    except APIError as exc:
         raise ServerError(f"pulling image {image!r} failed: {exc.explanation or exc}") from None
 
 
-def sweep_orphans(client, session: str | None = None) -> list[str]:
+def sweep_orphans(client: EngineClient, session: str | None = None) -> list[str]:
     """Remove this project's containers whose owning run is provably gone (its process died, even by
     SIGKILL, or the host rebooted); a live run's container, here or on another host, is never touched.
     Containers from before owner labels are removed only for `session` (an earlier crashed run of it)."""
-    import docker
+    from docker.errors import NotFound
 
     here = current_owner()
     removed = []
@@ -79,7 +83,7 @@ def sweep_orphans(client, session: str | None = None) -> list[str]:
         if orphan:
             try:
                 container.remove(force=True)
-            except docker.errors.NotFound:
+            except NotFound:
                 continue  # another sweep got there first
             removed.append(container.name)
     return removed
@@ -90,59 +94,46 @@ def _engine_gone(exc: Exception) -> ServerError:
                        "container is gone with it or will be removed by the next sweep")
 
 
-def create_kwargs(spec: ContainerSpec, name: str, environ: dict[str, str], warm_dir: Path | None = None) -> dict:
+def create_kwargs(spec: ContainerSpec, name: str, environ: Mapping[str, str],
+                  warm_dir: Path | None = None) -> CreateArgs:
     """The SDK's arguments for this spec; secret values are read from `environ` only here.  warm_dir is
     this image's own cache folder, mounted at the spec's warm target."""
     from docker.types import DeviceRequest
 
-    d = spec.device
-    kwargs = {
-        "image": spec.image,
-        "entrypoint": [spec.command[0]],
-        "command": list(spec.command[1:]),
-        "name": name,
-        "labels": dict(spec.labels),
-        "environment": {**spec.environment, **{k: environ[k] for k in spec.secret_env if k in environ}},
-        "volumes": {m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in spec.mounts},
-        "network_mode": spec.network_mode,
-        "init": True,  # forwards SIGTERM to the server, which as PID 1 would ignore it
-        "detach": True,
-    }
-    if spec.warm_target and warm_dir:
-        kwargs["volumes"][str(warm_dir)] = {"bind": spec.warm_target, "mode": "rw"}
-    if d.gpu_ids:
-        kwargs["device_requests"] = [DeviceRequest(device_ids=list(d.gpu_ids), capabilities=[["gpu"]])]
-    if d.devices:
-        kwargs["devices"] = [f"{dev}:{dev}:rwm" for dev in d.devices]
-    if d.group_add:
-        kwargs["group_add"] = list(d.group_add)
-    if d.security_opt:
-        kwargs["security_opt"] = list(d.security_opt)
-    if d.ipc_mode:
-        kwargs["ipc_mode"] = d.ipc_mode
-    if d.shm_size:
-        kwargs["shm_size"] = d.shm_size
+    kwargs = spec.docker_run(environ=environ, warm_source=str(warm_dir) if warm_dir else None).create
+    kwargs["name"] = name
+    if "device_requests" in kwargs:  # the SDK's own objects, in the form the engine receives
+        kwargs["device_requests"] = [DeviceRequest(**request) for request in kwargs["device_requests"]]
     return kwargs
+
+
+class DockerRecord(TypedDict):
+    launcher: str
+    container: str
+    image_id: str
+    image_digests: list[str]
+    image_tags: list[str]
+    log: str
+    warm_cache: str
 
 
 @dataclass
 class DockerServer:
     base_url: str
-    container: object
-    image: object
+    container: Container
+    image: Image
     log_path: Path
     warm_dir: Path
 
     def exit_status(self) -> str | None:
         import requests
-
-        import docker
+        from docker.errors import DockerException, NotFound
 
         try:
             self.container.reload()
-        except docker.errors.NotFound:
+        except NotFound:
             return "container was removed"
-        except (requests.RequestException, docker.errors.DockerException) as exc:
+        except (requests.RequestException, DockerException) as exc:
             raise _engine_gone(exc) from None
         state = self.container.attrs.get("State", {})
         if state.get("Status") in ("exited", "dead"):
@@ -154,28 +145,26 @@ class DockerServer:
         """A stopping engine stops its containers first: a container that exits while the engine goes away
         is the engine's loss, and the session says so (the engine is gone within ENGINE_LEAVING_S)."""
         import requests
-
-        import docker
+        from docker.errors import DockerException
 
         deadline = time.monotonic() + ENGINE_LEAVING_S
         while time.monotonic() < deadline:
             try:
                 self.container.client.ping()
-            except (requests.RequestException, docker.errors.DockerException) as exc:
+            except (requests.RequestException, DockerException) as exc:
                 raise _engine_gone(exc) from None
             time.sleep(0.25)
 
     def hang_status(self) -> str | None:
         """A paused container, or a stopped process in it (ps on the engine's host, via `docker top`)."""
         import requests
-
-        import docker
+        from docker.errors import APIError
 
         if self.container.attrs.get("State", {}).get("Paused"):
             return "container is paused"
         try:
             top = self.container.top(ps_args="-o pid,stat")
-        except (docker.errors.APIError, requests.RequestException):
+        except (APIError, requests.RequestException):
             return None  # not running (yet), or the engine is gone: exit_status says which
         titles = top.get("Titles") or []
         if "STAT" not in titles:
@@ -187,22 +176,22 @@ class DockerServer:
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         return procs.tail(self.log_path, lines)
 
-    def record(self) -> dict:
+    def record(self) -> DockerRecord:
         return {"launcher": "docker", "container": self.container.name, "image_id": self.image.id,
                 "image_digests": list(self.image.attrs.get("RepoDigests") or []),
                 "image_tags": list(self.image.tags), "log": str(self.log_path), "warm_cache": str(self.warm_dir)}
 
 
-def _follow_logs(container, log_path: Path) -> threading.Thread:
+def _follow_logs(container: Container, log_path: Path) -> threading.Thread:
     def copy() -> None:
-        import docker
+        from docker.errors import APIError
 
         try:
             with log_path.open("ab") as log:
                 for chunk in container.logs(stream=True, follow=True):
                     log.write(chunk)
                     log.flush()
-        except (docker.errors.APIError, OSError):
+        except (APIError, OSError):
             pass  # the container went away; what was copied stays in the log
 
     thread = threading.Thread(target=copy, name=f"logs-{container.name}", daemon=True)
@@ -243,16 +232,11 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
-
-
-def _stop_and_remove(container) -> None:
+def _stop_and_remove(container: Container) -> None:
     """SIGTERM with a grace period (cut short by a second interrupt), then removal, which kills whatever
     still runs.  An engine that is gone leaves nothing to do here (the next sweep removes the rest)."""
     import requests
-
-    import docker
+    from docker.errors import APIError, NotFound
 
     with procs.cleanup_shield():
         try:
@@ -264,13 +248,17 @@ def _stop_and_remove(container) -> None:
                 if container.attrs.get("State", {}).get("Status") in ("exited", "dead"):
                     break
                 time.sleep(0.2)
-        except docker.errors.NotFound:
+        except NotFound:
             return
-        except docker.errors.APIError:
+        except APIError:
             pass  # not running (any more): remove(force=True) below
         except requests.RequestException:
             return  # the engine is gone
         try:
             container.remove(force=True)
-        except (docker.errors.NotFound, requests.RequestException):
+        except (NotFound, requests.RequestException):
             pass
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

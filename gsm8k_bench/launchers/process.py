@@ -7,15 +7,22 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 from gsm8k_bench import procs
 from gsm8k_bench.launchers import LOG_TAIL_LINES
 
 
+class ProcessRecord(TypedDict):
+    launcher: str
+    pid: int
+    log: str
+
+
 @dataclass
 class ProcessServer:
     base_url: str
-    proc: subprocess.Popen
+    proc: subprocess.Popen[bytes]
     log_path: Path
     argv: list[str]
 
@@ -30,7 +37,7 @@ class ProcessServer:
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         return procs.tail(self.log_path, lines)
 
-    def record(self) -> dict:
+    def record(self) -> ProcessRecord:
         return {"launcher": "process", "pid": self.proc.pid, "log": str(self.log_path)}
 
 

@@ -19,7 +19,7 @@ def srun_argv(spec: ContainerSpec, warm_dir: Path) -> list[str]:
     """Pure: the step that serves.  The image's own entrypoint is skipped (the command names the server),
     $HOME is not mounted, and root inside maps to the caller.  Variables reach the container through
     srun's environment (--export=ALL), so secret values never appear on a command line."""
-    mounts = [f"{m.source}:{m.target}{':ro' if m.read_only else ''}" for m in spec.mounts]
+    mounts = [m.volume for m in spec.mounts]
     if spec.warm_target:
         mounts.append(f"{warm_dir}:{spec.warm_target}")
     return ["srun", "--ntasks=1", "--overlap", "--export=ALL", f"--container-image={spec.image}",
