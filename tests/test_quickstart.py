@@ -130,7 +130,7 @@ def test_readme_set_up_works_on_a_stock_debian_python(client, stock_image):  # n
         container.remove(force=True)
     assert status["StatusCode"] == 0, output[-6000:]
     assert "system pip refused (PEP 668)" in output
-    assert re.search(rf"^[*-] {re.escape(session)} -> ", output, re.M), output[-3000:]  # listed by nox -l
+    assert re.search(rf"^[*-] {re.escape(session)} (\[[^]]*\] )?-> ", output, re.M), output[-3000:]  # nox -l
     # The dry run planned the README's session on the venv's nox: the shared environments in the
     # checkout's cache, the GSM8K files where the README points.
     assert f"{CHECKOUT}/.cache/envs/{venvs.LM_EVAL.name}/bin/python" in output, output[-3000:]
