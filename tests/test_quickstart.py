@@ -6,9 +6,10 @@ and host networking.  The commands are read from README.md, never retyped here:
 
 - the system pip refuses to install (PEP 668): the reason the set-up makes a virtual environment;
 - the set-up's first command runs verbatim; of the second, its activation runs verbatim and `nox -s setup`
-  is not run: the shared environments' stamps hold the interpreter that built them (this image's Python
-  3.11.2 is not the host's), so it would rebuild them all (gigabytes, and over the host's own environments
-  if the shared cache were mounted).  In its place the activated nox lists the sessions (`nox -l`);
+  is not run: the shared environments' stamps hold the interpreter that built them (the image's Debian
+  python3, not the host's), so with the host's shared cache mounted it would rebuild every one of them
+  (gigabytes, far over this test's budget) in place of the host's own.  In its place the activated nox
+  lists the sessions (`nox -l`);
 - the main job runs verbatim with `--dry-run` appended: the whole plan, with the GSM8K files mounted
   where the README's `../shared/gsm8k` points.
 
