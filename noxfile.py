@@ -34,6 +34,8 @@ _load_checkout_package()
 from gsm8k_bench import nox_sessions, results  # noqa: E402
 from gsm8k_bench.errors import BenchError  # noqa: E402
 
+# The oldest nox with every feature used here (sessions with default=False); pyproject's nox pin agrees.
+nox.needs_version = ">=2024.4.15"
 nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_venv = "yes"
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
-from gsm8k_bench import envs, eval_protocol, gate, paired
+from gsm8k_bench import eval_protocol, gate, paired, venvs
 
 METRICS = eval_protocol.METRICS
 # Per-question fields a session's samples need before they can be paired (older JSONs lack some).
@@ -60,7 +60,7 @@ class Comparison(TypedDict):
 def gate_settings(path: Path | None = None) -> gate.GateSettings:
     """The gate's confidence and tolerance (baselines.yaml's `gate:` block, the checkout's by default);
     the gate's defaults where no such file exists."""
-    path = path or envs.REPO_ROOT / "baselines.yaml"
+    path = path or venvs.REPO_ROOT / "baselines.yaml"
     return gate.load_baselines(path).settings if path.is_file() else gate.GateSettings()
 
 

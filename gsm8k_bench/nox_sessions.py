@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from gsm8k_bench import dispatch, envs, evaluate, gate, gpus, ownership, promote, references, results, summary
+from gsm8k_bench import dispatch, evaluate, gate, gpus, ownership, promote, references, results, summary, venvs
 from gsm8k_bench import session as session_mod
 from gsm8k_bench.combinations import adhoc_combination
 from gsm8k_bench.errors import BenchError, ConfigError, RaisingArgumentParser
@@ -59,7 +59,7 @@ def export_dataset(argv: list[str], log: Callable[[str], None] = print) -> Path:
     if len(argv) != 1:
         raise BenchError("usage: nox -s dataset -- DIR")
     target = Path(argv[0]).expanduser().resolve()
-    python = envs.ensure_env(envs.LM_EVAL, log)  # it has `datasets`
+    python = venvs.ensure_venv(venvs.LM_EVAL, log)  # it has `datasets`
     evaluate.export_hub_dataset(python, target)
     evaluate.validate_dataset_dir(target)
     log(f"wrote {target}/train.jsonl and test.jsonl; use --dataset-dir {target} or GSM8K_DATASET_DIR")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from gsm8k_bench import collect, envs, fleet, gpus, procs
+from gsm8k_bench import collect, fleet, gpus, procs, venvs
 from gsm8k_bench.errors import BenchError
 from gsm8k_bench.matrix_types import Combination, Matrix
 from gsm8k_bench.selection import selected, selection_parser
@@ -82,7 +82,7 @@ class Running:
 
 
 def session_argv(combo: Combination, ids: tuple[int, ...], results_dir: Path, extra: Sequence[str]) -> list[str]:
-    argv = [sys.executable, "-m", "nox", "-f", str(envs.REPO_ROOT / "noxfile.py"), "-s", combo.name, "--",
+    argv = [sys.executable, "-m", "nox", "-f", str(venvs.REPO_ROOT / "noxfile.py"), "-s", combo.name, "--",
             "--results-dir", str(results_dir)]
     if ids:
         argv += ["--gpus", ",".join(map(str, ids))]

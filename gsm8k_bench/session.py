@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import gsm8k_bench
-from gsm8k_bench import envs, evaluate, gate, gpus, levels, models, procs, progress, results, server_metrics, warm
+from gsm8k_bench import evaluate, gate, gpus, levels, models, procs, progress, results, server_metrics, venvs, warm
 from gsm8k_bench.containers import container_spec
 from gsm8k_bench.containers.spec import ContainerSpec, Mount
 from gsm8k_bench.errors import BenchError, ConfigError, EvalError, ServerError
@@ -116,7 +116,7 @@ def plan_session(combo: Combination, options: SessionOptions, defaults: Defaults
     if launcher in CONTAINER_LAUNCHERS and not image:
         raise ConfigError(f"{combo.name}: no image for {combo.framework.name} on {combo.runner.name}; "
                           "pass --image or add one to matrix.yaml")
-    cache = envs.cache_dir()
+    cache = venvs.cache_dir()
     assigned = gpus.assign(options.gpus, environ, vendor, combo.tp, gpu_facts)
     model = models.resolve(combo.checkpoint, options.model_source, cache)
     concurrency_levels = options.concurrency or combo.runner.levels
@@ -143,7 +143,7 @@ def plan_session(combo: Combination, options: SessionOptions, defaults: Defaults
         if assigned:
             server_env.update(dict.fromkeys(gpus.INHERITED[vendor][1:], assigned.text))
         if vendor == "cpu" and combo.framework.name == "vllm":  # the environment is the image here
-            server_env.update(warm.environment(warm.host_dir(cache, f"{envs.VLLM_CPU.name}-{envs.VLLM_CPU.stamp()}")))
+            server_env.update(warm.environment(warm.host_dir(cache, f"{venvs.VLLM_CPU.name}-{venvs.VLLM_CPU.stamp()}")))
 
     model_path, python, mounts = model.path, None, ()
     if launcher in CONTAINER_LAUNCHERS:
@@ -153,7 +153,7 @@ def plan_session(combo: Combination, options: SessionOptions, defaults: Defaults
         if vendor == "cpu":
             python = "python3"  # the CPU image's `vllm` script does not start; its module does
     elif vendor == "cpu" and combo.framework.name == "vllm":
-        python = str(envs.env_python(envs.VLLM_CPU))
+        python = str(venvs.venv_python(venvs.VLLM_CPU))
     target = ServeTarget(model_path=model_path, served_name=served_model_name(combo, run_id), host=HOST, port=port,
                          python=python)
     server_argv = FRAMEWORKS[combo.framework.name].server_command(combo, target)
@@ -166,7 +166,7 @@ def plan_session(combo: Combination, options: SessionOptions, defaults: Defaults
     dataset_dir = evaluate.dataset_dir_from(options.dataset_dir, environ)
     results_dir = options.results_dir.expanduser().resolve()
     work_dir = results_dir / combo.name
-    lm_eval_python = envs.env_python(envs.LM_EVAL)
+    lm_eval_python = venvs.venv_python(venvs.LM_EVAL)
     plan = Plan(combo, options, defaults, baselines, launcher, image, settings,
                 options.start_timeout_s or combo.runner.start_timeout_s or defaults.start_timeout_s,
                 model, port, server_argv, server_env, container, dataset_dir, work_dir,
@@ -215,15 +215,15 @@ def _now() -> str:
 
 def _git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=envs.REPO_ROOT, capture_output=True,
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=venvs.REPO_ROOT, capture_output=True,
                              text=True, timeout=5)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None
 
 
-def _package_version(env_python: Path, dist: str) -> str | None:
-    found = sorted(env_python.parent.parent.glob(f"lib/python*/site-packages/{dist}-*.dist-info"))
+def _package_version(venv_python: Path, dist: str) -> str | None:
+    found = sorted(venv_python.parent.parent.glob(f"lib/python*/site-packages/{dist}-*.dist-info"))
     return found[-1].name[len(dist) + 1:-len(".dist-info")] if found else None
 
 
@@ -294,7 +294,7 @@ def _base_document(plan: Plan, started_at: str) -> dict[str, Any]:
         "timings": {},
         "environment": {
             "gsm8k_bench": gsm8k_bench.__version__,
-            "lm_eval": envs.LM_EVAL_VERSION,
+            "lm_eval": venvs.LM_EVAL_VERSION,
             "nox": _dist_version("nox"),
             "framework_version": None,
             "python": platform.python_version(),
@@ -401,15 +401,15 @@ def _launch(plan: Plan):
 
 
 def prepare_environments(plan: Plan, log: Callable[[str], None]) -> None:
-    envs.ensure_env(envs.LM_EVAL, log)
+    venvs.ensure_venv(venvs.LM_EVAL, log)
     if plan.model.converted_dir or (
             plan.launcher == "process" and plan.combo.runner.vendor == "cpu" and plan.combo.framework.name == "vllm"):
         # The model converter needs transformers and gguf: the vLLM CPU environment has both.
-        envs.ensure_env(envs.VLLM_CPU, log)
+        venvs.ensure_venv(venvs.VLLM_CPU, log)
 
 
 def prepare_model(plan: Plan) -> None:
-    models.prepare(plan.combo.checkpoint, plan.model, envs.env_python(envs.VLLM_CPU))
+    models.prepare(plan.combo.checkpoint, plan.model, venvs.venv_python(venvs.VLLM_CPU))
 
 
 def write_input_error(session: str, results_dir: Path, message: str) -> Path | None:
@@ -458,7 +458,7 @@ def _prepare(plan: Plan, document: dict[str, Any], log: Callable[[str], None], c
         shutil.rmtree(stale, ignore_errors=True)
     plan.work_dir.mkdir(parents=True, exist_ok=True)
     (plan.work_dir / "server.log").unlink(missing_ok=True)
-    evaluate.write_task(plan.dataset_dir, plan.task_dir, evaluate.stock_task_file(envs.env_dir(envs.LM_EVAL)),
+    evaluate.write_task(plan.dataset_dir, plan.task_dir, evaluate.stock_task_file(venvs.venv_dir(venvs.LM_EVAL)),
                         plan.settings.reasoning_protocol()["answer_extraction"])
     return plan
 
@@ -474,7 +474,7 @@ def _record_outputs(plan: Plan, document: dict[str, Any], server_log: str) -> di
     config["generation"].update(output.generation)
     protocol = gate.protocol_of(config["protocol"], output.generation)
     config["protocol"] = {**config["protocol"], **protocol}
-    document["environment"]["lm_eval"] = output.lm_eval_version or envs.LM_EVAL_VERSION
+    document["environment"]["lm_eval"] = output.lm_eval_version or venvs.LM_EVAL_VERSION
     document["artifacts"].update(lm_eval_results=str(output.results_file), lm_eval_samples=str(output.samples_file),
                                  lm_eval_log=str(plan.work_dir / "lm-eval.log"))
     if not output.metrics["n"]:
@@ -558,6 +558,6 @@ def run_session(plan: Plan, log: Callable[[str], None] = print) -> dict[str, Any
 
 def _framework_version(plan: Plan, server_log: str) -> str | None:
     if plan.launcher == "process" and plan.combo.runner.vendor == "cpu":
-        return _package_version(envs.env_python(envs.VLLM_CPU), "vllm_cpu")
+        return _package_version(venvs.venv_python(venvs.VLLM_CPU), "vllm_cpu")
     match = re.search(r"\(v(\d+\.\d+[\w.+-]*)\)|version (\d+\.\d+[\w.+-]*)", server_log)
     return (match.group(1) or match.group(2)) if match else None

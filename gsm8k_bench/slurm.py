@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
 
-from gsm8k_bench import collect, envs, fleet, procs
+from gsm8k_bench import collect, fleet, procs, venvs
 from gsm8k_bench.errors import BenchError
 from gsm8k_bench.matrix_types import Combination, Matrix
 from gsm8k_bench.selection import selected, selection_parser
@@ -56,7 +56,7 @@ def parse_args(matrix: Matrix, argv: list[str]) -> tuple[list[Combination], Slur
                         help="pyxis (enroot squashfs via srun), docker (docker run in the job) or none "
                         "(the server as a process) (default pyxis)")
     parser.add_argument("--results-dir", type=Path, default=Path("results"))
-    parser.add_argument("--squashfs-dir", type=Path, default=envs.cache_dir() / "squashfs",
+    parser.add_argument("--squashfs-dir", type=Path, default=venvs.cache_dir() / "squashfs",
                         help="shared folder for imported images (default $GSM8K_BENCH_CACHE/squashfs)")
     parser.add_argument("--poll", dest="poll_s", type=float, default=5.0, help="seconds between squeue polls")
     args, rest = parser.parse_known_args(argv)
@@ -218,14 +218,14 @@ def submit(combos: list[Combination], options: SlurmOptions, log: Callable[[str]
     """Submit one job per session, appending each to `jobs` as soon as Slurm has it."""
     scripts = options.results_dir / "slurm"
     scripts.mkdir(parents=True, exist_ok=True)
-    noxfile = envs.REPO_ROOT / "noxfile.py"
+    noxfile = venvs.REPO_ROOT / "noxfile.py"
     jobs = [] if jobs is None else jobs
     for combo in combos:
         script = scripts / f"{combo.name}.sh"
         script.write_text(job_script(combo, options, sys.executable, noxfile))
         job_log(options, combo).unlink(missing_ok=True)
         submitted_at = time.time()
-        out = _slurm(sbatch_argv(combo, options, script, envs.REPO_ROOT))
+        out = _slurm(sbatch_argv(combo, options, script, venvs.REPO_ROOT))
         job_id = out.stdout.strip().split(";")[0]
         jobs.append(Job(combo, job_id, submitted_at, job_log(options, combo)))
         log(f"submitted {combo.name} as job {job_id}")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
 
-from gsm8k_bench import envs, evaluate, procs
+from gsm8k_bench import evaluate, procs, venvs
 from gsm8k_bench.errors import EvalError
 from gsm8k_bench.launchers import reserve_port, wait_ready
 from gsm8k_bench.launchers.process import ProcessServer, process_server
@@ -82,7 +82,7 @@ def warm_server(matrix: Matrix, argv: list[str], work: Path,
     prepare_environments(plan, log)
     prepare_model(plan)
     task = evaluate.write_task(plan.dataset_dir, plan.task_dir,
-                               evaluate.stock_task_file(envs.env_dir(envs.LM_EVAL)))
+                               evaluate.stock_task_file(venvs.venv_dir(venvs.LM_EVAL)))
     try:
         with process_server(plan.server_argv, base_url=plan.base_url, env={**os.environ, **plan.server_env},
                             log_path=work / "server.log") as server:

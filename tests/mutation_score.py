@@ -30,8 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 EXPLAINED = Path(__file__).with_name("mutation-survivors.md")
 TARGET = 0.90
 ENTRY = re.compile(r"^- `(?P<function>[^`]+)`: `(?P<line>.*)` — (?P<why>.+)$")
-# Not copied into the scratch checkout: caches, results and an earlier run's mutants.
-SKIP = shutil.ignore_patterns(".git", ".nox", ".cache", "results", "mutants", "__pycache__", "*.egg-info",
+# Not copied into the scratch checkout: caches, results, the set-up's virtual environment and an earlier run's mutants.
+SKIP = shutil.ignore_patterns(".git", ".nox", ".venv", ".cache", "results", "mutants", "__pycache__", "*.egg-info",
                               ".pytest_cache", ".ruff_cache")
 
 

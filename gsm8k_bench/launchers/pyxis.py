@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from gsm8k_bench import envs, warm
+from gsm8k_bench import venvs, warm
 from gsm8k_bench.containers.spec import ContainerSpec
 from gsm8k_bench.launchers.process import ProcessServer, process_server
 
@@ -30,7 +30,7 @@ def srun_argv(spec: ContainerSpec, warm_dir: Path) -> list[str]:
 @contextmanager
 def pyxis_server(spec: ContainerSpec, *, base_url: str, environ: Mapping[str, str],
                  log_path: Path) -> Iterator[ProcessServer]:
-    warm_dir = warm.host_dir(envs.cache_dir(), Path(spec.image).name)
+    warm_dir = warm.host_dir(venvs.cache_dir(), Path(spec.image).name)
     warm_dir.mkdir(parents=True, exist_ok=True)
     with process_server(srun_argv(spec, warm_dir), base_url=base_url,
                         env={**environ, **spec.environment}, log_path=log_path) as server:
