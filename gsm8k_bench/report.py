@@ -7,7 +7,6 @@ matplotlib, which the report session installs; the Markdown needs nothing.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -31,11 +30,12 @@ def load_results(results_dir: Path, warn: Callable[[str], None]) -> list[dict[st
             continue  # lm-eval's own files live deeper
         try:
             document = results.read(path)
-        except (ValueError, json.JSONDecodeError, UnicodeDecodeError):
-            warn(f"skipping {path}: not a session JSON")
+        except results.InvalidResult as exc:
+            warn(f"skipping {path}: no 'session' name or no 'status' (one of {', '.join(results.STATUSES)})"
+                 if {"session", "status"} & set(exc.keys) else f"skipping {exc}")
             continue
-        if not isinstance(document.get("session"), str) or document.get("status") not in results.STATUSES:
-            warn(f"skipping {path}: no 'session' name or no 'status' (one of {', '.join(results.STATUSES)})")
+        except (ValueError, UnicodeDecodeError):  # json.JSONDecodeError is a ValueError
+            warn(f"skipping {path}: not a session JSON")
             continue
         documents.append(document)
     if not documents:

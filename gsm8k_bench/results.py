@@ -14,8 +14,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
 
-SCHEMA_VERSION = 1
-STATUSES = ("passed", "failed", "error")
+from pydantic import ValidationError
+
+from gsm8k_bench.session_result import SCHEMA_VERSION, STATUSES, SessionResult
+
+__all__ = ["SCHEMA_VERSION", "STATUSES"]  # read here by the report and the tests
+
 # Values of variables whose names contain one of these words (any case) are secrets.
 SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL", re.IGNORECASE)
 # ...unless the name says the value is where a secret is kept, not the secret (HF_TOKEN_PATH).
@@ -141,11 +145,29 @@ def write_atomic(path: Path, document: Mapping[str, Any]) -> Path:
     return path
 
 
-def read(path: Path) -> dict[str, Any]:
+class InvalidResult(ValueError):
+    """A session JSON (schema and session name right) whose content does not fit the model."""
+
+    def __init__(self, path: Path, error: ValidationError) -> None:
+        self.keys = [".".join(map(str, e["loc"])) for e in error.errors()]
+        super().__init__(f"{path}: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                                 for e in error.errors()[:5]))
+
+
+def load(path: Path) -> SessionResult:
+    """A session JSON through the typed model (session_result.py); files of earlier versions load too."""
     document = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(document, dict) or document.get("schema") != SCHEMA_VERSION or "session" not in document:
         raise ValueError(f"{path}: not a gsm8k-bench session JSON (schema {SCHEMA_VERSION})")
-    return document
+    try:
+        return SessionResult.model_validate(document)
+    except ValidationError as exc:
+        raise InvalidResult(path, exc) from None
+
+
+def read(path: Path) -> dict[str, Any]:
+    """load() as the JSON object: the keys the file has, each checked."""
+    return load(path).document()
 
 
 def main(argv: list[str]) -> int:
