@@ -36,6 +36,10 @@ class Part(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    def document(self) -> dict[str, Any]:
+        """As JSON: exactly the keys that were set (or read)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
 
 class ErrorRecord(Part):
     message: str = Field(description="What went wrong, prefixed with the phase (setup, server start, "
@@ -58,8 +62,8 @@ class ContainerRecord(Part):
     network: str | None = Field(None, description="Network mode.")
     mounts: list[str] = Field(default_factory=list, description="`source:target[:ro]` per mount.")
     env: dict[str, str] = Field(default_factory=dict, description="Environment variables set (never secrets).")
-    env_by_name: list[str] = Field(default_factory=list,
-                                   description="Variables passed by name from the host (secrets; values never written).")
+    env_by_name: list[str] = Field(
+        default_factory=list, description="Variables passed by name from the host (secrets; values never written).")
     labels: dict[str, str] = Field(default_factory=dict, description="Container labels (session, owner run).")
     warm_cache: str | None = Field(None, description="Where the compile caches are mounted in the container.")
     docker_run: str | None = Field(None, description="The equivalent `docker run` command line.")
@@ -74,7 +78,8 @@ class GpuRecord(Part):
 class ProtocolRecord(Part):
     """What defines the score's protocol: runs of different protocols are never gated or compared."""
 
-    endpoint: str | None = Field(None, description="The API path lm-eval asks (/v1/completions or /v1/chat/completions).")
+    endpoint: str | None = Field(None, description="The API path lm-eval asks (/v1/completions or "
+                                                   "/v1/chat/completions).")
     lm_eval_model: str | None = Field(None, description="lm-eval's stock model for the endpoint.")
     apply_chat_template: bool | None = Field(None, description="Whether the chat template is applied.")
     fewshot_as_multiturn: bool | None = Field(None, description="Whether few-shot examples are chat turns.")
@@ -257,13 +262,13 @@ class Sample(Part):
     question: str | None = Field(None, description="The question's text.")
     target: str | None = Field(None, description="The reference solution.")
     response: str = Field("", description="The scored text.")
-    strict_answer: Any = Field(None, description="What strict-match extracted (\"[invalid]\" for nothing).")
-    flexible_answer: Any = Field(None, description="What flexible-extract extracted.")
-    strict_correct: bool | None = Field(None, description="strict-match right.")
-    flexible_correct: bool | None = Field(None, description="flexible-extract right.")
     answer_source: str | None = Field(None, description="Chat runs: content, reasoning_content, reasoning or none.")
     answer_finish_reason: str | None = Field(None, description="Chat runs: why generation stopped.")
     answer_completion_tokens: int | None = Field(None, description="Chat runs: output tokens of the answer.")
+    strict_answer: Any = Field(None, description="What strict-match extracted (\"[invalid]\" for nothing).")
+    strict_correct: bool | None = Field(None, description="strict-match right.")
+    flexible_answer: Any = Field(None, description="What flexible-extract extracted.")
+    flexible_correct: bool | None = Field(None, description="flexible-extract right.")
 
 
 class Timings(Part):
@@ -368,17 +373,13 @@ class SessionResult(Part):
     server_metrics: ServerMetrics | None = Field(None, description="Server-side numbers over the gating level's eval.")
     samples: list[Sample] = Field(default_factory=list, description="Per question, the gating level's.")
     timings: Timings = Field(default_factory=Timings, description="Seconds per phase.")
-    concurrency: ConcurrencyBlock | None = Field(None, description="Only with several concurrency levels.")
     environment: Environment | None = Field(None, description="Versions, host, commit, start and end.")
     artifacts: Artifacts | None = Field(None, description="Where the logs and lm-eval's files are.")
+    concurrency: ConcurrencyBlock | None = Field(None, description="Only with several concurrency levels.")
     slurm: dict[str, Any] | None = Field(None, description="Slurm runs: sacct's record of the job, its log, partition.")
     pack: PackRecord | None = Field(None, description="`nox -s pack` runs: the GPUs and the log.")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    def document(self) -> dict[str, Any]:
-        """The JSON object: exactly the keys that were set (or read)."""
-        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
 
 def json_schema() -> dict[str, Any]:
