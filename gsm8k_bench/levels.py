@@ -100,7 +100,8 @@ def level_samples(document: dict[str, Any], concurrency: int) -> list[dict[str, 
     """A level's per-question samples (the gating level's are the top-level ones)."""
     for entry in (document.get("concurrency") or {}).get("runs", []):
         if entry["concurrency"] == concurrency:
-            return document["samples"] if entry["gating"] else entry["samples"]
+            samples: list[dict[str, Any]] = document["samples"] if entry["gating"] else entry["samples"]
+            return samples
     raise KeyError(f"{document.get('session')}: no concurrency level {concurrency}")
 
 

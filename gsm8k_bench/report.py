@@ -8,7 +8,7 @@ matplotlib, which the report session installs; the Markdown needs nothing.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ def load_results(results_dir: Path, warn: Callable[[str], None]) -> list[dict[st
     return sorted(newest_per_session(documents), key=lambda d: d["session"])
 
 
-def _attempt(doc: dict[str, Any]) -> int | None:
+def _attempt(doc: Mapping[str, Any]) -> int | None:
     attempt = (doc.get("environment") or {}).get("ci_run_attempt")
     return attempt if isinstance(attempt, int) else None
 
@@ -71,7 +71,7 @@ def _number(value: Any) -> float:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
 
-def row(doc: dict[str, Any]) -> list[str]:
+def row(doc: Mapping[str, Any]) -> list[str]:
     m, t = doc.get("metrics") or {}, doc.get("timings") or {}
     s, g = doc.get("server_metrics") or {}, doc.get("gate") or {}
     baseline = (g.get("baseline") or {}).get("accuracy", {}).get("strict_match")
@@ -88,7 +88,7 @@ def row(doc: dict[str, Any]) -> list[str]:
     ]
 
 
-def markdown(documents: list[dict[str, Any]], limit_bytes: int | None = None) -> str:
+def markdown(documents: Sequence[Mapping[str, Any]], limit_bytes: int | None = None) -> str:
     header = "## GSM8k results\n\n"
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     size = len(header) + sum(len(line.encode()) + 1 for line in lines)
@@ -105,7 +105,7 @@ def markdown(documents: list[dict[str, Any]], limit_bytes: int | None = None) ->
     text = header + "\n".join(lines) + "\n"
     if notes:
         text += "\n### Not passed\n\n" + "\n".join(notes)[: (limit_bytes or 10**9) // 4] + "\n"
-    return text + "\n" + fleet.markdown_section(documents, per_session=not limit_bytes)
+    return text + "\n" + fleet.markdown_section(list(documents), per_session=not limit_bytes)
 
 
 def plot(documents: list[dict[str, Any]], path: Path) -> None:

@@ -15,7 +15,7 @@ import subprocess
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
@@ -28,7 +28,7 @@ from gsm8k_bench.containers.spec import ContainerSpec, Mount
 from gsm8k_bench.errors import BenchError, ConfigError, EvalError, ServerError
 from gsm8k_bench.evaluate import EvalSettings
 from gsm8k_bench.frameworks import FRAMEWORKS, ServeTarget
-from gsm8k_bench.launchers import CONTAINER_LAUNCHERS, reserve_port, wait_ready
+from gsm8k_bench.launchers import CONTAINER_LAUNCHERS, Server, reserve_port, wait_ready
 from gsm8k_bench.matrix import Combination, Defaults
 from gsm8k_bench.options import SessionOptions
 from gsm8k_bench.session_result import (
@@ -211,7 +211,9 @@ def plan_session(combo: Combination, options: SessionOptions, defaults: Defaults
         if cpu_vllm:  # the environment is the image here
             server_env.update(warm.environment(host.vllm_cpu_warm_dir))
 
-    model_path, python, mounts = model.path, None, ()
+    model_path = model.path
+    python: str | None = None
+    mounts: tuple[Mount, ...] = ()
     if launcher in CONTAINER_LAUNCHERS:
         if model.converted_dir:
             model_path = f"{CONTAINER_MODEL_DIR}/{model.converted_dir.name}"
@@ -225,6 +227,7 @@ def plan_session(combo: Combination, options: SessionOptions, defaults: Defaults
     server_argv = FRAMEWORKS[combo.framework.name].server_command(combo, target)
     container = None
     if launcher in CONTAINER_LAUNCHERS:
+        assert image  # refused above when missing
         container = container_spec(
             vendor=vendor, gpus=assigned, image=image, command=server_argv, name=combo.name,
             session=combo.name, hf_home=host.hf_home, environment=server_env, extra_mounts=mounts)
@@ -381,7 +384,7 @@ def timed(timings: Timings, phase: str) -> Iterator[None]:
 
 
 @contextmanager
-def _evaluator(plan: Plan) -> Iterator[subprocess.Popen]:
+def _evaluator(plan: Plan) -> Iterator[subprocess.Popen[bytes]]:
     """lm-eval, started while the server loads: by the time the server is ready it has imported, built
     its client, loaded the dataset and built every request; it sends nothing until the go file exists.
     Always stopped."""
@@ -396,7 +399,7 @@ def _evaluator(plan: Plan) -> Iterator[subprocess.Popen]:
         go.unlink(missing_ok=True)
 
 
-def _run_eval(plan: Plan, server, evaluator: subprocess.Popen, before: server_metrics.Samples | None,
+def _run_eval(plan: Plan, server: Server, evaluator: subprocess.Popen[bytes], before: server_metrics.Samples | None,
               log: Callable[[str], None]) -> float:
     """Let lm-eval go and watch the server meanwhile: a dead or hung server ends the evaluation."""
     eval_log = plan.work_dir / "lm-eval.log"
@@ -427,7 +430,8 @@ def _run_eval(plan: Plan, server, evaluator: subprocess.Popen, before: server_me
     return time.monotonic() - start
 
 
-def _eval_level(plan: Plan, server, evaluator: subprocess.Popen | None, log: Callable[[str], None]) -> levels.LevelRun:
+def _eval_level(plan: Plan, server: Server, evaluator: subprocess.Popen[bytes] | None,
+                log: Callable[[str], None]) -> levels.LevelRun:
     """One concurrency level: its lm-eval (started now unless already waiting), the server's /metrics
     around it."""
     with ExitStack() as stack:
@@ -441,21 +445,20 @@ def _eval_level(plan: Plan, server, evaluator: subprocess.Popen | None, log: Cal
     return levels.LevelRun(plan.settings.concurrency, eval_s, measured, plan.lm_eval_dir, plan.task)
 
 
-def _launch(plan: Plan):
+def _launch(plan: Plan) -> AbstractContextManager[Server]:
+    log_path = plan.work_dir / "server.log"
+    if plan.container is None:  # the process launcher
+        from gsm8k_bench.launchers.process import process_server
+
+        return process_server(plan.server_argv, base_url=plan.base_url, env={**os.environ, **plan.server_env},
+                              log_path=log_path)
     if plan.launcher == "docker":
         from gsm8k_bench.launchers.docker import docker_server
 
-        return docker_server(plan.container, base_url=plan.base_url, pull=plan.options.pull,
-                             log_path=plan.work_dir / "server.log")
-    if plan.launcher == "pyxis":
-        from gsm8k_bench.launchers.pyxis import pyxis_server
+        return docker_server(plan.container, base_url=plan.base_url, pull=plan.options.pull, log_path=log_path)
+    from gsm8k_bench.launchers.pyxis import pyxis_server
 
-        return pyxis_server(plan.container, base_url=plan.base_url, environ=os.environ,
-                            log_path=plan.work_dir / "server.log")
-    from gsm8k_bench.launchers.process import process_server
-
-    return process_server(plan.server_argv, base_url=plan.base_url,
-                          env={**os.environ, **plan.server_env}, log_path=plan.work_dir / "server.log")
+    return pyxis_server(plan.container, base_url=plan.base_url, environ=os.environ, log_path=log_path)
 
 
 def prepare_environments(plan: Plan, log: Callable[[str], None]) -> None:

@@ -4,6 +4,7 @@ project writes (validated against the schema FILE), older files, and the pure pl
 from __future__ import annotations
 
 import json
+import typing
 from dataclasses import replace
 from pathlib import Path
 
@@ -44,14 +45,14 @@ def test_the_schema_file_is_the_models():
         "schema/session-result.schema.json is out of date: python -m gsm8k_bench.session_result --write-schema")
 
 
-def models_in(model: type[BaseModel], seen: set[type[BaseModel]]) -> set[type[BaseModel]]:
-    seen.add(model)
-    for field in model.model_fields.values():
-        for kind in getattr(field.annotation, "__args__", ()) + (field.annotation,):
-            inner = getattr(kind, "__args__", ()) + (kind,)
-            for candidate in inner:
-                if isinstance(candidate, type) and issubclass(candidate, BaseModel) and candidate not in seen:
-                    models_in(candidate, seen)
+def models_in(annotation: object, seen: set[type[BaseModel]]) -> set[type[BaseModel]]:
+    """Every model a type annotation reaches (through unions, lists and dicts)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel) and annotation not in seen:
+        seen.add(annotation)
+        for field in annotation.model_fields.values():
+            models_in(field.annotation, seen)
+    for argument in typing.get_args(annotation):
+        models_in(argument, seen)
     return seen
 
 
@@ -92,7 +93,7 @@ def test_a_session_stopped_in_setup_writes_a_full_config_that_fits_the_schema(tm
     combo = matrix.get(CPU)
     options = parse_session_args(CPU, ["--results-dir", str(tmp_path), "--dataset-dir", str(tmp_path / "absent")])
     plan = plan_session(combo, options, matrix.defaults, host_facts(combo, options, {}))
-    with pytest.raises(SessionFailed, match="setup: .*absent"):
+    with pytest.raises(SessionFailed, match=r"setup: .*absent"):
         run_session(plan, log=lambda _: None)
     document = json.loads(plan.result_file.read_text())
     validate_with_schema_file(document)
