@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
 
-from pydantic import ValidationError
-
-from gsm8k_bench.session_result import SCHEMA_VERSION, STATUSES, SessionResult
-
-__all__ = ["SCHEMA_VERSION", "STATUSES"]  # read here by the report and the tests
+# The file format lives with the typed model; the report and older callers read these names here.
+from gsm8k_bench.session_result import SCHEMA_VERSION as SCHEMA_VERSION
+from gsm8k_bench.session_result import STATUSES as STATUSES
+from gsm8k_bench.session_result import InvalidResult as InvalidResult
+from gsm8k_bench.session_result import load
 
 # Values of variables whose names contain one of these words (any case) are secrets.
 SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL", re.IGNORECASE)
@@ -145,28 +145,8 @@ def write_atomic(path: Path, document: Mapping[str, Any]) -> Path:
     return path
 
 
-class InvalidResult(ValueError):
-    """A session JSON (schema and session name right) whose content does not fit the model."""
-
-    def __init__(self, path: Path, error: ValidationError) -> None:
-        self.keys = [".".join(map(str, e["loc"])) for e in error.errors()]
-        super().__init__(f"{path}: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
-                                                 for e in error.errors()[:5]))
-
-
-def load(path: Path) -> SessionResult:
-    """A session JSON through the typed model (session_result.py); files of earlier versions load too."""
-    document = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(document, dict) or document.get("schema") != SCHEMA_VERSION or "session" not in document:
-        raise ValueError(f"{path}: not a gsm8k-bench session JSON (schema {SCHEMA_VERSION})")
-    try:
-        return SessionResult.model_validate(document)
-    except ValidationError as exc:
-        raise InvalidResult(path, exc) from None
-
-
 def read(path: Path) -> dict[str, Any]:
-    """load() as the JSON object: the keys the file has, each checked."""
+    """A session JSON, loaded through the typed model (session_result.load), as its JSON object."""
     return load(path).document()
 
 

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 SCHEMA_VERSION: Final = 1
 STATUSES = ("passed", "failed", "error")
@@ -394,6 +394,26 @@ class SessionResult(Part):
     pack: PackRecord | None = Field(default=None, description="`nox -s pack` runs: the GPUs and the log.")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class InvalidResult(ValueError):
+    """A session JSON (its schema and session name right) whose content does not fit the model."""
+
+    def __init__(self, path: Path, error: ValidationError) -> None:
+        self.keys = [".".join(map(str, e["loc"])) for e in error.errors()]
+        super().__init__(f"{path}: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                                 for e in error.errors()[:5]))
+
+
+def load(path: Path) -> SessionResult:
+    """A session JSON through the model; files of earlier versions of the schema load too."""
+    document = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(document, dict) or document.get("schema") != SCHEMA_VERSION or "session" not in document:
+        raise ValueError(f"{path}: not a gsm8k-bench session JSON (schema {SCHEMA_VERSION})")
+    try:
+        return SessionResult.model_validate(document)
+    except ValidationError as exc:
+        raise InvalidResult(path, exc) from None
 
 
 def json_schema() -> dict[str, Any]:

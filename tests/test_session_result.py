@@ -106,7 +106,7 @@ def test_an_older_file_loads_and_reads_back_unchanged():
     written = json.loads(OLDER.read_text())
     validate_with_schema_file(written)
     assert results.read(OLDER) == written
-    loaded = results.load(OLDER)
+    loaded = session_result.load(OLDER)
     assert loaded.config and loaded.config.served_model_name is None and loaded.gate and loaded.gate.method is None
     assert "served_model_name" not in loaded.document()["config"]  # what was absent stays absent
 
@@ -117,7 +117,7 @@ def test_unknown_or_mistyped_keys_are_refused_naming_them(tmp_path):
     document["timings"]["eval_s"] = "soon"
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(document))
-    with pytest.raises(results.InvalidResult) as info:
+    with pytest.raises(session_result.InvalidResult) as info:
         results.read(path)
     assert info.value.keys == ["metrics.strict", "timings.eval_s.int", "timings.eval_s.float"]
     assert str(info.value).startswith(f"{path}: ") and "metrics.strict: Extra inputs are not permitted" in str(
