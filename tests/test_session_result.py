@@ -7,6 +7,7 @@ import json
 import typing
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import ROOT, require_module
@@ -14,6 +15,7 @@ from pydantic import BaseModel
 
 from gsm8k_bench import collect, results, session_result
 from gsm8k_bench.errors import ConfigError
+from gsm8k_bench.matrix import Matrix
 from gsm8k_bench.options import parse_session_args
 from gsm8k_bench.session import (
     HostFacts,
@@ -34,12 +36,12 @@ CPU = "gsm8k-smollm2-135m-cpu-vllm-fp16-tp1"
 OLDER = Path(__file__).parent / "data" / "older-session-result.json"
 
 
-def validate_with_schema_file(document: dict) -> None:
+def validate_with_schema_file(document: dict[str, Any]) -> None:
     jsonschema = require_module("jsonschema")
     jsonschema.validate(document, json.loads(session_result.SCHEMA_FILE.read_text(encoding="utf-8")))
 
 
-def test_the_schema_file_is_the_models():
+def test_the_schema_file_is_the_models() -> None:
     assert session_result.SCHEMA_FILE == ROOT / "schema" / "session-result.schema.json"
     assert session_result.SCHEMA_FILE.read_text(encoding="utf-8") == session_result.schema_text(), (
         "schema/session-result.schema.json is out of date: python -m gsm8k_bench.session_result --write-schema")
@@ -56,7 +58,7 @@ def models_in(annotation: object, seen: set[type[BaseModel]]) -> set[type[BaseMo
     return seen
 
 
-def test_every_field_is_documented_and_our_parts_refuse_unknown_keys():
+def test_every_field_is_documented_and_our_parts_refuse_unknown_keys() -> None:
     models = models_in(SessionResult, set())
     assert len(models) > 20
     for model in models:
@@ -65,8 +67,9 @@ def test_every_field_is_documented_and_our_parts_refuse_unknown_keys():
             assert field.description, f"{model.__name__}.{name} has no description"
 
 
-def test_input_error_and_stub_files_fit_the_schema(tmp_path, matrix):
+def test_input_error_and_stub_files_fit_the_schema(tmp_path: Path, matrix: Matrix) -> None:
     path = write_input_error(CPU, tmp_path, "--gpus=0,1: 2 GPU(s) given but tp=1")
+    assert path is not None
     document = json.loads(path.read_text())
     validate_with_schema_file(document)
     assert list(document) == ["schema", "session", "status", "error", "config", "metrics", "gate", "server_metrics",
@@ -89,7 +92,7 @@ def test_input_error_and_stub_files_fit_the_schema(tmp_path, matrix):
     validate_with_schema_file(json.loads(packed.read_text()))
 
 
-def test_a_session_stopped_in_setup_writes_a_full_config_that_fits_the_schema(tmp_path, matrix):
+def test_a_session_stopped_in_setup_writes_a_full_config_that_fits_the_schema(tmp_path: Path, matrix: Matrix) -> None:
     combo = matrix.get(CPU)
     options = parse_session_args(CPU, ["--results-dir", str(tmp_path), "--dataset-dir", str(tmp_path / "absent")])
     plan = plan_session(combo, options, matrix.defaults, host_facts(combo, options, {}))
@@ -102,7 +105,7 @@ def test_a_session_stopped_in_setup_writes_a_full_config_that_fits_the_schema(tm
     assert document["environment"]["started_at"] and document["artifacts"] == {"work_dir": str(plan.work_dir)}
 
 
-def test_an_older_file_loads_and_reads_back_unchanged():
+def test_an_older_file_loads_and_reads_back_unchanged() -> None:
     written = json.loads(OLDER.read_text())
     validate_with_schema_file(written)
     assert results.read(OLDER) == written
@@ -111,7 +114,7 @@ def test_an_older_file_loads_and_reads_back_unchanged():
     assert "served_model_name" not in loaded.document()["config"]  # what was absent stays absent
 
 
-def test_unknown_or_mistyped_keys_are_refused_naming_them(tmp_path):
+def test_unknown_or_mistyped_keys_are_refused_naming_them(tmp_path: Path) -> None:
     document = json.loads(OLDER.read_text())
     document["metrics"]["strict"] = 0.5
     document["timings"]["eval_s"] = "soon"
@@ -124,7 +127,7 @@ def test_unknown_or_mistyped_keys_are_refused_naming_them(tmp_path):
         info.value)
 
 
-def test_numbers_keep_their_type_through_the_model():
+def test_numbers_keep_their_type_through_the_model() -> None:
     parsed = SessionResult.model_validate({"schema": 1, "session": "s", "status": "passed",
                                            "config": {"request_timeout_s": 600, "concurrency": 8},
                                            "metrics": {"strict_match": 0.5, "strict_match_stderr": "N/A"}})
@@ -132,7 +135,7 @@ def test_numbers_keep_their_type_through_the_model():
     assert parsed.document()["metrics"] == {"strict_match": 0.5, "strict_match_stderr": "N/A"}
 
 
-def test_timed_records_a_phase_only_when_it_completes():
+def test_timed_records_a_phase_only_when_it_completes() -> None:
     timings = Timings()
     with timed(timings, "env_setup_s"):
         pass
@@ -141,7 +144,7 @@ def test_timed_records_a_phase_only_when_it_completes():
     assert timings.document() == {"env_setup_s": timings.env_setup_s} and timings.env_setup_s is not None
 
 
-def test_the_plan_reads_only_the_host_facts_it_is_given(matrix, tmp_path):
+def test_the_plan_reads_only_the_host_facts_it_is_given(matrix: Matrix) -> None:
     """An imagined host: its caches, environment and folders show in the plan; nothing of this host does."""
     combo = matrix.get(CPU)
     options = parse_session_args(CPU, [])
