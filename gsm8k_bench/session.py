@@ -520,15 +520,17 @@ def _prepare(plan: Plan, timings: Timings, log: Callable[[str], None], cleanup: 
 
 @dataclass(frozen=True)
 class Scored:
-    """The gating level's lm-eval outputs, read back: its part of the result."""
+    """The gating level's lm-eval outputs, read back: the metrics and samples, and what they add to the
+    config (generation settings, the protocol), the environment (lm-eval's version) and the artifacts."""
 
     output: evaluate.EvalOutput
     metrics: Metrics
+    samples: list[Sample]
+    generation: dict[str, Any]
     protocol: dict[str, Any]  # the run's protocol in the gate's terms
-
-    @property
-    def samples(self) -> list[Sample]:
-        return [Sample.model_validate(sample) for sample in self.output.samples]
+    protocol_record: ProtocolRecord  # the config's protocol with what lm-eval recorded (stop sequences)
+    lm_eval_version: str
+    files: tuple[str, str, str]  # lm-eval's results, samples and log
 
     def check(self) -> None:
         """A run that scored nothing fails (never a silent zero)."""
@@ -539,24 +541,16 @@ class Scored:
                             f"score (answer sources: {self.metrics.answer_sources}); a silent zero fails")
 
 
-def _read_outputs(plan: Plan, run_protocol: ProtocolRecord | None) -> Scored:
+def _read_outputs(plan: Plan, config: Config) -> Scored:
     output = evaluate.parse_outputs(plan.lm_eval_dir, plan.task)
-    metrics = Metrics.model_validate({**output.metrics, **server_metrics.invalid_rates(output.samples)})
-    protocol = gate.protocol_of(run_protocol.document() if run_protocol else {}, output.generation)
-    return Scored(output, metrics, protocol)
-
-
-def _with_outputs(config: Config, environment: Environment, artifacts: Artifacts, scored: Scored,
-                  lm_eval_log: Path) -> None:
-    """What lm-eval's outputs add to the config, the environment and the artifacts."""
-    output = scored.output
-    config.generation = {**(config.generation or {}), **output.generation}
-    config.protocol = ProtocolRecord.model_validate(
-        {**(config.protocol.document() if config.protocol else {}), **scored.protocol})
-    environment.lm_eval = output.lm_eval_version or envs.LM_EVAL_VERSION
-    artifacts.lm_eval_results = str(output.results_file)
-    artifacts.lm_eval_samples = str(output.samples_file)
-    artifacts.lm_eval_log = str(lm_eval_log)
+    recorded = config.protocol.document() if config.protocol else {}
+    protocol = gate.protocol_of(recorded, output.generation)
+    return Scored(
+        output, Metrics.model_validate({**output.metrics, **server_metrics.invalid_rates(output.samples)}),
+        [Sample.model_validate(sample) for sample in output.samples],
+        {**(config.generation or {}), **output.generation}, protocol,
+        ProtocolRecord.model_validate({**recorded, **protocol}), output.lm_eval_version or envs.LM_EVAL_VERSION,
+        (str(output.results_file), str(output.samples_file), str(plan.work_dir / "lm-eval.log")))
 
 
 def run_session(plan: Plan, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -604,9 +598,11 @@ def run_session(plan: Plan, log: Callable[[str], None] = print) -> dict[str, Any
             with timed(timings, "results_s"):
                 config.dtype_used = detect_dtype(server_log)
                 environment.framework_version = _framework_version(plan, server_log)
-                scored = _read_outputs(gating_plan, config.protocol)
+                scored = _read_outputs(gating_plan, config)
                 result.metrics, result.samples = scored.metrics, scored.samples
-                _with_outputs(config, environment, artifacts, scored, gating_plan.work_dir / "lm-eval.log")
+                config.generation, config.protocol = scored.generation, scored.protocol_record
+                environment.lm_eval = scored.lm_eval_version
+                artifacts.lm_eval_results, artifacts.lm_eval_samples, artifacts.lm_eval_log = scored.files
                 scored.check()
                 if len(runs) > 1:
                     result.concurrency = levels.record(runs, gating.concurrency, scored.metrics,
