@@ -58,6 +58,8 @@ CONTAINER_MODEL_DIR = "/models"
 CPU_KV_CACHE_GIB = "1"
 EVAL_POLL_S = 0.5
 NO_BASELINES = gate.Baselines(gate.GateSettings(), ())
+# The variables a plan reads (the GPUs a job was given, vLLM CPU's KV cache size); never a secret.
+PLAN_VARIABLES = frozenset({"VLLM_CPU_KVCACHE_SPACE", *(name for names in gpus.INHERITED.values() for name in names)})
 
 
 class GateFailed(BenchError):
@@ -73,7 +75,7 @@ class HostFacts:
     """What a plan needs to know about the host, read once by host_facts(): with these passed in,
     plan_session reads nothing (tests and --dry-run build them for any host they like)."""
 
-    environ: Mapping[str, str]  # GPU assignment, VLLM_CPU_KVCACHE_SPACE, GSM8K_DATASET_DIR
+    environ: Mapping[str, str]  # the PLAN_VARIABLES that are set
     cache: Path  # envs.cache_dir(): shared environments, converted models, warm caches
     hf_home: Path  # the Hugging Face cache (mounted into containers)
     in_hf_cache: bool  # the combination's checkpoint is there
@@ -89,7 +91,8 @@ def host_facts(combo: Combination, options: SessionOptions, environ: Mapping[str
     """Read what plan_session needs from this host: the environment, the caches, the GPUs."""
     cache = envs.cache_dir()
     return HostFacts(
-        environ=dict(environ), cache=cache, hf_home=models.hf_home(), in_hf_cache=models.in_hf_cache(combo.checkpoint),
+        environ={name: value for name, value in environ.items() if name in PLAN_VARIABLES}, cache=cache,
+        hf_home=models.hf_home(), in_hf_cache=models.in_hf_cache(combo.checkpoint),
         lm_eval_python=envs.env_python(envs.LM_EVAL), vllm_cpu_python=envs.env_python(envs.VLLM_CPU),
         vllm_cpu_warm_dir=warm.host_dir(cache, f"{envs.VLLM_CPU.name}-{envs.VLLM_CPU.stamp()}"),
         results_dir=options.results_dir.expanduser().resolve(),

@@ -164,3 +164,6 @@ def test_the_plan_reads_only_the_host_facts_it_is_given(matrix: Matrix) -> None:
     in_cache = plan_session(combo, options, matrix.defaults, replace(host, in_hf_cache=True))
     assert in_cache.model.path == "HuggingFaceTB/SmolLM2-135M-Instruct" and in_cache.model.origin == "hub"
     assert plan.on_port(8123).port == 8123 and "--port 8123" in " ".join(plan.on_port(8123).server_argv)
+    # The facts keep only the variables a plan reads: never a token.
+    read = host_facts(combo, options, {"HF_TOKEN": "hf_" + "Q" * 34, "CUDA_VISIBLE_DEVICES": "1", "PATH": "/bin"})
+    assert read.environ == {"CUDA_VISIBLE_DEVICES": "1"}
