@@ -1,7 +1,8 @@
 """`nox -s report -- [RESULTS_DIR] [OUT_DIR]`: every session JSON -> report.md, report.png, a forest plot
 of sibling deltas per model, report.html and the step summary (OUT_DIR defaults to RESULTS_DIR).
 
-Files that are not session JSONs are skipped with a warning that names them.  The plot needs
+Every file loads through the result's typed model (session_result.py); files that are not session JSONs,
+or do not fit the model, are skipped with a warning that names them (and the keys that do not fit).  The plot needs
 matplotlib, which the report session installs; the Markdown needs nothing.
 """
 
