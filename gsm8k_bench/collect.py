@@ -8,6 +8,7 @@ from typing import Any
 from gsm8k_bench import procs, results
 from gsm8k_bench.matrix_types import Combination
 from gsm8k_bench.session import write_stub
+from gsm8k_bench.session_result import Config, Timings
 
 
 def session_document(combo: Combination, results_dir: Path, since: float, ended_ok: bool, why: str,
@@ -25,6 +26,6 @@ def session_document(combo: Combination, results_dir: Path, since: float, ended_
         results.write_atomic(path, document)
         return document
     write_stub(combo.name, results_dir, "failed", f"{why}, before the session wrote its JSON (log: {log})",
-               procs.tail(log), config={"tp": combo.tp, "vendor": combo.runner.vendor, "gpus": None},
-               timings={"total_s": wall_s}, **extra)
+               procs.tail(log), config=Config(tp=combo.tp, vendor=combo.runner.vendor, gpus=None),
+               timings=Timings(total_s=wall_s), **extra)
     return results.read(path)

@@ -10,13 +10,14 @@ eval time, the other levels' samples, and the pairwise comparisons.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from gsm8k_bench import comparisons, evaluate, gate, server_metrics
 from gsm8k_bench.errors import ConfigError, EvalError
+from gsm8k_bench.session_result import ConcurrencyBlock, LevelComparison, LevelRunRecord, Metrics, Sample, ServerMetrics
 
 
 def gate_level(levels: tuple[int, ...], requested: int | None) -> int:
@@ -32,69 +33,75 @@ def level_dir(work_dir: Path, concurrency: int) -> Path:
     return work_dir / f"concurrency-{concurrency}"
 
 
-def level_plans(plan) -> list:
+class LevelPlan(Protocol):
+    """What level_plans needs of a session's plan (session.Plan)."""
+
+    @property
+    def concurrency_levels(self) -> tuple[int, ...]: ...
+
+    def for_level(self: P, concurrency: int) -> P: ...
+
+
+P = TypeVar("P", bound=LevelPlan)
+
+
+def level_plans(plan: P) -> list[P]:
     """One plan per level, in run order; each level's lm-eval has its own folder, log and go file.
     A single level keeps the session's own plan (and folder layout)."""
     if len(plan.concurrency_levels) < 2:
         return [plan]
-    plans = []
-    for concurrency in plan.concurrency_levels:
-        work_dir = level_dir(plan.work_dir, concurrency)
-        settings = replace(plan.settings, concurrency=concurrency)
-        argv = evaluate.lm_eval_command(plan.lm_eval_python, settings, served_name=plan.served_name,
-                                        base_url=plan.base_url, output_dir=work_dir / "lm-eval", task=plan.task,
-                                        include_path=plan.task_dir)
-        plans.append(replace(plan, settings=settings, work_dir=work_dir, lm_eval_argv=argv))
-    return plans
+    return [plan.for_level(concurrency) for concurrency in plan.concurrency_levels]
 
 
 @dataclass(frozen=True)
 class LevelRun:
-    plan: Any  # session.Plan of this level
+    """One level's evaluation: its time, the server's /metrics over it, where lm-eval wrote."""
+
+    concurrency: int
     eval_s: float
-    server_metrics: dict[str, Any]
-
-    @property
-    def concurrency(self) -> int:
-        return self.plan.settings.concurrency
+    server_metrics: ServerMetrics
+    lm_eval_dir: Path
+    task: str
 
 
-def record(runs: list[LevelRun], gating_document: dict[str, Any], settings: gate.GateSettings) -> dict[str, Any]:
+def record(runs: list[LevelRun], gate_concurrency: int, gating_metrics: Metrics,
+           gating_samples: list[dict[str, Any]], settings: gate.GateSettings) -> ConcurrencyBlock:
     """The `concurrency` block: every level's numbers, the non-gating levels' samples (read from their
     lm-eval outputs), and each pair of levels compared (the earlier level as the reference)."""
-    gate_concurrency = gating_document["config"]["concurrency"]
     entries, samples = [], {}
     for run in runs:
-        entry = {"concurrency": run.concurrency, "gating": run.concurrency == gate_concurrency,
-                 "eval_s": run.eval_s, "server_metrics": run.server_metrics,
-                 "lm_eval_dir": str(run.plan.lm_eval_dir)}
-        if entry["gating"]:
-            samples[run.concurrency] = gating_document["samples"]
-            entry.update(metrics=gating_document["metrics"], samples=None)
+        gating = run.concurrency == gate_concurrency
+        entry = LevelRunRecord(concurrency=run.concurrency, gating=gating, eval_s=run.eval_s,
+                               server_metrics=run.server_metrics, lm_eval_dir=str(run.lm_eval_dir))
+        if gating:
+            samples[run.concurrency] = gating_samples
+            entry.metrics, entry.samples = gating_metrics, None
         else:
-            output = evaluate.parse_outputs(run.plan.lm_eval_dir, run.plan.task)
+            output = evaluate.parse_outputs(run.lm_eval_dir, run.task)
             if not output.metrics["n"]:
                 raise EvalError(f"lm-eval scored zero questions at concurrency {run.concurrency}")
             samples[run.concurrency] = output.samples
-            entry.update(metrics={**output.metrics, **server_metrics.invalid_rates(output.samples)},
-                         samples=output.samples)
+            entry.metrics = Metrics.model_validate({**output.metrics, **server_metrics.invalid_rates(output.samples)})
+            entry.samples = [Sample.model_validate(sample) for sample in output.samples]
         entries.append(entry)
     pairs = []
     for a, b in combinations([run.concurrency for run in runs], 2):
         result = comparisons.pair_samples(samples[a], samples[b], settings)
-        pairs.append({"reference": a, "run": b, "verdict": result["verdict"], "reason": result["reason"],
-                      "metrics": result["metrics"],
-                      "flips": [{"doc_id": f["doc_id"], "moves": f["moves"]} for f in result["flips"]],
-                      "answers_changed": [f["doc_id"] for f in result["changed"]]})
-    return {"levels": [run.concurrency for run in runs], "gate_level": gate_concurrency, "runs": entries,
-            "comparisons": pairs}
+        pairs.append(LevelComparison.model_validate({
+            "reference": a, "run": b, "verdict": result["verdict"], "reason": result["reason"],
+            "metrics": result["metrics"],
+            "flips": [{"doc_id": f["doc_id"], "moves": f["moves"]} for f in result["flips"]],
+            "answers_changed": [f["doc_id"] for f in result["changed"]]}))
+    return ConcurrencyBlock(levels=[run.concurrency for run in runs], gate_level=gate_concurrency, runs=entries,
+                            comparisons=pairs)
 
 
 def level_samples(document: dict[str, Any], concurrency: int) -> list[dict[str, Any]]:
     """A level's per-question samples (the gating level's are the top-level ones)."""
     for entry in (document.get("concurrency") or {}).get("runs", []):
         if entry["concurrency"] == concurrency:
-            return document["samples"] if entry["gating"] else entry["samples"]
+            samples: list[dict[str, Any]] = document["samples"] if entry["gating"] else entry["samples"]
+            return samples
     raise KeyError(f"{document.get('session')}: no concurrency level {concurrency}")
 
 

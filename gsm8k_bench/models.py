@@ -68,13 +68,14 @@ def converted_dir(checkpoint: str, cache: Path) -> Path:
     return cache / "models" / checkpoint.replace("/", "--")
 
 
-def resolve(checkpoint: str, source: str, cache: Path) -> ModelSource:
+def resolve(checkpoint: str, source: str, cache: Path, cached: bool) -> ModelSource:
+    """cached: the checkpoint is in the Hugging Face cache (in_hf_cache, read before planning)."""
     packaged = PACKAGED.get(checkpoint)
     if source == "package" and packaged is None:
         raise BenchError(f"--model-source package: no package ships {checkpoint!r}; packaged models: "
                          f"{', '.join(PACKAGED)}")
     use_package = packaged is not None and (
-        source == "package" or (source == "auto" and not in_hf_cache(checkpoint)))
+        source == "package" or (source == "auto" and not cached))
     if not use_package:
         return ModelSource(path=checkpoint, origin="hub")
     folder = converted_dir(checkpoint, cache)

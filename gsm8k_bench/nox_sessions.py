@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from gsm8k_bench import dispatch, evaluate, gate, gpus, ownership, promote, references, results, summary, venvs
+from gsm8k_bench import dispatch, evaluate, gate, ownership, promote, references, results, summary, venvs
 from gsm8k_bench import session as session_mod
 from gsm8k_bench.combinations import adhoc_combination
 from gsm8k_bench.errors import BenchError, ConfigError, RaisingArgumentParser
@@ -74,7 +74,8 @@ CPU_DEFAULT = "gsm8k-smollm2-135m-cpu-vllm-fp16-tp1"
 def prepare_cpu_default(matrix: Matrix, log: Callable[[str], None] = print) -> None:
     """Everything the CPU default needs before its first run, so that run only serves and scores."""
     combo = matrix.get(CPU_DEFAULT)
-    plan = session_mod.plan_session(combo, parse_session_args(combo.name, []), matrix.defaults, os.environ)
+    options = parse_session_args(combo.name, [])
+    plan = session_mod.plan_session(combo, options, matrix.defaults, session_mod.host_facts(combo, options))
     session_mod.prepare_environments(plan, log)
     session_mod.prepare_model(plan)
     log(f"ready: nox -s {CPU_DEFAULT}")
@@ -83,12 +84,11 @@ def prepare_cpu_default(matrix: Matrix, log: Callable[[str], None] = print) -> N
 def _plan(matrix: Matrix, combo: Combination, options: SessionOptions, run_id: str | None = None
           ) -> session_mod.Plan:
     """The session's plan, with the facts it needs read first: what the gate judges the run against
-    (baselines.yaml and the session's reference, if any) and the host's GPUs."""
+    (baselines.yaml and the session's reference, if any) and the host's (environment, caches, GPUs)."""
     baselines = gate.load_baselines(options.baselines or matrix.path.with_name(BASELINES_FILE))
     reference = references.find(options.references or matrix.path.with_name(REFERENCES_DIR), combo.name)
-    return session_mod.plan_session(combo, options, matrix.defaults, os.environ,
-                                    baselines=replace(baselines, reference=reference), run_id=run_id,
-                                    gpu_facts=gpus.facts_for(combo.runner.vendor))
+    return session_mod.plan_session(combo, options, matrix.defaults, session_mod.host_facts(combo, options),
+                                    baselines=replace(baselines, reference=reference), run_id=run_id)
 
 
 def run_combination(matrix: Matrix, combo: Combination, argv: list[str],

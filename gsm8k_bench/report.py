@@ -1,15 +1,15 @@
 """`nox -s report -- [RESULTS_DIR] [OUT_DIR]`: every session JSON -> report.md, report.png, a forest plot
 of sibling deltas per model, report.html and the step summary (OUT_DIR defaults to RESULTS_DIR).
 
-Files that are not session JSONs are skipped with a warning that names them.  The plot needs
+Every file loads through the result's typed model (session_result.py); files that are not session JSONs,
+or do not fit the model, are skipped with a warning that names them (and the keys that do not fit).  The plot needs
 matplotlib, which the report session installs; the Markdown needs nothing.
 """
 
 from __future__ import annotations
 
-import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +31,12 @@ def load_results(results_dir: Path, warn: Callable[[str], None]) -> list[dict[st
             continue  # lm-eval's own files live deeper
         try:
             document = results.read(path)
-        except (ValueError, json.JSONDecodeError, UnicodeDecodeError):
-            warn(f"skipping {path}: not a session JSON")
+        except results.InvalidResult as exc:
+            warn(f"skipping {path}: no 'session' name or no 'status' (one of {', '.join(results.STATUSES)})"
+                 if {"session", "status"} & set(exc.keys) else f"skipping {exc}")
             continue
-        if not isinstance(document.get("session"), str) or document.get("status") not in results.STATUSES:
-            warn(f"skipping {path}: no 'session' name or no 'status' (one of {', '.join(results.STATUSES)})")
+        except (ValueError, UnicodeDecodeError):  # json.JSONDecodeError is a ValueError
+            warn(f"skipping {path}: not a session JSON")
             continue
         documents.append(document)
     if not documents:
@@ -43,7 +44,7 @@ def load_results(results_dir: Path, warn: Callable[[str], None]) -> list[dict[st
     return sorted(newest_per_session(documents), key=lambda d: d["session"])
 
 
-def _attempt(doc: dict[str, Any]) -> int | None:
+def _attempt(doc: Mapping[str, Any]) -> int | None:
     attempt = (doc.get("environment") or {}).get("ci_run_attempt")
     return attempt if isinstance(attempt, int) else None
 
@@ -71,7 +72,7 @@ def _number(value: Any) -> float:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
 
-def row(doc: dict[str, Any]) -> list[str]:
+def row(doc: Mapping[str, Any]) -> list[str]:
     m, t = doc.get("metrics") or {}, doc.get("timings") or {}
     s, g = doc.get("server_metrics") or {}, doc.get("gate") or {}
     baseline = (g.get("baseline") or {}).get("accuracy", {}).get("strict_match")
@@ -88,7 +89,7 @@ def row(doc: dict[str, Any]) -> list[str]:
     ]
 
 
-def markdown(documents: list[dict[str, Any]], limit_bytes: int | None = None) -> str:
+def markdown(documents: Sequence[Mapping[str, Any]], limit_bytes: int | None = None) -> str:
     header = "## GSM8k results\n\n"
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     size = len(header) + sum(len(line.encode()) + 1 for line in lines)
@@ -105,7 +106,7 @@ def markdown(documents: list[dict[str, Any]], limit_bytes: int | None = None) ->
     text = header + "\n".join(lines) + "\n"
     if notes:
         text += "\n### Not passed\n\n" + "\n".join(notes)[: (limit_bytes or 10**9) // 4] + "\n"
-    return text + "\n" + fleet.markdown_section(documents, per_session=not limit_bytes)
+    return text + "\n" + fleet.markdown_section(list(documents), per_session=not limit_bytes)
 
 
 def plot(documents: list[dict[str, Any]], path: Path) -> None:

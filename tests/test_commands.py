@@ -15,7 +15,7 @@ from gsm8k_bench import venvs
 from gsm8k_bench.errors import BenchError, ConfigError
 from gsm8k_bench.frameworks import FRAMEWORKS, ServeTarget
 from gsm8k_bench.options import parse_session_args
-from gsm8k_bench.session import dry_run_text, plan_session
+from gsm8k_bench.session import dry_run_text, host_facts, plan_session
 
 MINIMAL_WITH_ARGS = MINIMAL + ("    server_args: {sglang: [--trust-remote-code, --mem-fraction-static], "
                                "vllm: [--enforce-eager]}\n")
@@ -28,7 +28,8 @@ def flag(argv: list[str], name: str) -> str | None:
 
 def plan_for(matrix, name, *args, environ=None):
     combo = matrix.get(name)
-    return plan_session(combo, parse_session_args(name, list(args)), matrix.defaults, environ or {})
+    options = parse_session_args(name, list(args))
+    return plan_session(combo, options, matrix.defaults, host_facts(combo, options, environ or {}))
 
 
 def test_every_combination_builds_its_precision_into_the_server_command(matrix):
@@ -198,7 +199,8 @@ def test_docker_launcher_needs_an_image(matrix):
     combo = matrix.get("gsm8k-smollm2-135m-cpu-vllm-fp16-tp1")
     no_image = replace(combo, framework=replace(combo.framework, images={}))
     with pytest.raises(ConfigError, match="pass --image"):
-        plan_session(no_image, parse_session_args(combo.name, ["--launcher", "docker"]), matrix.defaults, {})
+        options = parse_session_args(combo.name, ["--launcher", "docker"])
+        plan_session(no_image, options, matrix.defaults, host_facts(no_image, options, {}))
 
 
 def test_matrix_session_prints_ci_json(tmp_path):
@@ -271,11 +273,11 @@ def test_adhoc_run_of_a_matrix_checkpoint_on_a_label_is_the_matrix_session(tmp_p
 
 
 def test_the_json_says_when_the_image_is_an_override(matrix):
-    from gsm8k_bench.session import _config
+    from gsm8k_bench.session import config_of
 
     name = "gsm8k-llama-3.1-8b-h100-vllm-fp16-tp1"
-    assert _config(plan_for(matrix, name))["image_override"] is False
-    override = _config(plan_for(matrix, name, "--image", "vllm/vllm-openai:latest"))
+    assert config_of(plan_for(matrix, name)).document()["image_override"] is False
+    override = config_of(plan_for(matrix, name, "--image", "vllm/vllm-openai:latest")).document()
     assert override["image_override"] is True and override["image"] == "vllm/vllm-openai:latest"
 
 

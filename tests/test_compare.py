@@ -240,7 +240,7 @@ def test_levels_plan_one_lm_eval_per_level_with_its_own_folder(matrix, tmp_path)
     combo = matrix.get("gsm8k-smollm2-135m-cpu-vllm-fp16-tp1")
     options = parse_session_args(combo.name, ["--concurrency", "1,8", "--gate-concurrency", "8",
                                               "--results-dir", str(tmp_path)])
-    plan = session_mod.plan_session(combo, options, matrix.defaults, {})
+    plan = session_mod.plan_session(combo, options, matrix.defaults, session_mod.host_facts(combo, options, {}))
     assert plan.settings.concurrency == 8 and plan.concurrency_levels == (1, 8)
     first, second = levels.level_plans(plan)
     assert first.work_dir == tmp_path / combo.name / "concurrency-1"
@@ -249,5 +249,6 @@ def test_levels_plan_one_lm_eval_per_level_with_its_own_folder(matrix, tmp_path)
     assert plan.lm_eval_argv == second.lm_eval_argv  # the gating level's command is the one recorded
     text = session_mod.dry_run_text(plan)
     assert "lm-eval command (concurrency 1):" in text and "lm-eval command (concurrency 8):" in text
-    single = session_mod.plan_session(combo, parse_session_args(combo.name, []), matrix.defaults, {})
+    options = parse_session_args(combo.name, [])
+    single = session_mod.plan_session(combo, options, matrix.defaults, session_mod.host_facts(combo, options, {}))
     assert levels.level_plans(single) == [single] and single.concurrency_levels == (combo.runner.concurrency,)

@@ -113,8 +113,9 @@ def test_local_task_includes_the_stock_task_and_swaps_the_files(tmp_path):
 def test_write_atomic_masks_secrets_and_leaves_no_temp_file(tmp_path, monkeypatch):
     secret = "hf_" + "Z" * 34
     monkeypatch.setenv("HF_TOKEN", secret)
-    path = results.write_atomic(tmp_path / "s.json", {"schema": 1, "session": "s",
-                                                      "error": {"log_tail": f"Bearer {secret} refused"}})
+    path = results.write_atomic(tmp_path / "s.json", {"schema": 1, "session": "s", "status": "failed",
+                                                      "error": {"message": "server start: exited",
+                                                                "log_tail": f"Bearer {secret} refused"}})
     text = path.read_text()
     assert secret not in text and "Bearer *** refused" in text
     assert os.listdir(tmp_path) == ["s.json"]

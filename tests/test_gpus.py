@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from test_commands import plan_for
 
@@ -69,9 +71,11 @@ def test_kfd_topology_is_read_from_sysfs_files(tmp_path):
 def test_amd_container_gets_only_its_render_nodes_and_renumbered_variables(matrix):
     combo = matrix.get("gsm8k-llama-3.3-70b-mi355x-sglang-fp16-tp8")
     from gsm8k_bench.options import parse_session_args
-    from gsm8k_bench.session import plan_session
-    plan = plan_session(combo, parse_session_args(combo.name, []), matrix.defaults, {"ROCR_VISIBLE_DEVICES": "0-7"},
-                        gpu_facts=(*TOPOLOGY, *(KfdNode(6 + i, 100 + i, 160 + 8 * i) for i in range(4))))
+    from gsm8k_bench.session import host_facts, plan_session
+    options = parse_session_args(combo.name, [])
+    host = replace(host_facts(combo, options, {"ROCR_VISIBLE_DEVICES": "0-7"}),
+                   gpu_facts=(*TOPOLOGY, *(KfdNode(6 + i, 100 + i, 160 + 8 * i) for i in range(4))))
+    plan = plan_session(combo, options, matrix.defaults, host)
     spec = plan.container
     assert spec.device.devices[0] == "/dev/kfd" and "/dev/dri" not in spec.device.devices
     assert spec.device.devices[1:3] == ("/dev/dri/renderD136", "/dev/dri/renderD128")

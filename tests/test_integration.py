@@ -134,6 +134,9 @@ def test_cpu_session_end_to_end(cpu_run):
     verdict = doc["gate"]
     assert verdict["verdict"] == "pass" and verdict["baseline"]["n"] == 5
     assert {c["metric"] for c in verdict["checks"]} == {"strict_match", "flexible_extract"}
+    # The file fits the checked-in JSON Schema of the typed result (schema/session-result.schema.json).
+    jsonschema = require_module("jsonschema")
+    jsonschema.validate(doc, json.loads((ROOT / "schema" / "session-result.schema.json").read_text()))
 
 
 def test_report_of_the_real_run(cpu_run, tmp_path):

@@ -25,7 +25,7 @@ from gsm8k_bench.launchers import reserve_port, wait_ready
 from gsm8k_bench.launchers.process import process_server
 from gsm8k_bench.matrix_loader import load_matrix
 from gsm8k_bench.options import parse_session_args
-from gsm8k_bench.session import HOST, plan_session
+from gsm8k_bench.session import HOST, host_facts, plan_session
 
 pytestmark = pytest.mark.integration
 PLUGIN = ROOT / "tests" / "vllm_plugins" / "think_text.py"
@@ -113,7 +113,8 @@ def test_lm_evals_stock_chat_client_has_nothing_to_score_on_that_server(runs):
     docs, matrix, work, args = runs
     combo = matrix.get(THINKS)
     claim = reserve_port(HOST, combo.framework.port)
-    plan = plan_session(combo, parse_session_args(THINKS, args), matrix.defaults, os.environ, port=claim.port)
+    options = parse_session_args(THINKS, args)
+    plan = plan_session(combo, options, matrix.defaults, host_facts(combo, options), port=claim.port)
     stock_dir = work / "stock"
     task = evaluate.write_task(plan.dataset_dir, stock_dir / "task",
                                evaluate.stock_task_file(venvs.venv_dir(venvs.LM_EVAL)))

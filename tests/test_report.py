@@ -49,6 +49,17 @@ def test_write_report_skips_foreign_files_and_plots(tmp_path):
     assert "gsm8k-b-h100-vllm-fp8-tp1" in paths["markdown"].read_text()
 
 
+def test_a_file_that_does_not_fit_the_model_is_skipped_naming_the_key(tmp_path):
+    results.write_atomic(tmp_path / "gsm8k-a-cpu-vllm-fp16-tp1.json", session_doc("gsm8k-a-cpu-vllm-fp16-tp1"))
+    odd = {**session_doc("gsm8k-b-cpu-vllm-fp16-tp1"), "timings": {"eval_s": 12.0, "warp_s": 1.0}}
+    results.write_atomic(tmp_path / "gsm8k-b-cpu-vllm-fp16-tp1.json", odd)
+    warnings = []
+    documents = report.load_results(tmp_path, warnings.append)
+    assert [d["session"] for d in documents] == ["gsm8k-a-cpu-vllm-fp16-tp1"]
+    assert warnings == [f"skipping {tmp_path / 'gsm8k-b-cpu-vllm-fp16-tp1.json'}: timings.warp_s: Extra inputs are "
+                        "not permitted"]
+
+
 def test_empty_or_missing_results_dir_is_a_clear_error(tmp_path):
     with pytest.raises(BenchError, match="no session JSON found"):
         report.load_results(tmp_path, print)

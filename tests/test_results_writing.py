@@ -13,13 +13,13 @@ from gsm8k_bench import results
 def test_result_path_and_exact_text(tmp_path):
     path = results.result_path(tmp_path / "new" / "dir", "gsm8k-a-cpu-vllm-fp16-tp1")
     assert path == tmp_path / "new" / "dir" / "gsm8k-a-cpu-vllm-fp16-tp1.json"
-    document = {"schema": 1, "session": "s", "status": "passed", "when": tmp_path, "n": [1, 2],
-                "é": "ü"}
+    document = {"schema": 1, "session": "s", "status": "passed", "artifacts": {"work_dir": tmp_path},
+                "samples": [{"doc_id": 1, "question": "é", "response": "ü"}]}
     assert results.write_atomic(path, document) == path
-    assert path.read_text(encoding="utf-8") == json.dumps(
-        {**document, "when": str(tmp_path)}, indent=2, sort_keys=False) + "\n"
+    written = {**document, "artifacts": {"work_dir": str(tmp_path)}}
+    assert path.read_text(encoding="utf-8") == json.dumps(written, indent=2, sort_keys=False) + "\n"
     assert os.listdir(path.parent) == [path.name]
-    assert results.read(path) == {**document, "when": str(tmp_path)}
+    assert results.read(path) == written
 
 
 def test_a_rewrite_replaces_the_whole_file(tmp_path):
@@ -54,5 +54,5 @@ def test_the_temporary_file_is_made_beside_the_result(tmp_path, monkeypatch):
     import tempfile
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-temp-dir"))
-    path = results.write_atomic(tmp_path / "out" / "s.json", {"schema": 1, "session": "s"})
+    path = results.write_atomic(tmp_path / "out" / "s.json", {"schema": 1, "session": "s", "status": "error"})
     assert results.read(path)["session"] == "s"
