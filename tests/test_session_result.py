@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 from conftest import ROOT, require_module
-from gsm8k_bench.matrix_types import Matrix
 from pydantic import BaseModel
 
 from gsm8k_bench import collect, results, session_result
 from gsm8k_bench.errors import ConfigError
+from gsm8k_bench.matrix_types import Matrix
 from gsm8k_bench.options import parse_session_args
 from gsm8k_bench.session import (
     HostFacts,
