@@ -57,10 +57,12 @@ def requests_from_samples(samples_file: Path, served_name: str, max_tokens: int)
             continue  # one line per filter; one request per question
         arguments = evaluate._literal(row["arguments"])
         prompt, gen = arguments["gen_args_0"]["arg_0"], arguments["gen_args_0"]["arg_1"]
-        bodies.append({"model": served_name, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
+        # lm-eval's payload exactly: it sends each request as a batch of one prompt (a list), which the
+        # server serves through its batch path; a bare string would time a different server path.
+        bodies.append({"prompt": [prompt], "model": served_name, "max_tokens": max_tokens, "temperature": 0,
                        "stop": gen["until"], "seed": 1234})
     # In the order lm-eval sends them (longest context first), so (a) and (b) differ only by the harness.
-    return sorted(bodies, key=lambda body: -len(body["prompt"]))
+    return sorted(bodies, key=lambda body: -len(body["prompt"][0]))
 
 
 def spread(values: list[float]) -> dict[str, float]:
