@@ -696,6 +696,7 @@ def test_adhoc_models_new_names_and_reasoning_protocols(matrix):
         adhoc_combination(matrix, model="org/__", **args)
     assert str(info.value) == ("cannot derive a session name from the checkpoint 'org/__'; give a short name as the "
                                "model and the checkpoint separately")
+    assert adhoc_combination(matrix, model="org/ModelX/", **args).name == "gsm8k-modelx-h100-vllm-fp16-tp1"
     new = adhoc_combination(matrix, model="org/New-Model", **args)
     assert FRAMEWORKS["vllm"].server_command(new, ServeTarget("/w", "s", "127.0.0.1", 1)) == [
         "vllm", "serve", "/w", "--host", "127.0.0.1", "--port", "1", "--served-model-name", "s",
