@@ -718,3 +718,10 @@ def test_a_key_left_to_its_default_is_blamed_at_its_mappings_line():
     assert str(info.value) == ("matrix.yaml:33: models.tiny.max_model_len: a reasoning model's output budget is "
                                "min(max_model_len - 4096, 16384); max_model_len 4096 leaves none: raise max_model_len "
                                "or set max_gen_toks")
+
+
+def test_a_models_own_checkpoint_quantization_wins_over_the_precisions():
+    m = parse(MINIMAL + "    checkpoint_quantization: {sglang: mxfp4}\n")
+    assert m.models["tiny"].checkpoint_quantization == {"sglang": "mxfp4"}
+    assert m.get("gsm8k-tiny-mi355x-sglang-fp4-tp1").quantization == "mxfp4"  # not the precision's quark
+    assert parse(MINIMAL).get("gsm8k-tiny-mi355x-sglang-fp4-tp1").quantization == "quark"
