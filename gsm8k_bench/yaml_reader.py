@@ -103,7 +103,9 @@ class NodeChecker:
     def mapping(self, node: object, key: str, allowed: Iterable[str] | None = None,
                 required: Iterable[str] = ()) -> dict[Any, Any]:
         if not isinstance(node, dict):
-            raise self.fail(key, f"expected a mapping, got {type(node).__name__}", node)
+            # A YAML sequence arrives as this reader's line-tracking list: name it as the file's reader knows it.
+            got = "list" if isinstance(node, list) else type(node).__name__
+            raise self.fail(key, f"expected a mapping, got {got}", node)
         if allowed is not None:
             allowed = tuple(allowed)
             for child in node:

@@ -293,6 +293,15 @@ def test_the_json_says_when_the_image_is_an_override(matrix):
         "/env/bin/python", "-m", "vllm.entrypoints.openai.api_server", "--model", "/w", "--host", "127.0.0.1",
         "--port", "1234", "--served-model-name", "served", "--tensor-parallel-size", "1", "--max-model-len", "2048",
         "--dtype", "bfloat16", "--enforce-eager"]),
+    # Reasoning models: the parser by each framework's name for it, before the model's own arguments.
+    ("gsm8k-gpt-oss-120b-b200-sglang-fp4-tp1", None, [
+        "python3", "-m", "sglang.launch_server", "--model-path", "/w", "--host", "127.0.0.1", "--port", "1234",
+        "--served-model-name", "served", "--tp", "1", "--context-length", "20480", "--dtype", "bfloat16",
+        "--quantization", "mxfp4", "--reasoning-parser", "gpt-oss", "--enable-metrics"]),
+    ("gsm8k-deepseek-r1-h200-vllm-fp8-tp8", None, [
+        "vllm", "serve", "/w", "--host", "127.0.0.1", "--port", "1234", "--served-model-name", "served",
+        "--tensor-parallel-size", "8", "--max-model-len", "20480", "--dtype", "bfloat16", "--kv-cache-dtype", "fp8",
+        "--reasoning-parser", "deepseek_r1", "--trust-remote-code"]),
 ])
 def test_exact_server_commands(matrix, session, python, argv):
     combo = matrix.get(session)

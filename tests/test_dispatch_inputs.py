@@ -77,6 +77,13 @@ def test_a_hub_name_loses_its_trailing_separators(matrix):
     assert row["session"] == "gsm8k-model-h100-vllm-fp16-tp1" and row["checkpoint"] == "org/Model_"
 
 
+def test_an_adhoc_row_without_an_image_input_runs_the_matrix_image(matrix):
+    (row,) = dispatch.job_rows(matrix, inputs(model="org/Model_", runner="mi300x", framework="sglang", precision="fp16"))
+    assert row["nox_session"] == "gsm8k" and row["image"] == "lmsysorg/sglang:v0.5.23-rocm720-mi30x"
+    assert row["session_args"] == ("--model model --runner mi300x --framework sglang --precision fp16 --tp 1 "
+                                   "--checkpoint org/Model_ --num-fewshot 5 --eval-timeout 18000")
+
+
 def test_an_adhoc_matrix_model_is_its_matrix_session(matrix):
     (row,) = dispatch.job_rows(matrix, inputs(model="llama-3.1-8b", runner="mi300x", framework="sglang",
                                           precision="fp8"))

@@ -318,3 +318,46 @@ def test_an_upper_bound_never_exceeds_one():
     # For p = 1 the formula is 1 exactly, but floating point lands just above it for some n (5, 7, 8, ...).
     bounds = [gate.wilson_upper(1.0, n, 0.95) for n in range(1, 60)]
     assert max(bounds) == 1.0 and min(bounds) > 1 - 1e-12
+
+
+def test_the_loaders_refusals_name_the_file_and_line(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        gate.load_baselines(write(tmp_path, "version: 1\nversion: 1\n"))
+    assert str(info.value) == "baselines.yaml:2: duplicate key 'version' (first at line 1)"
+    with pytest.raises(ConfigError) as info:
+        gate.load_baselines(write(tmp_path, "version: &v 1\ngate: {confidence: *v}\n"))
+    assert str(info.value).startswith("baselines.yaml:1: YAML anchors and aliases")
+
+
+@pytest.mark.parametrize(("line", "key"), [("model: tiny", "n"), ("model: tiny", "protocol"), ("n: 5", "model")])
+def test_a_baseline_needs_model_n_and_protocol(tmp_path, line, key):
+    text = ENTRY_HEAD.replace(f"    {line}\n" if key != "model" else "  - model: tiny\n    n: 5\n",
+                              "" if key != "model" else "  - n: 5\n")
+    text = text.replace(f"    {FULL_PROTOCOL}\n", "") if key == "protocol" else text
+    text = text.replace("    n: 5\n", "") if key == "n" else text
+    with pytest.raises(ConfigError) as info:
+        gate.load_baselines(write(tmp_path, text + "    strict_match: 0.5\n"))
+    assert str(info.value) == f"baselines.yaml:3: baselines[0]: missing required key '{key}'"
+
+
+def test_a_baseline_without_source_has_an_empty_one_and_plain_mappings(tmp_path):
+    loaded = gate.load_baselines(write(tmp_path, ENTRY_HEAD.replace("[Q]}", "[Q], chat_template_kwargs: {a: 1}}")
+                                       + "    strict_match: 0.5\n"))
+    (b,) = loaded.entries
+    assert b.source == ""
+    assert b.protocol["chat_template_kwargs"] == {"a": 1}
+    assert type(b.protocol["chat_template_kwargs"]) is dict  # not the loader's line-numbered mapping
+
+
+def test_a_scalar_verdict_and_its_regression_message_exactly(combo):
+    verdict = gate.judge(baselines(entry(strict=0.8, flexible=0.9)), combo, PROTOCOL, metrics(0.5, 1319, 0.6))
+    assert verdict["baseline"] == {"filters": {"model": "tiny"}, "n": 1319,
+                                   "accuracy": {"strict_match": 0.8, "flexible_extract": 0.9}, "source": ""}
+    upper_strict = round(gate.wilson_upper(0.5, 1319, 0.95), 4)
+    upper_flexible = round(gate.wilson_upper(0.6, 1319, 0.95), 4)
+    assert verdict["reason"] == (f"strict_match 0.5000: upper bound {upper_strict:.4f} < baseline 0.8000 - 0.02; "
+                                 f"flexible_extract 0.6000: upper bound {upper_flexible:.4f} < baseline 0.9000 - 0.02")
+    assert gate.describe_regression(verdict) == (
+        f"regression: strict_match 0.5000 (upper bound {upper_strict:.4f} at 95%) below baseline 0.8000 - 0.02; "
+        f"flexible_extract 0.6000 (upper bound {upper_flexible:.4f} at 95%) below baseline 0.9000 - 0.02")
+

@@ -102,3 +102,120 @@ def test_a_server_printing_the_token_leaves_no_trace_in_any_artifact(tmp_path):
         assert not leaks(text, TOKEN) and not leaks(text, FILE_TOKEN), path
     assert "***" in (results_dir / FAKE_SESSION / "server.log").read_text()
     assert not leaks(out.stdout + out.stderr, TOKEN) and not leaks(out.stdout + out.stderr, FILE_TOKEN)
+
+
+def test_the_default_saved_token_is_the_one_under_the_home_cache(tmp_path, monkeypatch):
+    # No HF_HOME and no HF_TOKEN_PATH: huggingface_hub keeps the token in ~/.cache/huggingface/token.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".cache" / "huggingface").mkdir(parents=True)
+    (tmp_path / ".cache" / "huggingface" / "token").write_text(FILE_TOKEN + "\n")
+    assert results.mask(f"a {FILE_TOKEN} b", {}) == "a *** b"
+
+
+def test_url_encoded_forms_of_a_token_with_slash_and_space():
+    environ = {"DB_PASSWORD": "pa/ss wo+rd"}
+    assert results.mask("pa%2Fss%20wo%2Brd | pa%2Fss+wo%2Brd | pa/ss wo+rd", environ) == "*** | *** | ***"
+
+
+@pytest.mark.parametrize(("encoded", "masked"), [
+    # base64 of the token (12 bytes: 16 characters) with 0, 1 and 2 bytes before it, standard and URL-safe:
+    # every character that encodes only the token's bits is hidden, the others stay.
+    ("aGZfYWJjZGVmZ2hpIQ==", "***IQ=="),
+    ("__9oZl9hYmNkZWZnaGk=", "__9***k="),
+    ("P2hmX2FiY2RlZmdoaSE=", "P2***SE="),
+    ("P___aGZfYWJjZGVmZ2hp", "P___***"),
+    ("Pz9oZl9hYmNkZWZnaGkh", "Pz9***kh"),
+    ("Pz___2hmX2FiY2RlZmdoaQ==", "Pz___2***Q=="),
+])
+def test_base64_is_masked_at_every_alignment_exactly(encoded, masked):
+    assert results.mask(encoded, {"HF_TOKEN": "hf_abcdefghi"}) == masked
+
+
+SECRET = "s3cret-value-42"
+
+
+def masking_env(monkeypatch, tmp_path):
+    """The process environment `python -m gsm8k_bench.results mask` reads: one secret, no saved token."""
+    monkeypatch.setenv("GSM8K_TEST_TOKEN", SECRET)
+    monkeypatch.setenv("HF_TOKEN_PATH", str(tmp_path / "no-saved-token"))
+
+
+def test_mask_command_masks_files_and_folders_in_place(tmp_path, monkeypatch, capsys):
+    masking_env(monkeypatch, tmp_path)
+    logs = tmp_path / "logs"
+    (logs / "deep").mkdir(parents=True)
+    (logs / "deep" / "server.log").write_bytes(b"start \xff\xfe " + SECRET.encode() + b" end\n")
+    (logs / "deep" / "server.log").chmod(0o640)
+    (logs / "clean.log").write_text("nothing here\n")
+    outside = tmp_path / "outside.txt"
+    outside.write_text(f"kept {SECRET}\n")
+    (logs / "link.txt").symlink_to(outside)  # a link's target is not in the folder: left alone
+    single = tmp_path / "single.json"
+    single.write_text(f'{{"t": "{SECRET}"}}')
+    clean_stat = (logs / "clean.log").stat()
+
+    assert results.main(["mask", str(logs), str(single), str(tmp_path / "missing")]) == 0
+    out = capsys.readouterr()
+    assert out.out == f"masked a secret in {logs / 'deep' / 'server.log'}\nmasked a secret in {single}\n"
+    assert out.err == ""
+    assert (logs / "deep" / "server.log").read_bytes() == b"start \xff\xfe *** end\n"
+    assert (logs / "deep" / "server.log").stat().st_mode & 0o7777 == 0o640
+    assert single.read_text() == '{"t": "***"}'
+    assert outside.read_text() == f"kept {SECRET}\n" and (logs / "link.txt").is_symlink()
+    assert (logs / "clean.log").stat().st_ino == clean_stat.st_ino  # not rewritten
+    assert sorted(os.listdir(logs)) == ["clean.log", "deep", "link.txt"]
+    assert os.listdir(logs / "deep") == ["server.log"]
+
+
+def test_mask_command_keeps_its_temporary_file_beside_the_masked_one(tmp_path, monkeypatch, capsys):
+    # Made anywhere else, the final rename could cross filesystems and stop being atomic.
+    import tempfile
+
+    masking_env(monkeypatch, tmp_path)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-temp-dir"))
+    (tmp_path / "a.log").write_text(SECRET)
+    assert results.main(["mask", str(tmp_path / "a.log")]) == 0
+    assert (tmp_path / "a.log").read_text() == "***"
+    assert capsys.readouterr().out == f"masked a secret in {tmp_path / 'a.log'}\n"
+
+
+def test_mask_command_without_secrets_changes_nothing(tmp_path, monkeypatch, capsys):
+    for name in [n for n in os.environ if results.SECRET_NAME.search(n)]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("HF_TOKEN_PATH", str(tmp_path / "no-saved-token"))
+    (tmp_path / "a.log").write_text(f"x {SECRET}")
+    assert results.main(["mask", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == "" and (tmp_path / "a.log").read_text() == f"x {SECRET}"
+
+
+def test_a_failed_mask_leaves_the_file_and_no_temporary_file(tmp_path, monkeypatch):
+    masking_env(monkeypatch, tmp_path)
+    (tmp_path / "a.log").write_text(SECRET)
+
+    def no_rename(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", no_rename)
+    with pytest.raises(OSError, match="No space left"):
+        results.main(["mask", str(tmp_path / "a.log")])
+    assert os.listdir(tmp_path) == ["a.log"] and (tmp_path / "a.log").read_text() == SECRET
+
+
+def test_add_masks_prints_one_line_per_form(monkeypatch, tmp_path, capsys):
+    for name in [n for n in os.environ if results.SECRET_NAME.search(n)]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("HF_TOKEN_PATH", str(tmp_path / "no-saved-token"))
+    monkeypatch.setenv("MY_SECRET", "abcdef")
+    assert results.main(["add-masks"]) == 0
+    # the base64 cores of 6 or more characters at the three alignments and the value (URL-encoded, it is the
+    # value itself), longest first
+    assert capsys.readouterr().out == ("::add-mask::YWJjZGVm\n::add-mask::FiY2RlZ\n::add-mask::hYmNkZW\n"
+                                       "::add-mask::abcdef\n")
+
+
+@pytest.mark.parametrize("argv", [[], ["mask"], ["add-masks", "x"], ["masks", "x"], ["x", "mask"], ["ADD-MASKS"]])
+def test_results_command_usage(argv, capsys):
+    assert results.main(argv) == 2
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert out.err == "usage: python -m gsm8k_bench.results add-masks | mask PATH...\n"

@@ -554,3 +554,207 @@ def test_the_selection_options_take_nox_s_k_t_s_and_a_usage_error_is_a_bench_err
     message, usage = str(info.value).split("\n", 1)
     assert message == "nox -s pack --: unrecognized arguments: --bogus"
     assert usage == parser.format_usage().rstrip()
+
+
+# BLOCK with one edit -> the exact message, carrying the offending key's own line (never its mapping's).
+RUNNER_H100 = "    precisions: [fp16, fp8]\n    vendor: nvidia\n    gpus: 8\n    label: h100-cr\n"
+RUNNERS = ("runners:\n  h100:\n" + RUNNER_H100 +
+           "  mi355x: {vendor: amd, gpus: 8, label: mi355x-amd, precisions: [fp16, fp8, fp4]}\n"
+           "  cpu: {vendor: cpu, gpus: 0, label: ubuntu-24.04, precisions: [fp16]}\n")
+FP8_SGLANG = "    sglang: {dtype: bfloat16, online_quantization: fp8, kv_cache_dtype: fp8_e4m3}\n"
+REASONING = "    protocol: chat\n    reasoning:\n      parser: {vllm: p, sglang: q}\n"
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (("version: 1\n", ""), "matrix.yaml:39: version: schema version 7 is not supported; allowed: 1"),
+    ((RUNNERS, "runners: {}\n"), "matrix.yaml:2: runners: must not be empty"),
+    ((RUNNERS, "runners:\n  - h100\n"), "matrix.yaml:3: runners: expected a mapping, got list"),
+    ((RUNNER_H100, "    vendor: nvidia\n    gpus: 8\n    label: h100-cr\n    precisions: fp16\n"),
+     "matrix.yaml:7: runners.h100.precisions: expected list, got 'fp16'"),
+    (("    label: h100-cr\n", "    label: h100-cr\n    concurrency: []\n"),
+     "matrix.yaml:8: runners.h100.concurrency: a list of distinct levels, got []"),
+    (("    label: h100-cr\n", "    label: h100-cr\n    concurrency: [1, 1]\n"),
+     "matrix.yaml:8: runners.h100.concurrency: a list of distinct levels, got [1, 1]"),
+    (("    label: h100-cr\n", "    label: h100-cr\n    concurrency: [1, 0]\n"),
+     "matrix.yaml:8: runners.h100.concurrency: must be >= 1, got 0"),
+    (("    label: h100-cr\n", "    label: cpu\n"),
+     "matrix.yaml:7: runners.h100.label: label 'cpu' already names runner 'cpu'; runner inputs take names and "
+     "labels, so each must be unique"),
+    (("      amd: lmsysorg/sglang:v1-rocm\n", "      7: lmsysorg/sglang:v1-rocm\n"),
+     "matrix.yaml:18: frameworks.sglang.images.7: expected str, got 7"),
+    (("    port: 30000\n", "    port: 30000\n    env:\n      amd: x\n"),
+     "matrix.yaml: frameworks.sglang.env.amd: expected a mapping, got str"),
+    (("      kv_cache_dtype: fp8\n", "      kv_cache_dtype:\n        nvidia: fp8\n        amdd: fp8\n"),
+     "matrix.yaml:27: precisions.fp8.vllm.kv_cache_dtype.amdd: unknown vendor 'amdd'; did you mean 'amd'? "
+     "Allowed: amd, cpu, nvidia"),
+    (("      kv_cache_dtype: fp8\n", "      kv_cache_dtype:\n        nvidia: fp8\n        amd: 8\n"),
+     "matrix.yaml:27: precisions.fp8.vllm.kv_cache_dtype.amd: expected str, got 8"),
+    ((FP8_SGLANG, FP8_SGLANG + "    description: 5\n"),
+     "matrix.yaml:27: precisions.fp8.description: expected str, got 5"),
+    ((FP8_SGLANG, FP8_SGLANG + "    checkpoint_required: 'yes'\n"),
+     "matrix.yaml:27: precisions.fp8.checkpoint_required: expected bool, got 'yes'"),
+    (("    frameworks: [vllm, sglang]\n", "    frameworks: vllm\n"),
+     "matrix.yaml:35: models.tiny.frameworks: expected list, got 'vllm'"),
+    (("    frameworks: [vllm, sglang]\n", "    frameworks: [vllm, vllm]\n"),
+     "matrix.yaml:35: models.tiny.frameworks: lists a value twice: ['vllm', 'vllm']"),
+    (("    precisions: [fp16, fp8, fp4]\n", "    precisions: fp16\n"),
+     "matrix.yaml:36: models.tiny.precisions: expected list, got 'fp16'"),
+    (("    precisions: [fp16, fp8, fp4]\n", "    precisions: [fp16, fp16]\n"),
+     "matrix.yaml:36: models.tiny.precisions: lists a value twice: ['fp16', 'fp16']"),
+    (("      fp4: {amd: org/tiny-mxfp4}\n", "      fp8: org/tiny-fp8\n      fp4: 4\n"),
+     "matrix.yaml:40: models.tiny.checkpoints.fp4: expected str, got 4"),
+    (("    checkpoints:\n", "    server_args:\n      vllm: [--x]\n      sglang: --y\n    checkpoints:\n"),
+     "matrix.yaml:40: models.tiny.server_args.sglang: expected list, got '--y'"),
+    (("    checkpoints:\n", "    checkpoint_quantization: mxfp4\n    checkpoints:\n"),
+     "matrix.yaml: models.tiny.checkpoint_quantization: expected a mapping, got str"),
+    (("    frameworks: [vllm, sglang]\n",
+      "    frameworks: [vllm]\n    checkpoint_quantization:\n      sglang: mxfp4\n"),
+     "matrix.yaml:37: models.tiny.checkpoint_quantization.sglang: unknown key 'sglang' Allowed: vllm"),
+    (("    checkpoints:\n", "    checkpoint_quantization:\n      vllm: mxfp4\n      sglang: 4\n    checkpoints:\n"),
+     "matrix.yaml:40: models.tiny.checkpoint_quantization.sglang: expected str, got 4"),
+    (("    tp: [1, 2]\n", "    tp: [1, 1]\n"),
+     "matrix.yaml:1: models: duplicate session name 'gsm8k-tiny-h100-vllm-fp16-tp1' (listed twice, by the product "
+     "of a model's lists and by include, or names that run together)"),
+    (("    checkpoints:\n", "    max_model_len: 4096\n" + REASONING + "    checkpoints:\n"),
+     "matrix.yaml:38: models.tiny.max_model_len: a reasoning model's output budget is min(max_model_len - 4096, "
+     "16384); max_model_len 4096 leaves none: raise max_model_len or set max_gen_toks"),
+    (("    checkpoints:\n", "    max_model_len: 8192\n" + REASONING + "      effort: 3\n    checkpoints:\n"),
+     "matrix.yaml:42: models.tiny.reasoning.effort: unknown reasoning effort 3 Allowed: high, low, max, medium, "
+     "minimal, none, xhigh"),
+    (("  tiny:\n", "  tiny: &t\n"),
+     "matrix.yaml:32: YAML anchors and aliases (&name, *name) are not allowed here; write the values out"),
+])
+def test_more_block_style_errors_carry_the_keys_own_line(edit, message):
+    text = BLOCK.replace(*edit, 1) + ("version: 7\n" if edit[0] == "version: 1\n" else "")
+    assert text != BLOCK
+    with pytest.raises(ConfigError) as info:
+        parse(text)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(("rule", "message"), [
+    ("  - model: tiny\n    tp: 0\n", "matrix.yaml:42: exclude[0].tp: must be >= 1, got 0"),
+    ("  - model: tiny\n    runner: h10\n", "matrix.yaml:42: exclude[0].runner: unknown runner 'h10'; did you mean "
+                                           "'h100'? Allowed: cpu, h100, mi355x"),
+    ("  - {model: tiny}\nx: *t\n", "matrix.yaml:42: YAML anchors and aliases (&name, *name) are not allowed here; "
+                                  "write the values out"),
+])
+def test_a_bad_exclude_rule_names_its_keys_line(rule, message):
+    with pytest.raises(ConfigError) as info:
+        parse(BLOCK + "exclude:\n" + rule)
+    assert str(info.value) == message
+
+
+def test_concurrency_levels_and_labels_as_written():
+    m = parse(BLOCK.replace("    label: h100-cr\n", "    label: GPU-Box_2.x\n    concurrency: [1, 64]\n").replace(
+        "precisions: [fp16, fp8, fp4]}", "precisions: [fp16, fp8, fp4], concurrency: [8]}"))
+    h100, mi355x = m.runners["h100"], m.runners["mi355x"]
+    assert (h100.label, h100.concurrency, h100.concurrency_levels, h100.levels) == ("GPU-Box_2.x", 1, (1, 64),
+                                                                                     (1, 64))
+    assert (mi355x.concurrency, mi355x.concurrency_levels, mi355x.levels) == (8, (), (8,))
+    assert m.runner("GPU-Box_2.x") is h100
+
+
+def test_a_precision_flag_may_differ_per_vendor_and_a_framework_may_be_left_out():
+    m = parse(MINIMAL.replace("    vllm: {dtype: bfloat16, online_quantization: fp8, kv_cache_dtype: fp8}\n",
+                              "    vllm: {dtype: bfloat16, online_quantization: fp8,"
+                              " kv_cache_dtype: {nvidia: fp8, amd: fp8_e4m3}}\n")
+              .replace("  fp16: {vllm: {dtype: bfloat16}, sglang: {dtype: bfloat16}}\n",
+                       "  fp16: {vllm: {dtype: bfloat16}}\n"))
+    assert m.get("gsm8k-tiny-h100-vllm-fp8-tp1").flags.kv_cache_dtype == "fp8"
+    assert m.get("gsm8k-tiny-mi355x-vllm-fp8-tp1").flags.kv_cache_dtype == "fp8_e4m3"
+    assert m.precisions["fp16"].per_framework == {"vllm": {"dtype": "bfloat16"}, "sglang": {}}
+    fp16 = m.get("gsm8k-tiny-h100-sglang-fp16-tp1")
+    assert (fp16.flags.dtype, fp16.flags.kv_cache_dtype, fp16.quantization) == (None, None, None)
+
+
+def test_a_runner_without_the_frameworks_image_skips_only_that_framework():
+    m = parse(MINIMAL.replace("    runners: [h100, mi355x]\n", "    runners: [cpu, h100]\n")
+              .replace("    precisions: [fp16, fp8, fp4]\n", "    precisions: [fp16]\n")
+              .replace("    tp: [1, 2]\n", "    tp: [1]\n"))
+    # cpu has no SGLang image: its sglang session is left out, and h100's sessions still follow.
+    assert names(m) == ["gsm8k-tiny-cpu-vllm-fp16-tp1", "gsm8k-tiny-h100-vllm-fp16-tp1",
+                        "gsm8k-tiny-h100-sglang-fp16-tp1"]
+
+
+def test_a_reasoning_models_budget_and_where_it_came_from():
+    reasoning = "    protocol: chat\n    max_model_len: 8192\n    reasoning:\n      parser: {vllm: p, sglang: q}\n"
+    derived = parse(MINIMAL + reasoning).models["tiny"]
+    assert (derived.max_gen_toks, derived.reasoning.budget_rule) == (4096, "min(max_model_len - 4096, 16384)")
+    explicit = parse(MINIMAL + reasoning + "    max_gen_toks: 1000\n").models["tiny"]
+    assert (explicit.max_gen_toks, explicit.reasoning.budget_rule) == (1000, "max_gen_toks")
+    assert explicit.reasoning.parser == {"vllm": "p", "sglang": "q"}
+    assert parse(MINIMAL).models["tiny"].max_gen_toks == 256 and parse(MINIMAL).models["tiny"].reasoning is None
+
+
+def test_select_names_an_unknown_session():
+    m = parse(MINIMAL)
+    with pytest.raises(ConfigError) as info:
+        select(m.combinations, names=["gsm8k-tiny-h100-vllm-fp16-tp3"])
+    assert str(info.value) == ("unknown session 'gsm8k-tiny-h100-vllm-fp16-tp3'; did you mean "
+                               "'gsm8k-tiny-h100-vllm-fp16-tp2'? Allowed: " + ", ".join(sorted(names(m))))
+
+
+def test_a_loaded_matrix_knows_its_file(tmp_path):
+    from gsm8k_bench.matrix_loader import load_matrix
+
+    (tmp_path / "mine.yaml").write_text(MINIMAL)
+    m = load_matrix(tmp_path / "mine.yaml")
+    assert m.path == tmp_path / "mine.yaml"
+    with pytest.raises(ConfigError, match=r"^mine\.yaml: unknown session 'x'"):
+        m.get("x")
+
+
+def test_local_and_hub_checkpoints_match_the_model_serving_them(monkeypatch):
+    monkeypatch.setenv("HOME", "/home/u")
+    local = parse(MINIMAL.replace("checkpoint: org/tiny\n", "checkpoint: /home/u/models/tiny\n"))
+    for given in ("/home/u/models/../models/tiny/", "~/models/tiny", "/home/u/models//tiny"):
+        combo = adhoc(local, given)
+        assert (combo.name, combo.checkpoint) == ("gsm8k-tiny-mi355x-vllm-fp16-tp1", "/home/u/models/tiny"), given
+    relative = parse(MINIMAL.replace("checkpoint: org/tiny\n", "checkpoint: models/tiny\n"))
+    assert adhoc(relative, "./models/tiny").checkpoint == "models/tiny"
+    hub = parse(MINIMAL.replace("checkpoint: org/tiny\n", "checkpoint: org/TinyX\n"))
+    assert adhoc(hub, "org/TinyX/").checkpoint == "org/TinyX"
+    # another checkpoint (one letter short) runs ad hoc, under a name of its own
+    other = adhoc(hub, "org/Tiny")
+    assert (other.name, other.checkpoint) == ("gsm8k-tiny-mi355x-vllm-fp16-tp1", "org/Tiny")
+    assert other.model.name == "tiny" and other.model is not hub.models["tiny"]
+
+
+def test_adhoc_models_new_names_and_reasoning_protocols(matrix):
+    from gsm8k_bench.frameworks import FRAMEWORKS, ServeTarget
+
+    args = {"runner": "h100", "framework": "vllm", "precision": "fp16", "tp": 1}
+    with pytest.raises(ConfigError) as info:
+        adhoc_combination(matrix, model="org/__", **args)
+    assert str(info.value) == ("cannot derive a session name from the checkpoint 'org/__'; give a short name as the "
+                               "model and the checkpoint separately")
+    assert adhoc_combination(matrix, model="org/ModelX/", **args).name == "gsm8k-modelx-h100-vllm-fp16-tp1"
+    new = adhoc_combination(matrix, model="org/New-Model", **args)
+    assert FRAMEWORKS["vllm"].server_command(new, ServeTarget("/w", "s", "127.0.0.1", 1)) == [
+        "vllm", "serve", "/w", "--host", "127.0.0.1", "--port", "1", "--served-model-name", "s",
+        "--tensor-parallel-size", "1", "--max-model-len", "4096", "--dtype", "bfloat16"]
+    oss = {"model": "gpt-oss-120b", "runner": "b200", "framework": "vllm", "precision": "fp4", "tp": 1}
+    with pytest.raises(ConfigError) as info:
+        adhoc_combination(matrix, protocol="completions", **oss)
+    assert str(info.value) == ("--protocol completions: 'gpt-oss-120b' is a reasoning model (matrix.yaml "
+                               "models.gpt-oss-120b.reasoning); its answers are split from the thinking in chat only")
+    assert adhoc_combination(matrix, protocol="chat", **oss).model.protocol == "chat"
+    assert adhoc_combination(matrix, model="llama-3.1-8b", protocol="completions", **args).model.protocol == \
+        "completions"
+
+
+def test_a_key_left_to_its_default_is_blamed_at_its_mappings_line():
+    # No max_model_len: the default 4096 leaves a reasoning model no output budget; the model's own line.
+    with pytest.raises(ConfigError) as info:
+        parse(BLOCK.replace("    checkpoints:\n", REASONING + "    checkpoints:\n"))
+    assert str(info.value) == ("matrix.yaml:33: models.tiny.max_model_len: a reasoning model's output budget is "
+                               "min(max_model_len - 4096, 16384); max_model_len 4096 leaves none: raise max_model_len "
+                               "or set max_gen_toks")
+
+
+def test_a_models_own_checkpoint_quantization_wins_over_the_precisions():
+    m = parse(MINIMAL + "    checkpoint_quantization: {sglang: mxfp4}\n")
+    assert m.models["tiny"].checkpoint_quantization == {"sglang": "mxfp4"}
+    assert m.get("gsm8k-tiny-mi355x-sglang-fp4-tp1").quantization == "mxfp4"  # not the precision's quark
+    assert parse(MINIMAL).get("gsm8k-tiny-mi355x-sglang-fp4-tp1").quantization == "quark"

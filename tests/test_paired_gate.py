@@ -297,6 +297,96 @@ def test_without_reference_or_baseline_the_verdict_says_how_to_promote(tmp_path)
     assert gate.promote_command(None, SESSION) == f"nox -s promote -- results/{SESSION}.json"
 
 
+def test_a_paired_verdict_exactly(tmp_path):
+    # 40 questions, the first 3 wrong in the reference; the run loses 20 under strict_match, gains one under
+    # flexible_extract, and question 5's text changed (not compared): 39 questions, 36 right in the reference.
+    reference = reference_of([False] * 3 + [True] * 37, tmp_path)
+    doc = session_doc([False] * 3 + [True] * 37)
+    doc["samples"][5]["question"] = "What is 5 + 5, really?"
+    for doc_id in range(10, 30):
+        doc["samples"][doc_id]["strict_correct"] = False
+    doc["samples"][0]["flexible_correct"] = True
+    verdict = judge(against(reference), doc)
+    path = tmp_path / f"{SESSION}.json"
+    lost = list(range(10, 30))
+    assert verdict == {
+        "verdict": "regression", "confidence": 0.95, "tolerance": 0.02, "baseline": None,
+        "checks": [
+            # 16/39, 36/39, -20/39 to 4 places; McNemar: 20 lost, 0 gained -> 2 / 2**20
+            {"metric": "strict_match", "n": 39, "observed": 0.4103, "reference": 0.9231, "difference": -0.5128,
+             "lost": 20, "gained": 0, "mcnemar_p": 2 / 2**20, "lower_bound": -0.6346, "upper_bound": -0.3593,
+             "threshold": -0.02, "regression": True, "lost_doc_ids": lost, "gained_doc_ids": []},
+            # 37/39, 36/39, 1/39
+            {"metric": "flexible_extract", "n": 39, "observed": 0.9487, "reference": 0.9231, "difference": 0.0256,
+             "lost": 0, "gained": 1, "mcnemar_p": 1.0, "lower_bound": -0.0496, "upper_bound": 0.1108,
+             "threshold": -0.02, "regression": False, "lost_doc_ids": [], "gained_doc_ids": [0]}],
+        "reason": (f"paired with {path} over 39 questions: strict_match 0.4103 vs 0.9231 (lost 20 [doc_ids "
+                   f"{', '.join(map(str, lost))}], gained 0, McNemar p 1.91e-06, upper bound -0.3593 < -0.0200); "
+                   "flexible_extract 0.9487 vs 0.9231 (lost 0, gained 1, McNemar p 1, upper bound +0.1108 >= "
+                   "-0.0200); 1 doc_ids have other question texts than the reference's and are not compared: [5]"),
+        "method": gate.PAIRED_METHOD, "changed_doc_ids": [5],
+        "reference": {"path": str(path), "n": 40, "compared": 39,
+                      "accuracy": {"strict_match": 0.925, "flexible_extract": 0.925}, "git_commit": "0123abc",
+                      "date": "2026-11-27T02:00:00+00:00"}}
+    assert gate.describe_regression(verdict) == (
+        f"regression against {path}: strict_match 0.4103 vs 0.9231 over 39 questions (upper bound -0.3593 at 95% "
+        f"< -0.0200, McNemar p 1.91e-06); lost 20: doc_ids {', '.join(map(str, lost))}")
+
+
+def test_both_metrics_regressing_are_both_named(tmp_path):
+    reference = reference_of([True] * 20, tmp_path)
+    verdict = judge(against(reference), session_doc([False] * 10 + [True] * 10))
+    path = tmp_path / f"{SESSION}.json"
+    check = ("0.5000 vs 1.0000 (lost 10 [doc_ids 0, 1, 2, 3, 4, 5, 6, 7, 8, 9], gained 0, McNemar p 0.00195, "
+             "upper bound -0.2903 < -0.0200)")
+    assert verdict["reason"] == f"paired with {path} over 20 questions: strict_match {check}; flexible_extract {check}"
+    assert verdict["changed_doc_ids"] == []
+    failing = ("0.5000 vs 1.0000 over 20 questions (upper bound -0.2903 at 95% < -0.0200, McNemar p 0.00195); "
+               "lost 10: doc_ids 0, 1, 2, 3, 4, 5, 6, 7, 8, 9")
+    assert gate.describe_regression(verdict) == (
+        f"regression against {path}: strict_match {failing}; flexible_extract {failing}")
+
+
+def test_no_question_in_common_exactly(tmp_path):
+    reference = reference_of([True] * 5, tmp_path)
+    doc = session_doc([True] * 10)
+    doc["samples"] = doc["samples"][5:]
+    verdict = judge(against(reference), doc)
+    assert verdict["reason"].startswith(f"reference {tmp_path / (SESSION + '.json')} not used: no question in "
+                                        "common; no baseline for ")
+    doc = session_doc([True] * 5)
+    for s in doc["samples"]:
+        s["question"] += " (v2)"
+    verdict = judge(against(reference), doc)
+    assert verdict["reason"].startswith(
+        f"reference {tmp_path / (SESSION + '.json')} not used: no question in common: doc_ids [0, 1, 2, 3, 4] have "
+        "other question texts than the reference's (the dataset changed); no baseline for ")
+
+
+def test_a_run_without_samples_is_not_paired(tmp_path):
+    reference = reference_of([True] * 5, tmp_path)
+    doc = session_doc([True] * 5)
+    doc["samples"] = []
+    verdict = judge(against(reference), doc)
+    assert verdict["verdict"] == "not_gated"
+    assert verdict["reason"].startswith(f"reference {tmp_path / (SESSION + '.json')} not used: the run has no "
+                                        "per-question samples; no baseline for ")
+
+
+def test_the_promote_command_names_a_result_inside_the_working_directory_relatively(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert gate.promote_command(tmp_path / "results" / "s.json", SESSION) == "nox -s promote -- results/s.json"
+    assert gate.promote_command(tmp_path.parent / "s.json", SESSION) == f"nox -s promote -- {tmp_path.parent}/s.json"
+
+
+@pytest.mark.parametrize(("count", "text"), [
+    (1, "0"), (30, ", ".join(map(str, range(30)))),
+    (31, ", ".join(map(str, range(30))) + " and 1 more (all in the JSON)"),
+    (45, ", ".join(map(str, range(30))) + " and 15 more (all in the JSON)")])
+def test_at_most_30_lost_questions_are_named(count, text):
+    assert gate.shown(list(range(count))) == text
+
+
 # --------------------------------------------------------------------------- nox -s promote
 
 
