@@ -78,7 +78,8 @@ def test_a_hub_name_loses_its_trailing_separators(matrix):
 
 
 def test_an_adhoc_row_without_an_image_input_runs_the_matrix_image(matrix):
-    (row,) = dispatch.job_rows(matrix, inputs(model="org/Model_", runner="mi300x", framework="sglang", precision="fp16"))
+    (row,) = dispatch.job_rows(matrix, inputs(model="org/Model_", runner="mi300x", framework="sglang",
+                                              precision="fp16"))
     assert row["nox_session"] == "gsm8k" and row["image"] == "lmsysorg/sglang:v0.5.23-rocm720-mi30x"
     assert row["session_args"] == ("--model model --runner mi300x --framework sglang --precision fp16 --tp 1 "
                                    "--checkpoint org/Model_ --num-fewshot 5 --eval-timeout 18000")
