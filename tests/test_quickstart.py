@@ -5,11 +5,10 @@ and pip, nothing else; built once, then kept by the engine), with the repository
 and host networking.  The commands are read from README.md, never retyped here:
 
 - the system pip refuses to install (PEP 668): the reason the set-up makes a virtual environment;
-- the set-up's first command runs verbatim; of the second, its activation runs verbatim and `nox -s setup`
-  is not run: the shared environments' stamps hold the interpreter that built them (the image's Debian
-  python3, not the host's), so with the host's shared cache mounted it would rebuild every one of them
-  (gigabytes, far over this test's budget) in place of the host's own.  In its place the activated nox
-  lists the sessions (`nox -l`);
+- both set-up commands run verbatim, the second (`nox -s setup`) into the checkout's own fresh cache, as on
+  a newcomer's machine: it builds the shared lm-eval and vLLM CPU environments and converts the CPU model
+  (the host's cache is not mounted: its environments' stamps name the host's interpreter);
+- the activated nox lists the sessions (`nox -l`);
 - the main job runs verbatim with `--dry-run` appended: the whole plan, with the GSM8K files mounted
   where the README's `../shared/gsm8k` points.
 
@@ -39,7 +38,7 @@ pytestmark = pytest.mark.docker
 HOME = "/root"
 CHECKOUT = f"{HOME}/gsm8k-bench"
 PIP_CONFIG_FILES = ("/etc/pip.conf", "/etc/xdg/pip", "~/.config/pip", "~/.pip")
-BUDGET_S = 240  # the run in the container: .ci/run's time is shared
+BUDGET_S = 900  # the run in the container, mostly `nox -s setup` (.ci/run's time is shared)
 
 
 def readme_block(after: str) -> list[str]:
@@ -101,8 +100,7 @@ def stock_image(client):  # noqa: F811
 def test_readme_set_up_works_on_a_stock_debian_python(client, stock_image):  # noqa: F811
     require(SHARED_GSM8K.is_dir(), f"GSM8K files in {SHARED_GSM8K} (GSM8K_DATASET_DIR)")
     create_venv, activate_and_setup = (without_comment(line) for line in readme_block("Setup"))
-    activate, setup = activate_and_setup.split(" && ")
-    assert setup == "nox -s setup"  # what the README promises, and what is left out here (the docstring)
+    assert activate_and_setup.split(" && ")[-1] == "nox -s setup"
     main_job, = (without_comment(line) for line in readme_block("The main job"))
     session = shlex.split(main_job)[2]
     script = "\n".join([
@@ -112,7 +110,7 @@ def test_readme_set_up_works_on_a_stock_debian_python(client, stock_image):  # n
         "if python3 -m pip install -e . >/tmp/system-pip.log 2>&1; then echo 'system pip installed'; exit 3; fi",
         "grep -q externally-managed-environment /tmp/system-pip.log && echo 'system pip refused (PEP 668)'",
         create_venv,
-        activate,
+        activate_and_setup,
         "nox -l",
         f"{main_job} --dry-run",
     ])
@@ -131,6 +129,7 @@ def test_readme_set_up_works_on_a_stock_debian_python(client, stock_image):  # n
         container.remove(force=True)
     assert status["StatusCode"] == 0, output[-6000:]
     assert "system pip refused (PEP 668)" in output
+    assert f"ready: nox -s {session}" in output, output[-3000:]  # nox -s setup built everything
     assert re.search(rf"^[*-] {re.escape(session)} (\[[^]]*\] )?-> ", output, re.M), output[-3000:]  # nox -l
     # The dry run planned the README's session on the venv's nox: the shared environments in the
     # checkout's cache, the GSM8K files where the README points.
