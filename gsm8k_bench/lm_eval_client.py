@@ -48,13 +48,18 @@ else:
 
 class SendsOnGo(_ApiModel):
     """Mixin for an lm-eval API model: `generate_until` (gsm8k's only request type) first waits for
-    `go_file` to exist.  `go_file` None sends at once, as the stock class does."""
+    `go_file` to exist, and creates `answered_file` once every answer is in, so the session can stop the
+    server while lm-eval scores and writes.  Both None: sends at once and tells no one, as the stock class."""
 
     go_file: str | None = None  # set by the driver from --start-when
+    answered_file: str | None = None  # set by the driver from --answered-file
 
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
         self.wait_for_go()
-        return super().generate_until(requests, disable_tqdm=disable_tqdm)
+        answers = super().generate_until(requests, disable_tqdm=disable_tqdm)
+        if self.answered_file:
+            open(self.answered_file, "w").close()
+        return answers
 
     def wait_for_go(self) -> None:
         if self.go_file is None:

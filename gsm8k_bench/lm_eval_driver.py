@@ -6,10 +6,11 @@ saves results and samples with the same EvaluationTracker, so outputs and scores
 --model names a stock lm-eval API model; the driver runs this project's class derived from it
 (lm_eval_client.py: the same requests, payloads and parsing).  It can be started early: with
 --start-when FILE, lm-eval imports, builds the client, loads the dataset and builds every request while
-the server loads, and sends the first one once FILE exists.  The chat client also scores a reasoning
-model's reasoning field when `content` is empty, and each sample records where its scored text came
-from.
-Flags are lm_eval's (but --start-when): swap `python lm_eval_driver.py` for `python -m lm_eval run`
+the server loads, and sends the first one once FILE exists; with --answered-file FILE it creates FILE
+once every answer is in (the server may go then: what is left is lm-eval's scoring and writing).  The
+chat client also scores a reasoning model's reasoning field when `content` is empty, and each sample
+records where its scored text came from.
+Flags are lm_eval's (but those two): swap `python lm_eval_driver.py` for `python -m lm_eval run`
 to reproduce a run by hand with the stock model.
 Standalone on purpose: the lm-eval environment does not have this project installed, so the client
 module is loaded from beside this file.
@@ -51,6 +52,7 @@ def main() -> None:
     parser.add_argument("--fewshot_as_multiturn", action="store_true")
     parser.add_argument("--gen_kwargs", type=json.loads, help="a JSON object, sent with every request")
     parser.add_argument("--start-when", help="send the first request once this file exists")
+    parser.add_argument("--answered-file", help="create this file once every request is answered")
     args = parser.parse_args()
 
     from lm_eval import simple_evaluate
@@ -63,6 +65,7 @@ def main() -> None:
     if args.model not in client.BY_STOCK_MODEL:
         parser.error(f"--model {args.model!r}: allowed values are {', '.join(sorted(client.BY_STOCK_MODEL))}")
     client.SendsOnGo.go_file = vars(args).pop("start_when", None)
+    client.SendsOnGo.answered_file = vars(args).pop("answered_file", None)
     # lm-eval's own reading of its flags (model_args as a dict, defaults, metadata), as `lm_eval run` does.
     cfg = EvaluatorConfig.from_cli(args)
 

@@ -103,8 +103,7 @@ class Monitor:
         self.history: deque[tuple[float, float]] = deque([(self.start, 0.0)])
         self.line_open = False
 
-    def _read(self, now: float) -> None:
-        samples = server_metrics.scrape(self.base_url, SCRAPE_TIMEOUT_S)
+    def _read(self, now: float, samples: server_metrics.Samples | None) -> None:
         self.answering = samples is not None
         if samples is None:
             return
@@ -144,7 +143,7 @@ class Monitor:
         if now - self.last_scrape < min(SCRAPE_EVERY_S, self.interval_s):
             return None
         self.last_scrape = now
-        self._read(now)
+        self._read(now, server_metrics.scrape(self.base_url, SCRAPE_TIMEOUT_S))
         now = self.clock()
         snap = self.snapshot(now)
         stalled = snap.idle_s >= self.stall_timeout_s
@@ -153,9 +152,10 @@ class Monitor:
             self._show(format_line(snap, self.stall_timeout_s))
         return stall_reason(snap) if stalled else None
 
-    def done(self) -> None:
-        """The last line, with the final counts and tokens/s over the whole evaluation."""
-        self._read(self.clock())
+    def done(self, samples: server_metrics.Samples | None) -> None:
+        """The last line, with the final counts (from `samples`, the counters just read) and tokens/s over
+        the whole evaluation."""
+        self._read(self.clock(), samples)
         self.history = deque([(self.start, 0.0)])
         self._show(format_line(self.snapshot(self.clock()), self.stall_timeout_s) + " | done")
 

@@ -56,7 +56,9 @@ HOST = "127.0.0.1"
 CONTAINER_MODEL_DIR = "/models"
 # vLLM's CPU build reserves most of RAM for its KV cache unless told otherwise (GiB).
 CPU_KV_CACHE_GIB = "1"
-EVAL_POLL_S = 0.5
+EVAL_POLL_S = 0.5  # how often the server is checked while lm-eval runs
+ANSWERED_POLL_S = 0.02  # how often lm-eval's files are looked for: the server's stop waits for it
+GO_FILE, ANSWERED_FILE = ".start-eval", ".answered"  # in the level's work dir
 NO_BASELINES = gate.Baselines(gate.GateSettings(), ())
 # The variables a plan reads (the GPUs a job was given, vLLM CPU's KV cache size); never a secret.
 PLAN_VARIABLES = frozenset({"VLLM_CPU_KVCACHE_SPACE", *(name for names in gpus.INHERITED.values() for name in names)})
@@ -389,60 +391,77 @@ def timed(timings: Timings, phase: str) -> Iterator[None]:
 @contextmanager
 def _evaluator(plan: Plan) -> Iterator[subprocess.Popen[bytes]]:
     """lm-eval, started while the server loads: by the time the server is ready it has imported, built
-    its client, loaded the dataset and built every request; it sends nothing until the go file exists.
-    Always stopped."""
-    go = plan.work_dir / ".start-eval"
-    go.unlink(missing_ok=True)
-    proc = procs.start([*plan.lm_eval_argv, "--start-when", str(go)], plan.work_dir / "lm-eval.log",
-                       evaluate.lm_eval_environment(plan.dataset_dir, os.environ))
+    its client, loaded the dataset and built every request; it sends nothing until the go file exists,
+    and creates the answered file once every answer is in.  Always stopped."""
+    markers = (plan.work_dir / GO_FILE, plan.work_dir / ANSWERED_FILE)
+    for marker in markers:
+        marker.unlink(missing_ok=True)
+    proc = procs.start([*plan.lm_eval_argv, "--start-when", str(markers[0]), "--answered-file", str(markers[1])],
+                       plan.work_dir / "lm-eval.log", evaluate.lm_eval_environment(plan.dataset_dir, os.environ))
     try:
         yield proc
     finally:
         procs.stop(proc)
-        go.unlink(missing_ok=True)
+        for marker in markers:
+            marker.unlink(missing_ok=True)
 
 
 def _run_eval(plan: Plan, server: Server, evaluator: subprocess.Popen[bytes], before: server_metrics.Samples | None,
-              log: Callable[[str], None]) -> float:
-    """Let lm-eval go and watch the server meanwhile: a dead or hung server ends the evaluation."""
-    eval_log = plan.work_dir / "lm-eval.log"
-    start = time.monotonic()
-    (plan.work_dir / ".start-eval").touch()
+              log: Callable[[str], None], last: bool) -> tuple[float, server_metrics.Samples | None]:
+    """Let lm-eval go and watch the server until every answer is in: a dead or hung server ends the
+    evaluation.  Then read the server's counters and, after the `last` level, ask the server to stop
+    while lm-eval scores and writes (its shutdown overlaps that).  Seconds from the go to lm-eval's
+    exit, and the counters."""
+    eval_log, answered = plan.work_dir / "lm-eval.log", plan.work_dir / ANSWERED_FILE
+    start = next_check = time.monotonic()
+    (plan.work_dir / GO_FILE).touch()
     total = progress.question_count(plan.settings.limit, plan.dataset_dir)
+    after: server_metrics.Samples | None = None
+    all_answered = False
     with progress.Monitor(plan.combo.framework.name, plan.base_url, total, baseline=before, log=log,
                           interval_s=plan.options.progress_interval_s,
                           stall_timeout_s=plan.options.stall_timeout_s) as monitor:
         while evaluator.poll() is None:
-            status = server.exit_status()
-            if status:
-                raise ServerError(f"server {status} during the evaluation", server.log_tail())
-            if time.monotonic() - start > plan.options.eval_timeout_s:
+            now = time.monotonic()
+            if now - start > plan.options.eval_timeout_s:
                 raise EvalError(f"evaluation exceeded --eval-timeout {plan.options.eval_timeout_s:.0f} s",
                                 procs.tail(eval_log))
-            stall = monitor.poll()
-            if stall:
-                raise ServerError(stall, server.log_tail())
+            if not all_answered and answered.exists():
+                all_answered = True
+                after = server_metrics.scrape(plan.base_url)
+                monitor.done(after)
+                if last:
+                    server.begin_stop()
+            if not all_answered and now >= next_check:
+                next_check = now + EVAL_POLL_S
+                status = server.exit_status()
+                if status:
+                    raise ServerError(f"server {status} during the evaluation", server.log_tail())
+                stall = monitor.poll()
+                if stall:
+                    raise ServerError(stall, server.log_tail())
             try:
-                evaluator.wait(timeout=EVAL_POLL_S)  # returns the moment lm-eval exits, not at the next poll
+                evaluator.wait(timeout=ANSWERED_POLL_S)  # returns the moment lm-eval exits
             except subprocess.TimeoutExpired:
                 pass
-        if evaluator.returncode == 0:
-            monitor.done()
-    if evaluator.returncode != 0:
-        raise EvalError(f"lm-eval exited with code {evaluator.returncode}", procs.tail(eval_log))
-    return time.monotonic() - start
+        if evaluator.returncode != 0:
+            raise EvalError(f"lm-eval exited with code {evaluator.returncode}", procs.tail(eval_log))
+        if not all_answered:  # it asked nothing (no question to ask): the counters are read now
+            after = server_metrics.scrape(plan.base_url)
+            monitor.done(after)
+    return time.monotonic() - start, after
 
 
 def _eval_level(plan: Plan, server: Server, evaluator: subprocess.Popen[bytes] | None,
-                log: Callable[[str], None]) -> levels.LevelRun:
+                log: Callable[[str], None], last: bool) -> levels.LevelRun:
     """One concurrency level: its lm-eval (started now unless already waiting), the server's /metrics
     around it."""
     with ExitStack() as stack:
         if evaluator is None:
             evaluator = stack.enter_context(_evaluator(plan))
         before = server_metrics.scrape(plan.base_url)
-        eval_s = round(_run_eval(plan, server, evaluator, before, log), 3)
-        after = server_metrics.scrape(plan.base_url)
+        seconds, after = _run_eval(plan, server, evaluator, before, log, last)
+        eval_s = round(seconds, 3)
     log(f"concurrency {plan.settings.concurrency}: evaluated in {eval_s:.1f} s")
     measured = ServerMetrics.model_validate(server_metrics.summarize(plan.combo.framework.name, before, after, eval_s))
     return levels.LevelRun(plan.settings.concurrency, eval_s, measured, plan.lm_eval_dir, plan.task)
@@ -585,15 +604,17 @@ def run_session(plan: Plan, log: Callable[[str], None] = print) -> dict[str, Any
             say(f"starting {plan.combo.framework.name} ({plan.launcher}): {shlex.join(plan.server_argv)}")
             level_plans = levels.level_plans(plan)
             gating_plan = next(p for p in level_plans if p.settings.concurrency == plan.settings.concurrency)
+            launched = time.monotonic()  # the server's start counts from here: its launch is part of it
             with _launch(plan) as server, _evaluator(level_plans[0]) as evaluator:
                 artifacts.server_log = str(plan.work_dir / "server.log")
                 config.server = ServerRecord.model_validate(server.record())
-                timings.server_ready_s = round(wait_ready(server, plan.served_name, plan.start_timeout_s, say), 3)
+                wait_ready(server, plan.served_name, plan.start_timeout_s, say)
+                timings.server_ready_s = round(time.monotonic() - launched, 3)
                 say(f"server ready after {timings.server_ready_s:.1f} s; running lm-eval "
                     f"({', '.join(map(str, plan.concurrency_levels))} concurrent requests)")
                 phase = "evaluation"
-                runs = [_eval_level(level, server, evaluator if index == 0 else None, say)
-                        for index, level in enumerate(level_plans)]
+                runs = [_eval_level(level, server, evaluator if index == 0 else None, say,
+                                    last=index == len(level_plans) - 1) for index, level in enumerate(level_plans)]
                 server_log = server.log_tail(100000)
             gating = next(r for r in runs if r.concurrency == plan.settings.concurrency)
             timings.eval_s = round(sum(r.eval_s for r in runs), 3)

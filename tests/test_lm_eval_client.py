@@ -1,6 +1,7 @@
-"""The go-gated lm-eval client on the real stack: it sends nothing before its go, and its outputs are
-lm-eval's own — the same samples, field for field, as `python -m lm_eval run` with the stock model, on
-the same server and questions, one request at a time (greedy, so deterministic)."""
+"""The go-gated lm-eval client on the real stack: it sends nothing before its go, says when every answer
+is in (before it writes its outputs), and its outputs are lm-eval's own — the same samples, field for
+field, as `python -m lm_eval run` with the stock model, on the same server and questions, one request at
+a time (greedy, so deterministic)."""
 
 from __future__ import annotations
 
@@ -60,10 +61,14 @@ def test_gated_client_sends_nothing_before_its_go_and_writes_lm_evals_own_sample
     gated = tmp_path / "gated"
     sent_before = in_flight(warm.plan.base_url)
     held = []
-    warm.gated_eval(warm.lm_eval_argv(gated / "lm-eval", protocol=protocol, concurrency=1, limit=QUESTIONS),
+    answered = gated / "answered"
+    warm.gated_eval([*warm.lm_eval_argv(gated / "lm-eval", protocol=protocol, concurrency=1, limit=QUESTIONS),
+                     "--answered-file", str(answered)],
                     gated, before_go=lambda: held.append(in_flight(warm.plan.base_url)))
     assert held == [sent_before], "requests reached the server before the go"
     assert in_flight(warm.plan.base_url) == sent_before + QUESTIONS
+    results_file, = (gated / "lm-eval").rglob("results_*.json")
+    assert answered.stat().st_mtime_ns <= results_file.stat().st_mtime_ns
 
     stock_results, stock_samples = outputs(stock)
     gated_results, gated_samples = outputs(gated / "lm-eval")

@@ -44,6 +44,11 @@ class Server(Protocol):
     def record(self) -> Mapping[str, object]:
         """What the session JSON keeps about this server (command, image id, ...)."""
 
+    def begin_stop(self) -> None:
+        """Ask the server to shut down and return at once: it is no longer needed (every answer is in)
+        and its shutdown can overlap lm-eval's scoring.  Leaving the launcher's block still waits for
+        it to end and removes what is left."""
+
 
 PORT_LOCK_DIR = Path(tempfile.gettempdir()) / f"gsm8k-bench-ports-{os.getuid()}"
 PORT_SPAN = 100  # ports tried above the framework's usual one before asking the kernel

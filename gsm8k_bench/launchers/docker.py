@@ -124,6 +124,7 @@ class DockerServer:
     image: Image
     log_path: Path
     warm_dir: Path
+    stop_begun: bool = False
 
     def exit_status(self) -> str | None:
         import requests
@@ -181,6 +182,18 @@ class DockerServer:
                 "image_digests": list(self.image.attrs.get("RepoDigests") or []),
                 "image_tags": list(self.image.tags), "log": str(self.log_path), "warm_cache": str(self.warm_dir)}
 
+    def begin_stop(self) -> None:
+        import requests
+        from docker.errors import DockerException
+
+        if self.stop_begun:
+            return
+        self.stop_begun = True
+        try:
+            _signal_stop(self.container)
+        except (requests.RequestException, DockerException):
+            pass  # not running any more, or the engine is gone: leaving docker_server's block sees to both
+
 
 def _follow_logs(container: Container, log_path: Path) -> threading.Thread:
     def copy() -> None:
@@ -211,12 +224,13 @@ def docker_server(spec: ContainerSpec, *, base_url: str, pull: str, log_path: Pa
     kwargs["labels"][OWNER_LABEL] = current_owner().label()
     container = client.containers.create(**kwargs)
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    server = DockerServer(base_url, container, image, log_path, warm_dir)
     try:
         container.start()
         _follow_logs(container, log_path)
-        yield DockerServer(base_url, container, image, log_path, warm_dir)
+        yield server
     finally:
-        _stop_and_remove(container)
+        _stop_and_remove(container, signalled=server.stop_begun)
         client.close()
 
 
@@ -232,16 +246,22 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _stop_and_remove(container: Container) -> None:
-    """SIGTERM with a grace period (cut short by a second interrupt), then removal, which kills whatever
-    still runs.  An engine that is gone leaves nothing to do here (the next sweep removes the rest)."""
+def _signal_stop(container: Container) -> None:
+    container.kill(signal="SIGTERM")
+    container.kill(signal="SIGCONT")  # docker-init passes both on: a stopped server acts on SIGTERM
+
+
+def _stop_and_remove(container: Container, signalled: bool) -> None:
+    """SIGTERM (unless `begin_stop` sent it) with a grace period (cut short by a second interrupt), then
+    removal, which kills whatever still runs.  An engine that is gone leaves nothing to do here (the next
+    sweep removes the rest)."""
     import requests
     from docker.errors import APIError, NotFound
 
     with procs.cleanup_shield():
         try:
-            container.kill(signal="SIGTERM")
-            container.kill(signal="SIGCONT")  # docker-init passes both on: a stopped server acts on SIGTERM
+            if not signalled:
+                _signal_stop(container)
             deadline = time.monotonic() + STOP_TIMEOUT_S
             while time.monotonic() < deadline and not procs.hurried():
                 container.reload()

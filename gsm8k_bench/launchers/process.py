@@ -40,6 +40,9 @@ class ProcessServer:
     def record(self) -> ProcessRecord:
         return {"launcher": "process", "pid": self.proc.pid, "log": str(self.log_path)}
 
+    def begin_stop(self) -> None:
+        procs.terminate(self.proc)
+
 
 @contextmanager
 def process_server(argv: list[str], *, base_url: str, env: Mapping[str, str],
