@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -83,7 +82,7 @@ def test_after_an_earlier_level_the_server_keeps_running(plan, monkeypatch):
     monkeypatch.setenv("STAND_IN_WAIT_S", "2")
     with fake_server(plan) as server:
         session.wait_ready(server, plan.served_name, 30, lambda line: None)
-        with pytest.raises(EvalError, match="^lm-eval exited with code 3$"):
+        with pytest.raises(EvalError, match=r"^lm-eval exited with code 3$"):
             session._eval_level(plan, server, None, lambda line: None, last=False)
         assert server.exit_status() is None
     assert "the server still ran" in (plan.work_dir / "lm-eval.log").read_text()
