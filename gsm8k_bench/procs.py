@@ -59,7 +59,6 @@ while True:
         os._exit(0)
 """
 _guards: dict[int, subprocess.Popen[bytes]] = {}
-_terminated: set[int] = set()  # groups `terminate` has sent SIGTERM
 
 
 def start(argv: list[str], log_path: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -84,26 +83,23 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
 
 def terminate(proc: subprocess.Popen[bytes]) -> None:
     """Ask the whole group to end without waiting for it: SIGTERM, and SIGCONT so that a stopped
-    (SIGSTOPped) group can act on it.  Once per group: `stop` then only waits and kills what is left, so
-    a server never sees a second SIGTERM in the middle of its own shutdown."""
-    if proc.pid in _terminated:
-        return
-    _terminated.add(proc.pid)
+    (SIGSTOPped) group can act on it."""
     _signal_group(proc, signal.SIGTERM)
     _signal_group(proc, signal.SIGCONT)
 
 
-def stop(proc: subprocess.Popen[bytes], grace_s: float = STOP_GRACE_S) -> None:
-    """Terminate the whole group (unless `terminate` already did), wait, then kill what is left, and
-    return once nothing of it runs; safe on a process that already ended."""
+def stop(proc: subprocess.Popen[bytes], grace_s: float = STOP_GRACE_S, terminated: bool = False) -> None:
+    """Terminate the whole group (unless the caller already did: a server never sees a second SIGTERM in
+    the middle of its own shutdown), wait, then kill what is left, and return once nothing of it runs;
+    safe on a process that already ended."""
     with cleanup_shield():
-        terminate(proc)
+        if not terminated:
+            terminate(proc)
         _wait_for_group(proc, grace_s, cut_short_by_hurry=True)
         # Children can outlive the leader (vLLM's engine core): kill whatever of the group remains.
         _signal_group(proc, signal.SIGKILL)
         proc.wait(timeout=10)
         _wait_for_group(proc, KILL_WAIT_S)  # a killed process with gigabytes mapped takes a moment to exit
-        _terminated.discard(proc.pid)
         guard = _guards.pop(proc.pid, None)
         if guard:
             guard.kill()

@@ -446,7 +446,7 @@ def _run_eval(plan: Plan, server: Server, evaluator: subprocess.Popen[bytes], be
                 pass
         if evaluator.returncode != 0:
             raise EvalError(f"lm-eval exited with code {evaluator.returncode}", procs.tail(eval_log))
-        if not all_answered:  # it asked nothing (no question to ask): the counters are read now
+        if not all_answered:  # it exited before its answered file was seen: the server still runs
             after = server_metrics.scrape(plan.base_url)
             monitor.done(after)
     return time.monotonic() - start, after

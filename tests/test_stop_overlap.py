@@ -1,7 +1,7 @@
 """The end of the eval phase, with real processes and signals: once lm-eval has every answer, the session
 reads the server's counters and, after the last concurrency level, asks the server to stop while lm-eval
 still scores and writes, so the two overlap; after an earlier level the server keeps running.  And a
-group asked to stop sees one SIGTERM, however it is stopped afterwards.
+server asked to stop sees one SIGTERM, however it is stopped afterwards.
 
 The server is tests/fakes/vllm (a real HTTP server found on PATH); lm-eval is a stand-in that keeps the
 driver's contract at its edges (--start-when, --answered-file) and then reports whether the server went
@@ -99,17 +99,17 @@ sys.exit(0)
 """
 
 
-@pytest.mark.parametrize("terminated_first", [True, False])
-def test_a_group_sees_one_sigterm(tmp_path, terminated_first):
+@pytest.mark.parametrize("stop_begun", [True, False])
+def test_a_server_sees_one_sigterm(tmp_path, stop_begun):
     log = tmp_path / "term.log"
-    proc = procs.start([sys.executable, "-c", TERM_COUNTER], log)
-    deadline = time.monotonic() + 30
-    while "ready" not in log.read_text():
-        assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
-        time.sleep(0.01)
-    if terminated_first:
-        procs.terminate(proc)
-        procs.terminate(proc)
-    procs.stop(proc)
+    with process_server([sys.executable, "-c", TERM_COUNTER], base_url="http://unused", env=os.environ,
+                        log_path=log) as server:
+        deadline = time.monotonic() + 30
+        while "ready" not in log.read_text():
+            assert time.monotonic() < deadline and server.exit_status() is None, log.read_text()
+            time.sleep(0.01)
+        if stop_begun:
+            server.begin_stop()
+            server.begin_stop()
     assert log.read_text().split() == ["ready", "TERM"]
-    assert proc.returncode == 0 and procs.live_members(proc.pid) == []
+    assert server.proc.returncode == 0 and procs.live_members(server.proc.pid) == []

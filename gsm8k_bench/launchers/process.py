@@ -25,6 +25,7 @@ class ProcessServer:
     proc: subprocess.Popen[bytes]
     log_path: Path
     argv: list[str]
+    stop_begun: bool = False
 
     def exit_status(self) -> str | None:
         code = self.proc.poll()
@@ -41,15 +42,17 @@ class ProcessServer:
         return {"launcher": "process", "pid": self.proc.pid, "log": str(self.log_path)}
 
     def begin_stop(self) -> None:
-        procs.terminate(self.proc)
+        if not self.stop_begun:
+            self.stop_begun = True
+            procs.terminate(self.proc)
 
 
 @contextmanager
 def process_server(argv: list[str], *, base_url: str, env: Mapping[str, str],
                    log_path: Path) -> Iterator[ProcessServer]:
     """Start the server; whatever happens inside the block, stop it and everything it spawned."""
-    proc = procs.start(argv, log_path, env)
+    server = ProcessServer(base_url, procs.start(argv, log_path, env), log_path, argv)
     try:
-        yield ProcessServer(base_url, proc, log_path, argv)
+        yield server
     finally:
-        procs.stop(proc)
+        procs.stop(server.proc, terminated=server.stop_begun)
