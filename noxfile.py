@@ -31,8 +31,9 @@ def _load_checkout_package() -> None:
 
 _load_checkout_package()
 
-from gsm8k_bench import nox_sessions, results  # noqa: E402
-from gsm8k_bench.errors import BenchError  # noqa: E402
+from gsm8k_bench.core import results  # noqa: E402
+from gsm8k_bench.core.errors import BenchError  # noqa: E402
+from gsm8k_bench.session import commands  # noqa: E402
 
 # The oldest nox with every feature used here (sessions with default=False); pyproject's nox pin agrees.
 nox.needs_version = ">=2024.4.15"
@@ -40,7 +41,7 @@ nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_venv = "yes"
 
 # GSM8K_MATRIX points at another matrix file, e.g. to try a candidate before committing it.
-MATRIX = nox_sessions.load_or_exit(Path(os.environ.get("GSM8K_MATRIX", ROOT / "matrix.yaml")))
+MATRIX = commands.load_or_exit(Path(os.environ.get("GSM8K_MATRIX", ROOT / "matrix.yaml")))
 
 
 def _or_error(session: nox.Session, action, rerun: str | None = None) -> None:
@@ -87,26 +88,26 @@ def cli_parsers(session: nox.Session) -> None:
 @nox.session(venv_backend="none", default=False)
 def setup(session: nox.Session) -> None:
     """Build the shared lm-eval and vLLM CPU environments and convert the CPU model (once)."""
-    _or_error(session, lambda: nox_sessions.prepare_cpu_default(MATRIX, session.log))
+    _or_error(session, lambda: commands.prepare_cpu_default(MATRIX, session.log))
 
 
 @nox.session(venv_backend="none", default=False)
 def dataset(session: nox.Session) -> None:
     """Export GSM8K from the hub to DIR/{train,test}.jsonl, for --dataset-dir on air-gapped runners."""
-    _or_error(session, lambda: nox_sessions.export_dataset(session.posargs, session.log))
+    _or_error(session, lambda: commands.export_dataset(session.posargs, session.log))
 
 
 @nox.session(default=False)
 def report(session: nox.Session) -> None:
     """report.md, report.png and the CI step summary from session JSONs: -- [RESULTS_DIR] [OUT_DIR]."""
     session.install("-e", ".", "matplotlib")
-    session.run("python", "-m", "gsm8k_bench.report", *session.posargs)
+    session.run("python", "-m", "gsm8k_bench.reporting.report", *session.posargs)
 
 
 @nox.session(venv_backend="none", default=False)
 def compare(session: nox.Session) -> None:
     """B against A, question by question: -- A B [--out DIR] (session JSONs or results folders)."""
-    from gsm8k_bench import compare as compare_mod
+    from gsm8k_bench.reporting import compare as compare_mod
 
     code = compare_mod.main(session.posargs)
     if code:
@@ -116,19 +117,19 @@ def compare(session: nox.Session) -> None:
 @nox.session(venv_backend="none", default=False)
 def matrix(session: nox.Session) -> None:
     """Print the selected sessions as JSON for CI: -- [-k EXPR] [-t TAG ...] [--github-output]."""
-    _or_error(session, lambda: nox_sessions.print_matrix(MATRIX, session.posargs))
+    _or_error(session, lambda: commands.print_matrix(MATRIX, session.posargs))
 
 
 @nox.session(venv_backend="none", default=False)
 def promote(session: nox.Session) -> None:
     """Make passed runs their sessions' references: -- PATH... [--force] (session JSONs or results dirs)."""
-    _or_error(session, lambda: nox_sessions.promote_runs(MATRIX, session.posargs, session.log))
+    _or_error(session, lambda: commands.promote_runs(MATRIX, session.posargs, session.log))
 
 
 @nox.session(venv_backend="none", default=False)
 def pack(session: nox.Session) -> None:
     """Run the selected sessions at once on one node, packed on free GPUs: -- [-k EXPR] [-t TAG] --gpus 0-7."""
-    from gsm8k_bench import pack as pack_mod
+    from gsm8k_bench.fleet import pack as pack_mod
 
     _or_error(session, lambda: pack_mod.run(MATRIX, session.posargs, session.log))
 
@@ -136,7 +137,7 @@ def pack(session: nox.Session) -> None:
 @nox.session(venv_backend="none", default=False)
 def slurm(session: nox.Session) -> None:
     """One Slurm job per selected session: -- [-k EXPR] [-t TAG] --partition P [--container pyxis|docker|none]."""
-    from gsm8k_bench import slurm as slurm_mod
+    from gsm8k_bench.fleet import slurm as slurm_mod
 
     _or_error(session, lambda: slurm_mod.run(MATRIX, session.posargs, session.log))
 
@@ -144,12 +145,12 @@ def slurm(session: nox.Session) -> None:
 @nox.session(venv_backend="none", default=False)
 def gsm8k(session: nox.Session) -> None:
     """One ad-hoc combination: -- --model M [--checkpoint C] --runner R --framework F --precision P --tp N."""
-    _or_error(session, lambda: nox_sessions.run_adhoc(MATRIX, session.posargs, session.log))
+    _or_error(session, lambda: commands.run_adhoc(MATRIX, session.posargs, session.log))
 
 
 def _gsm8k_session(combo):
     def run(session: nox.Session) -> None:
-        _or_error(session, lambda: nox_sessions.run_combination(MATRIX, combo, session.posargs, session.log),
+        _or_error(session, lambda: commands.run_combination(MATRIX, combo, session.posargs, session.log),
                   rerun=combo.name)
 
     run.__doc__ = combo.description

@@ -27,10 +27,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gsm8k_bench import evaluate, server_metrics  # noqa: E402
-from gsm8k_bench.matrix_loader import load_matrix  # noqa: E402
-from gsm8k_bench.nox_sessions import CPU_DEFAULT  # noqa: E402
-from gsm8k_bench.warm_server import warm_server  # noqa: E402
+from gsm8k_bench.evaluation import harness, server_metrics  # noqa: E402
+from gsm8k_bench.matrix.loader import load_matrix  # noqa: E402
+from gsm8k_bench.session.commands import CPU_DEFAULT  # noqa: E402
+from gsm8k_bench.session.warm_server import warm_server  # noqa: E402
 
 
 def session_run(args, results_dir: Path) -> dict[str, float]:
@@ -53,9 +53,9 @@ def requests_from_samples(samples_file: Path, served_name: str, max_tokens: int)
     bodies = []
     for line in samples_file.open():
         row = json.loads(line)
-        if row["filter"] != evaluate.STRICT:
+        if row["filter"] != harness.STRICT:
             continue  # one line per filter; one request per question
-        arguments = evaluate._literal(row["arguments"])
+        arguments = harness._literal(row["arguments"])
         prompt, gen = arguments["gen_args_0"]["arg_0"], arguments["gen_args_0"]["arg_1"]
         # lm-eval's payload exactly: it sends each request as a batch of one prompt (a list), which the
         # server serves through its batch path; a bare string would time a different server path.

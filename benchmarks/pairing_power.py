@@ -7,7 +7,7 @@ questions, half lost and half gained (greedy decoding on other batch shapes flip
 measure it with --measure REF.json RUN.json on two real runs of one session).  A true drop of d turns
 another d*n of the reference's right answers wrong.  Both gates use the configured confidence:
 - paired (this project's gate with a reference): the run against the reference question by question,
-  regression when Newcombe's one-sided upper bound on run - reference < -tolerance (gsm8k_bench.paired);
+  regression when Newcombe's one-sided upper bound on run - reference < -tolerance (gsm8k_bench.verdicts.paired_stats);
 - unpaired (the scalar gate of baselines.yaml): the run's accuracy alone, regression when its Wilson
   upper bound < baseline - tolerance, the baseline being the reference accuracy (taken as exact).
 "Questions needed" is the smallest n at which the gate calls the drop in at least --power of the runs;
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's package
-from gsm8k_bench import gate, paired
+from gsm8k_bench.verdicts import gate, paired_stats
 
 GSM8K_QUESTIONS = 1319
 MAX_N = 64000
@@ -33,8 +33,8 @@ MAX_N = 64000
 
 @cache
 def paired_upper(both_right: int, gained: int, lost: int, both_wrong: int, confidence: float) -> float:
-    table = paired.PairedTable(both_right, gained, lost, both_wrong)
-    return paired.newcombe_interval(table, paired.z_one_sided(confidence))[1]
+    table = paired_stats.PairedTable(both_right, gained, lost, both_wrong)
+    return paired_stats.newcombe_interval(table, paired_stats.z_one_sided(confidence))[1]
 
 
 @cache
@@ -81,7 +81,7 @@ def questions_needed(which: int, accuracy: float, flip: float, drop: float, tole
 def flip_rate(reference: Path, run: Path) -> tuple[float, int]:
     """Share of the questions both runs answered whose strict verdict differs."""
     docs = [json.loads(p.read_text()) for p in (reference, run)]
-    ids, before, now = paired.align(*(paired.outcomes(d["samples"], "strict_match") for d in docs))
+    ids, before, now = paired_stats.align(*(paired_stats.outcomes(d["samples"], "strict_match") for d in docs))
     return sum(b != x for b, x in zip(before, now, strict=True)) / len(ids), len(ids)
 
 

@@ -23,8 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gsm8k_bench import report, results  # noqa: E402
-from gsm8k_bench.matrix_loader import load_matrix  # noqa: E402
+from gsm8k_bench.core import results  # noqa: E402
+from gsm8k_bench.matrix.loader import load_matrix  # noqa: E402
+from gsm8k_bench.reporting import report  # noqa: E402
 
 PROTOCOL = {"endpoint": "/v1/completions", "lm_eval_model": "local-completions", "apply_chat_template": False,
             "fewshot_as_multiturn": False, "num_fewshot": 5, "max_gen_toks": 256,

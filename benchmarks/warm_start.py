@@ -24,12 +24,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gsm8k_bench import warm  # noqa: E402
-from gsm8k_bench.launchers import pick_port, wait_ready  # noqa: E402
-from gsm8k_bench.launchers.process import process_server  # noqa: E402
-from gsm8k_bench.matrix_loader import load_matrix  # noqa: E402
-from gsm8k_bench.options import parse_session_args  # noqa: E402
-from gsm8k_bench.session import HOST, plan_session  # noqa: E402
+from gsm8k_bench.matrix.loader import load_matrix  # noqa: E402
+from gsm8k_bench.serving import compile_caches  # noqa: E402
+from gsm8k_bench.serving.launchers import pick_port, wait_ready  # noqa: E402
+from gsm8k_bench.serving.launchers.process import process_server  # noqa: E402
+from gsm8k_bench.session.options import parse_session_args  # noqa: E402
+from gsm8k_bench.session.plan import HOST, plan_session  # noqa: E402
 
 SESSION = "gsm8k-smollm2-135m-cpu-vllm-fp16-tp1"
 MODES = {"eager": {}, "compiled": {}, "compiled-no-aot": {"VLLM_USE_AOT_COMPILE": "0"}}
@@ -62,7 +62,8 @@ def main() -> None:
             argv = [a for a in plan.server_argv if mode == "eager" or a != "--enforce-eager"]
             runs = []
             for attempt, folder in (("cold", "a"), ("warm", "a"), ("control", "b")):
-                env = {**os.environ, **plan.server_env, **MODES[mode], **warm.environment(Path(tmp) / mode / folder)}
+                env = {**os.environ, **plan.server_env, **MODES[mode],
+                       **compile_caches.environment(Path(tmp) / mode / folder)}
                 t = time.monotonic()
                 ready, lines = start_once(argv, env, Path(tmp) / f"{mode}-{attempt}.log", combo.model.name)
                 runs.append({"attempt": attempt, "ready_s": round(ready, 1),

@@ -26,4 +26,4 @@ if [ "$force" = 0 ] && docker image inspect "$tag" >/dev/null 2>&1; then
   exit 0
 fi
 cd "$repo"
-exec python3 -m gsm8k_bench.images build-cpu --tag "$tag"
+exec python3 -m gsm8k_bench.serving.images build-cpu --tag "$tag"

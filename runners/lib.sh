@@ -44,7 +44,7 @@ launch() {
   if [ $# -gt 0 ]; then shift; args=("$@"); fi
 
   cd "$repo" || exit 1
-  read -r vendor gpus < <(python3 -c 'import sys; from gsm8k_bench.matrix_loader import load_matrix
+  read -r vendor gpus < <(python3 -c 'import sys; from gsm8k_bench.matrix.loader import load_matrix
 r = load_matrix("matrix.yaml").runners[sys.argv[1]]; print(r.vendor, r.gpus)' "$SKU")
   found=$(gpu_count "$vendor")
   if [ "$found" -lt "$gpus" ]; then

@@ -9,8 +9,8 @@ from types import ModuleType
 import pytest
 import yaml
 
-from gsm8k_bench.matrix_loader import load_matrix, parse_matrix
-from gsm8k_bench.matrix_types import Matrix
+from gsm8k_bench.matrix.loader import load_matrix, parse_matrix
+from gsm8k_bench.matrix.types import Matrix
 
 ROOT = Path(__file__).resolve().parent.parent
 # GSM8K's real files: the CI folder beside the checkout, or wherever GSM8K_DATASET_DIR points.

@@ -36,7 +36,7 @@ SKIP = shutil.ignore_patterns(".git", ".nox", ".venv", ".cache", "results", "mut
 
 
 def function_of(mutant: str) -> str:
-    """`gsm8k_bench.gate.xǁBaselineǁmatches__mutmut_6` -> `gsm8k_bench.gate.Baseline.matches`."""
+    """`gsm8k_bench.verdicts.gate.xǁBaselineǁmatches__mutmut_6` -> `gsm8k_bench.verdicts.gate.Baseline.matches`."""
     module, _, name = mutant.rsplit("__mutmut_", 1)[0].rpartition(".")
     return f"{module}.{name.removeprefix('x_').removeprefix('xǁ').replace('ǁ', '.')}"
 

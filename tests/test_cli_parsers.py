@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import expected_server_flags
 
-from gsm8k_bench import venvs
-from gsm8k_bench.frameworks import FRAMEWORKS, ServeTarget
+from gsm8k_bench.serving import venvs
+from gsm8k_bench.serving.frameworks import FRAMEWORKS, ServeTarget
 
 pytestmark = pytest.mark.cli
 HERE = Path(__file__).parent / "cli_parsers"
@@ -95,7 +95,7 @@ def test_sglang_parser_accepts_every_sglang_command(matrix):
 
 def test_progress_reads_sglangs_own_metrics(tmp_path):
     """The names and labels the live progress reads, rendered by SGLang's own metric collectors."""
-    from gsm8k_bench import server_metrics
+    from gsm8k_bench.evaluation import server_metrics
 
     python = venvs.ensure_venv(venvs.SGLANG_CLI)
     (tmp_path / "config.json").write_text(json.dumps({  # SGLang reads the model's config, no weights

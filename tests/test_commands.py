@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from conftest import MINIMAL, ROOT, SEED_SESSIONS, expected_server_flags, parse
 
-from gsm8k_bench import venvs
-from gsm8k_bench.errors import BenchError, ConfigError
-from gsm8k_bench.frameworks import FRAMEWORKS, ServeTarget
-from gsm8k_bench.options import parse_session_args
-from gsm8k_bench.session import dry_run_text, host_facts, plan_session
+from gsm8k_bench.core.errors import BenchError, ConfigError
+from gsm8k_bench.serving import venvs
+from gsm8k_bench.serving.frameworks import FRAMEWORKS, ServeTarget
+from gsm8k_bench.session.options import parse_session_args
+from gsm8k_bench.session.plan import dry_run_text, host_facts, plan_session
 
 MINIMAL_WITH_ARGS = MINIMAL + ("    server_args: {sglang: [--trust-remote-code, --mem-fraction-static], "
                                "vllm: [--enforce-eager]}\n")
@@ -251,11 +251,11 @@ def test_root_files_exist():
 
 
 def test_bad_input_still_writes_a_json_that_says_what_failed(matrix, tmp_path):
-    from gsm8k_bench import nox_sessions
+    from gsm8k_bench.session import commands
 
     combo = matrix.get("gsm8k-smollm2-135m-cpu-vllm-fp16-tp1")
     with pytest.raises(ConfigError, match="no such baselines file"):
-        nox_sessions.run_combination(matrix, combo, ["--baselines", str(tmp_path / "none.yaml"),
+        commands.run_combination(matrix, combo, ["--baselines", str(tmp_path / "none.yaml"),
                                                      "--results-dir", str(tmp_path)])
     doc = json.loads((tmp_path / f"{combo.name}.json").read_text())
     assert doc["status"] == "error" and "no such baselines file" in doc["error"]["message"]
@@ -273,7 +273,7 @@ def test_adhoc_run_of_a_matrix_checkpoint_on_a_label_is_the_matrix_session(tmp_p
 
 
 def test_the_json_says_when_the_image_is_an_override(matrix):
-    from gsm8k_bench.session import config_of
+    from gsm8k_bench.session.provenance import config_of
 
     name = "gsm8k-llama-3.1-8b-h100-vllm-fp16-tp1"
     assert config_of(plan_for(matrix, name)).document()["image_override"] is False
@@ -310,7 +310,7 @@ def test_exact_server_commands(matrix, session, python, argv):
 
 
 def container(vendor, gpus=None, command=("vllm", "serve", "m"), **extra):
-    from gsm8k_bench.containers import container_spec
+    from gsm8k_bench.serving.containers import container_spec
 
     return container_spec(vendor=vendor, gpus=gpus, image="img:1", command=list(command), name="n", session="sess",
                           hf_home=Path("/hf"), **{"environment": {}, **extra})
@@ -325,8 +325,8 @@ WARM_ARGS = [f"--volume=$GSM8K_BENCH_CACHE/warm/<image-id>:{WARM}", "--env=HF_HO
 
 
 def test_exact_amd_container():
-    from gsm8k_bench.containers.spec import Mount
-    from gsm8k_bench.gpus import GpuAssignment
+    from gsm8k_bench.serving.containers.spec import Mount
+    from gsm8k_bench.serving.gpus import GpuAssignment
 
     nodes = ("/dev/dri/renderD136", "/dev/dri/renderD144", "/dev/dri/renderD152", "/dev/dri/renderD160")
     spec = container("amd", gpus=GpuAssignment((4, 5, 6, 7), "--gpus", nodes), environment={"A": "1"},
@@ -353,7 +353,7 @@ def test_exact_amd_container():
 
 
 def test_exact_nvidia_and_cpu_containers():
-    from gsm8k_bench.gpus import GpuAssignment
+    from gsm8k_bench.serving.gpus import GpuAssignment
 
     head = ["docker", "run", "--rm", "--name", "n", "--network=host", "--label=gsm8k-bench.session=sess"]
     tail = ["--volume=/hf:/root/.cache/huggingface", *WARM_ARGS, "--env=HF_TOKEN", "--env=HUGGING_FACE_HUB_TOKEN",
@@ -375,9 +375,9 @@ def test_a_models_server_args_go_to_its_framework_only():
 def test_exact_create_arguments_match_the_printed_command():
     """The Docker launcher's SDK arguments: the same translation of the spec as docker_run_argv, so they
     name the same devices, mounts and variables; secret values come only from the environment given."""
-    from gsm8k_bench.containers.spec import Mount
-    from gsm8k_bench.gpus import GpuAssignment
-    from gsm8k_bench.launchers.docker import create_kwargs
+    from gsm8k_bench.serving.containers.spec import Mount
+    from gsm8k_bench.serving.gpus import GpuAssignment
+    from gsm8k_bench.serving.launchers.docker import create_kwargs
 
     nodes = ("/dev/dri/renderD136", "/dev/dri/renderD144")
     spec = container("amd", gpus=GpuAssignment((4, 5), "--gpus", nodes), environment={"A": "1"},

@@ -1,6 +1,6 @@
 """Paired comparisons of session JSONs: `nox -s compare`, sibling deltas, the report's new outputs, and
 the concurrency-level options.  Documents are built from per-question outcomes; the statistics are
-checked against gsm8k_bench.paired (itself tested against statsmodels' McNemar)."""
+checked against gsm8k_bench.verdicts.paired_stats (itself tested against statsmodels' McNemar)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import json
 import pytest
 from conftest import MINIMAL, parse
 
-from gsm8k_bench import compare, comparisons, gate, levels, paired, report, report_html, results, siblings
-from gsm8k_bench import session as session_mod
-from gsm8k_bench.errors import ConfigError
-from gsm8k_bench.options import parse_session_args
+from gsm8k_bench.core import results
+from gsm8k_bench.core.errors import ConfigError
+from gsm8k_bench.reporting import compare, html_page, report
+from gsm8k_bench.session import plan as session_plan
+from gsm8k_bench.session.options import parse_session_args
+from gsm8k_bench.verdicts import gate, levels, paired_stats, run_comparison, siblings
 
 PROTOCOL = {"endpoint": "/v1/completions", "lm_eval_model": "local-completions", "apply_chat_template": False,
             "fewshot_as_multiturn": False, "num_fewshot": 5, "max_gen_toks": 256,
@@ -59,13 +61,13 @@ BASE = [i % 5 != 0 for i in range(400)]  # 80% right
 
 def test_paired_numbers_flips_and_answers_side_by_side():
     run_outcomes = with_flips(BASE, lost=30, gained=4)
-    result = comparisons.compare_documents(session_doc(BASE), session_doc(run_outcomes), SETTINGS)
-    expected = paired.compare(BASE, run_outcomes, SETTINGS.confidence)
+    result = run_comparison.compare_documents(session_doc(BASE), session_doc(run_outcomes), SETTINGS)
+    expected = paired_stats.compare(BASE, run_outcomes, SETTINGS.confidence)
     strict = result["metrics"]["strict_match"]
     assert (strict["lost"], strict["gained"], strict["n"]) == (30, 4, 400)
     assert strict["upper"] == pytest.approx(expected.upper, abs=1e-6)
     assert strict["mcnemar_p"] == expected.mcnemar_p < 0.001
-    assert result["verdict"] == comparisons.REGRESSION and strict["regressed"] and strict["significant"]
+    assert result["verdict"] == run_comparison.REGRESSION and strict["regressed"] and strict["significant"]
     assert len(result["flips"]) == 34 and result["changed"] == []
     lost = next(f for f in result["flips"] if f["moves"]["strict_match"] == "lost")
     assert lost["reference"]["response"] != lost["run"]["response"]
@@ -76,8 +78,8 @@ def test_same_outcomes_with_different_answers_are_listed_as_changed():
     a = session_doc([False] * 5)
     b = session_doc([False] * 5, response="It is 7.")
     b["samples"][2]["flexible_answer"] = "7"
-    result = comparisons.compare_documents(a, b, SETTINGS)
-    assert result["verdict"] == comparisons.WITHIN and result["flips"] == []
+    result = run_comparison.compare_documents(a, b, SETTINGS)
+    assert result["verdict"] == run_comparison.WITHIN and result["flips"] == []
     assert [c["doc_id"] for c in result["changed"]] == [2]
     assert result["changed"][0]["run"]["response"] == "It is 7."
 
@@ -85,20 +87,20 @@ def test_same_outcomes_with_different_answers_are_listed_as_changed():
 def test_edge_cases_say_why_not():
     a = session_doc(BASE[:20])
     other_questions = session_doc(BASE[:20], question="A different dataset's question")
-    assert comparisons.compare_documents(a, other_questions, SETTINGS)["reason"] == "no question answered by both"
+    assert run_comparison.compare_documents(a, other_questions, SETTINGS)["reason"] == "no question answered by both"
     chat = session_doc(BASE[:20], protocol={**PROTOCOL, "endpoint": "/v1/chat/completions"})
-    reason = comparisons.compare_documents(a, chat, SETTINGS)["reason"]
+    reason = run_comparison.compare_documents(a, chat, SETTINGS)["reason"]
     assert reason.startswith("protocols differ") and "'/v1/chat/completions'" in reason
     old = session_doc(BASE[:20])
     for s in old["samples"]:
         del s["question"]
-    assert "lack question (an older session JSON)" in comparisons.compare_documents(a, old, SETTINGS)["reason"]
+    assert "lack question (an older session JSON)" in run_comparison.compare_documents(a, old, SETTINGS)["reason"]
     no_protocol = session_doc(BASE[:20])
     del no_protocol["config"]["protocol"]["until"]
-    assert "no protocol record" in comparisons.compare_documents(no_protocol, a, SETTINGS)["reason"]
+    assert "no protocol record" in run_comparison.compare_documents(no_protocol, a, SETTINGS)["reason"]
     failed = {**session_doc(BASE[:20]), "status": "failed", "metrics": None,
               "error": {"message": "server exited with code 1"}}
-    assert "no scored run (failed: server exited" in comparisons.compare_documents(a, failed, SETTINGS)["reason"]
+    assert "no scored run (failed: server exited" in run_comparison.compare_documents(a, failed, SETTINGS)["reason"]
 
 
 def write_set(folder, *documents):
@@ -181,8 +183,8 @@ def test_siblings_differ_in_exactly_one_axis():
     found = siblings.deltas(docs, SETTINGS)
     labels = {d["label"]: d for d in found}
     fp8 = labels["precision fp8 vs fp16 (runner=h100 framework=vllm tp=1)"]
-    assert fp8["reference"] == "gsm8k-m-h100-vllm-fp16-tp1" and fp8["verdict"] == comparisons.REGRESSION
-    assert labels["framework sglang vs vllm (runner=h100 precision=fp16 tp=1)"]["verdict"] == comparisons.WITHIN
+    assert fp8["reference"] == "gsm8k-m-h100-vllm-fp16-tp1" and fp8["verdict"] == run_comparison.REGRESSION
+    assert labels["framework sglang vs vllm (runner=h100 precision=fp16 tp=1)"]["verdict"] == run_comparison.WITHIN
     assert "framework sglang vs vllm (runner=h100 precision=fp8 tp=1)" in labels
     assert "tp 2 vs 1 (runner=h100 framework=vllm precision=fp16)" in labels
     assert "runner h100 vs b200 (framework=vllm precision=fp16 tp=1)" in labels
@@ -210,10 +212,10 @@ def test_report_writes_sibling_deltas_forest_plot_and_html_beside_the_results(tm
 
 def test_report_page_stores_each_question_once_and_escapes_script_ends():
     nasty = session_doc([True, False], response="</script><script>alert(1)</script>")
-    _, questions, blocks = report_html.page_data([nasty, session_doc([True, True], precision="fp8")],
+    _, questions, blocks = html_page.page_data([nasty, session_doc([True, True], precision="fp8")],
                                                         siblings.deltas([nasty], SETTINGS))
     assert len(questions) == 2 and len(blocks) == 2 and blocks["0"][0][1].startswith("</script>")
-    page = report_html.render([nasty], [], [])
+    page = html_page.render([nasty], [], [])
     assert "alert(1)" in page and "<script>alert(1)" not in page
     assert page.count("</script>") == page.count("<script")  # no data ends its block early
 
@@ -240,15 +242,15 @@ def test_levels_plan_one_lm_eval_per_level_with_its_own_folder(matrix, tmp_path)
     combo = matrix.get("gsm8k-smollm2-135m-cpu-vllm-fp16-tp1")
     options = parse_session_args(combo.name, ["--concurrency", "1,8", "--gate-concurrency", "8",
                                               "--results-dir", str(tmp_path)])
-    plan = session_mod.plan_session(combo, options, matrix.defaults, session_mod.host_facts(combo, options, {}))
+    plan = session_plan.plan_session(combo, options, matrix.defaults, session_plan.host_facts(combo, options, {}))
     assert plan.settings.concurrency == 8 and plan.concurrency_levels == (1, 8)
     first, second = levels.level_plans(plan)
     assert first.work_dir == tmp_path / combo.name / "concurrency-1"
     assert "num_concurrent=1," in first.lm_eval_argv[first.lm_eval_argv.index("--model_args") + 1]
     assert str(first.lm_eval_dir) in first.lm_eval_argv
     assert plan.lm_eval_argv == second.lm_eval_argv  # the gating level's command is the one recorded
-    text = session_mod.dry_run_text(plan)
+    text = session_plan.dry_run_text(plan)
     assert "lm-eval command (concurrency 1):" in text and "lm-eval command (concurrency 8):" in text
     options = parse_session_args(combo.name, [])
-    single = session_mod.plan_session(combo, options, matrix.defaults, session_mod.host_facts(combo, options, {}))
+    single = session_plan.plan_session(combo, options, matrix.defaults, session_plan.host_facts(combo, options, {}))
     assert levels.level_plans(single) == [single] and single.concurrency_levels == (combo.runner.concurrency,)

@@ -5,28 +5,28 @@ from __future__ import annotations
 
 import pytest
 
-from gsm8k_bench import dispatch
-from gsm8k_bench.errors import ConfigError
+from gsm8k_bench.core.errors import ConfigError
+from gsm8k_bench.fleet import workflow_plan
 
 
 def inputs(**given) -> dict[str, str]:
-    return {**dict.fromkeys(dispatch.INPUTS, ""), **given}
+    return {**dict.fromkeys(workflow_plan.INPUTS, ""), **given}
 
 
 def rejected(matrix, **given) -> str:
     with pytest.raises(ConfigError) as info:
-        dispatch.job_rows(matrix, inputs(**given))
+        workflow_plan.job_rows(matrix, inputs(**given))
     return str(info.value)
 
 
 def test_inputs_come_from_input_variables_stripped():
     environ = {"INPUT_SESSIONS": "  tags: mi355x \n", "INPUT_NUM_FEWSHOT": "3", "INPUT_MODEL": "m", "OTHER": "x"}
-    assert dispatch.read_inputs(environ) == {**inputs(), "sessions": "tags: mi355x", "num_fewshot": "3",
+    assert workflow_plan.read_inputs(environ) == {**inputs(), "sessions": "tags: mi355x", "num_fewshot": "3",
                                              "model": "m"}
 
 
 def test_session_names_give_one_row_each_with_its_nox_call(matrix):
-    rows = dispatch.job_rows(matrix, inputs(sessions="gsm8k-smollm2-135m-cpu-vllm-fp16-tp1  "
+    rows = workflow_plan.job_rows(matrix, inputs(sessions="gsm8k-smollm2-135m-cpu-vllm-fp16-tp1  "
                                                  "gsm8k-llama-3.1-8b-b200-sglang-fp4-tp1", limit="20"))
     assert rows == [
         {"session": "gsm8k-smollm2-135m-cpu-vllm-fp16-tp1", "model": "smollm2-135m",
@@ -44,12 +44,12 @@ def test_session_names_give_one_row_each_with_its_nox_call(matrix):
 
 
 def test_tags_and_keyword_expressions_select_like_nox(matrix):
-    by_tag = dispatch.job_rows(matrix, inputs(sessions="tags: fp4 cpu"))
+    by_tag = workflow_plan.job_rows(matrix, inputs(sessions="tags: fp4 cpu"))
     assert {r["session"] for r in by_tag} == {c.name for c in matrix.combinations
                                               if c.precision.name == "fp4" or c.runner.name == "cpu"}
-    one_tag = dispatch.job_rows(matrix, inputs(sessions="tag:mi325x"))
+    one_tag = workflow_plan.job_rows(matrix, inputs(sessions="tag:mi325x"))
     assert {r["runner"] for r in one_tag} == {"mi325x"} and len(one_tag) == 14
-    keyword = dispatch.job_rows(matrix, inputs(sessions="b200 and (fp4 or fp8) and not sglang"))
+    keyword = workflow_plan.job_rows(matrix, inputs(sessions="b200 and (fp4 or fp8) and not sglang"))
     assert [r["session"] for r in keyword] == [
         "gsm8k-llama-3.1-8b-b200-vllm-fp8-tp1", "gsm8k-llama-3.1-8b-b200-vllm-fp4-tp1",
         "gsm8k-llama-3.3-70b-b200-vllm-fp8-tp4", "gsm8k-llama-3.3-70b-b200-vllm-fp8-tp8",
@@ -60,7 +60,7 @@ def test_tags_and_keyword_expressions_select_like_nox(matrix):
 
 
 def test_an_adhoc_hub_model_row(matrix):
-    (row,) = dispatch.job_rows(matrix, inputs(model="Qwen/Qwen3_8B-Instruct.v2", runner="h200", framework="vllm",
+    (row,) = workflow_plan.job_rows(matrix, inputs(model="Qwen/Qwen3_8B-Instruct.v2", runner="h200", framework="vllm",
                                           precision="fp8", tp="2", num_fewshot="0", image="vllm/vllm-openai:dev"))
     assert row == {
         "session": "gsm8k-qwen3-8b-instruct.v2-h200-vllm-fp8-tp2", "model": "qwen3-8b-instruct.v2",
@@ -73,12 +73,13 @@ def test_an_adhoc_hub_model_row(matrix):
 
 
 def test_a_hub_name_loses_its_trailing_separators(matrix):
-    (row,) = dispatch.job_rows(matrix, inputs(model="org/Model_", runner="h100", framework="vllm", precision="fp16"))
+    (row,) = workflow_plan.job_rows(matrix, inputs(model="org/Model_", runner="h100", framework="vllm",
+                                                   precision="fp16"))
     assert row["session"] == "gsm8k-model-h100-vllm-fp16-tp1" and row["checkpoint"] == "org/Model_"
 
 
 def test_an_adhoc_row_without_an_image_input_runs_the_matrix_image(matrix):
-    (row,) = dispatch.job_rows(matrix, inputs(model="org/Model_", runner="mi300x", framework="sglang",
+    (row,) = workflow_plan.job_rows(matrix, inputs(model="org/Model_", runner="mi300x", framework="sglang",
                                               precision="fp16"))
     assert row["nox_session"] == "gsm8k" and row["image"] == "lmsysorg/sglang:v0.5.23-rocm720-mi30x"
     assert row["session_args"] == ("--model model --runner mi300x --framework sglang --precision fp16 --tp 1 "
@@ -86,7 +87,7 @@ def test_an_adhoc_row_without_an_image_input_runs_the_matrix_image(matrix):
 
 
 def test_an_adhoc_matrix_model_is_its_matrix_session(matrix):
-    (row,) = dispatch.job_rows(matrix, inputs(model="llama-3.1-8b", runner="mi300x", framework="sglang",
+    (row,) = workflow_plan.job_rows(matrix, inputs(model="llama-3.1-8b", runner="mi300x", framework="sglang",
                                           precision="fp8"))
     assert row["checkpoint"] == "RedHatAI/Meta-Llama-3.1-8B-Instruct-FP8" and row["tp"] == 1
     assert row["nox_session"] == row["session"] == "gsm8k-llama-3.1-8b-mi300x-sglang-fp8-tp1"
@@ -130,23 +131,23 @@ def test_bad_inputs_are_refused_with_the_exact_reason(matrix, given, message):
 
 
 def test_the_limits_are_inclusive(matrix):
-    row = dispatch.job_rows(matrix, inputs(sessions="gsm8k-smollm2-135m-cpu-vllm-fp16-tp1", num_fewshot="25",
+    row = workflow_plan.job_rows(matrix, inputs(sessions="gsm8k-smollm2-135m-cpu-vllm-fp16-tp1", num_fewshot="25",
                                        limit="100000"))[0]
     assert row["session_args"] == "--num-fewshot 25 --limit 100000 --eval-timeout 19200"
-    row = dispatch.job_rows(matrix, inputs(sessions="gsm8k-smollm2-135m-cpu-vllm-fp16-tp1", num_fewshot="0",
+    row = workflow_plan.job_rows(matrix, inputs(sessions="gsm8k-smollm2-135m-cpu-vllm-fp16-tp1", num_fewshot="0",
                                        limit="1"))[0]
     assert row["session_args"] == "--num-fewshot 0 --limit 1 --eval-timeout 19200"
-    (adhoc,) = dispatch.job_rows(matrix, inputs(model="llama-3.3-70b", runner="mi355x", framework="vllm",
+    (adhoc,) = workflow_plan.job_rows(matrix, inputs(model="llama-3.3-70b", runner="mi355x", framework="vllm",
                                             precision="fp16", tp="8"))
     assert adhoc["tp"] == 8
 
 
 def test_selection_size_limits():
     with pytest.raises(ConfigError) as info:
-        dispatch.check_size([{}] * 257)
+        workflow_plan.check_size([{}] * 257)
     assert str(info.value) == ("the selection has 257 sessions, over GitHub's 256-job matrix limit; narrow it or "
                                "dispatch it in parts")
-    assert dispatch.check_size([{}] * 256) == [{}] * 256
+    assert workflow_plan.check_size([{}] * 256) == [{}] * 256
 
 
 def test_no_image_where_the_matrix_has_none(matrix):

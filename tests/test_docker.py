@@ -14,8 +14,8 @@ import pytest
 from conftest import ROOT, SHARED_GSM8K, require, require_module
 from test_integration import SESSION, env, kill_during_eval, nox_argv
 
-from gsm8k_bench.containers import SESSION_LABEL
-from gsm8k_bench.images import CPU_IMAGE
+from gsm8k_bench.serving.containers import SESSION_LABEL
+from gsm8k_bench.serving.images import CPU_IMAGE
 
 pytestmark = pytest.mark.docker
 

@@ -10,8 +10,10 @@ import time
 import pytest
 from conftest import SHARED_GSM8K, require
 
-from gsm8k_bench import evaluate, results, venvs
-from gsm8k_bench.errors import ConfigError, EvalError
+from gsm8k_bench.core import results
+from gsm8k_bench.core.errors import ConfigError, EvalError
+from gsm8k_bench.evaluation import harness
+from gsm8k_bench.serving import venvs
 
 
 def write_jsonl(path, rows):
@@ -23,11 +25,11 @@ def run_dummy_lm_eval(tmp_path, output_dir, limit):
     (it answers "lol"), on GSM8K's files, with the session's flags."""
     require((SHARED_GSM8K / "test.jsonl").is_file(), f"GSM8K files at {SHARED_GSM8K}")
     python = venvs.ensure_venv(venvs.LM_EVAL)
-    task = evaluate.write_task(SHARED_GSM8K, tmp_path / "task",
-                               evaluate.stock_task_file(venvs.venv_dir(venvs.LM_EVAL)))
-    settings = evaluate.EvalSettings("completions", num_fewshot=5, limit=limit, concurrency=1,
+    task = harness.write_task(SHARED_GSM8K, tmp_path / "task",
+                               harness.stock_task_file(venvs.venv_dir(venvs.LM_EVAL)))
+    settings = harness.EvalSettings("completions", num_fewshot=5, limit=limit, concurrency=1,
                                      request_timeout_s=5, max_retries=0, max_gen_toks=256)
-    argv = evaluate.lm_eval_command(python, settings, served_name="dummy", base_url="http://127.0.0.1:9",
+    argv = harness.lm_eval_command(python, settings, served_name="dummy", base_url="http://127.0.0.1:9",
                                     output_dir=output_dir, task=task, include_path=tmp_path / "task")
     argv[argv.index("--model") + 1], argv[argv.index("--model_args") + 1] = "dummy", ""
     argv = [argv[0], "-m", "lm_eval", "run", *argv[2:]]  # the driver's flags are lm_eval's own
@@ -46,7 +48,7 @@ def test_parse_outputs_of_a_real_lm_eval_run_and_the_newest_wins(tmp_path):
     results_files = sorted(output_dir.rglob("results_*.json"))
     assert len(results_files) == 2 and len(list(output_dir.rglob(f"samples_{task}_*.jsonl"))) == 2
 
-    output = evaluate.parse_outputs(output_dir, task)
+    output = harness.parse_outputs(output_dir, task)
     newest = json.loads(results_files[-1].read_text())
     assert output.results_file == results_files[-1] and newest["n-samples"][task]["effective"] == 3
     assert output.samples_file.name == f"samples_{task}_{results_files[-1].name.removeprefix('results_')}l"
@@ -69,7 +71,7 @@ def test_parse_outputs_of_a_real_lm_eval_run_and_the_newest_wins(tmp_path):
 
 def test_parse_outputs_without_results_is_an_error(tmp_path):
     with pytest.raises(EvalError, match="wrote no results_"):
-        evaluate.parse_outputs(tmp_path, "gsm8k")
+        harness.parse_outputs(tmp_path, "gsm8k")
 
 
 def make_dataset(path, answer="x\n#### 4"):
@@ -80,19 +82,19 @@ def make_dataset(path, answer="x\n#### 4"):
 
 
 def test_dataset_dir_validation_names_the_file(tmp_path):
-    evaluate.validate_dataset_dir(make_dataset(tmp_path / "ok"))
+    harness.validate_dataset_dir(make_dataset(tmp_path / "ok"))
     with pytest.raises(ConfigError, match="not a directory"):
-        evaluate.validate_dataset_dir(tmp_path / "absent")
+        harness.validate_dataset_dir(tmp_path / "absent")
     missing = make_dataset(tmp_path / "missing")
     (missing / "train.jsonl").unlink()
     with pytest.raises(ConfigError, match=r"missing/train\.jsonl: missing"):
-        evaluate.validate_dataset_dir(missing)
+        harness.validate_dataset_dir(missing)
     garbled = make_dataset(tmp_path / "garbled")
     (garbled / "test.jsonl").write_text("{not json\n")
     with pytest.raises(ConfigError, match=r"garbled/test\.jsonl:1: not JSON lines"):
-        evaluate.validate_dataset_dir(garbled)
+        harness.validate_dataset_dir(garbled)
     with pytest.raises(ConfigError, match="must end with '#### <number>'"):
-        evaluate.validate_dataset_dir(make_dataset(tmp_path / "noanswer", answer="four"))
+        harness.validate_dataset_dir(make_dataset(tmp_path / "noanswer", answer="four"))
 
 
 def test_local_task_includes_the_stock_task_and_swaps_the_files(tmp_path):
@@ -100,9 +102,9 @@ def test_local_task_includes_the_stock_task_and_swaps_the_files(tmp_path):
 
     data = make_dataset(tmp_path / "data")
     stock = tmp_path / "stock" / "gsm8k.yaml"
-    assert evaluate.write_task(None, tmp_path / "hub", stock) == "gsm8k"
+    assert harness.write_task(None, tmp_path / "hub", stock) == "gsm8k"
     assert yaml.safe_load((tmp_path / "hub" / "gsm8k.yaml").read_text()) == {"include": str(stock)}
-    assert evaluate.write_task(data, tmp_path / "task", stock) == "gsm8k_local"
+    assert harness.write_task(data, tmp_path / "task", stock) == "gsm8k_local"
     task = yaml.safe_load((tmp_path / "task" / "gsm8k_local.yaml").read_text())
     assert task == {"include": str(tmp_path / "stock" / "gsm8k.yaml"), "task": "gsm8k_local",
                     "dataset_path": "json", "dataset_name": None,

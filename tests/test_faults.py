@@ -29,13 +29,16 @@ from conftest import MINIMAL, ROOT, SHARED_GSM8K, parse, require
 from test_docker import client, labelled, run_args  # noqa: F401 - client: the engine fixture
 from test_integration import SESSION, env, nox_argv, processes_writing_to, wait_for
 
-from gsm8k_bench import dispatch, dispatch_policy, ownership, report, results
-from gsm8k_bench.containers import SESSION_LABEL
-from gsm8k_bench.errors import BenchError, ConfigError, ServerError
-from gsm8k_bench.images import CPU_IMAGE
-from gsm8k_bench.launchers import reserve_port, wait_ready
-from gsm8k_bench.launchers.process import process_server
-from gsm8k_bench.options import build_parser, parse_session_args
+from gsm8k_bench.core import results
+from gsm8k_bench.core.errors import BenchError, ConfigError, ServerError
+from gsm8k_bench.fleet import dispatch_policy, workflow_plan
+from gsm8k_bench.reporting import report
+from gsm8k_bench.serving import ownership
+from gsm8k_bench.serving.containers import SESSION_LABEL
+from gsm8k_bench.serving.images import CPU_IMAGE
+from gsm8k_bench.serving.launchers import reserve_port, wait_ready
+from gsm8k_bench.serving.launchers.process import process_server
+from gsm8k_bench.session.options import build_parser, parse_session_args
 
 FAKES = Path(__file__).resolve().parent / "fakes"
 FAKE_SESSION = "gsm8k-smollm2-135m-h100-vllm-fp16-tp1"
@@ -122,7 +125,7 @@ def test_grandchildren_die_when_the_session_is_sigkilled(tmp_path):
     session = textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
-        from gsm8k_bench import procs
+        from gsm8k_bench.serving import procs
         child = ("import subprocess, sys, time; "
                  "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); time.sleep(600)")
         proc = procs.start([sys.executable, "-c", child], Path({str(tmp_path / "child.log")!r}))
@@ -179,7 +182,7 @@ def test_plan_gives_every_cell_an_eval_timeout_inside_the_jobs_timeout(matrix):
     JSON); a start timeout that leaves no room for the eval fails in the plan job."""
     job_minutes = dispatch_policy.job_timeout_minutes()
     assert job_minutes == yaml.safe_load(WORKFLOW.read_text())["jobs"]["benchmark"]["timeout-minutes"]
-    rows = dispatch.job_rows(matrix, {**dict.fromkeys(dispatch.INPUTS, ""), "sessions": "gsm8k"})
+    rows = workflow_plan.job_rows(matrix, {**dict.fromkeys(workflow_plan.INPUTS, ""), "sessions": "gsm8k"})
     for row in rows:
         combo = matrix.get(row["session"])
         eval_s = float(row["session_args"].split("--eval-timeout ")[1].split()[0])
@@ -199,7 +202,7 @@ def test_workflow_execs_the_session_and_cleans_up_always():
     assert "exec nox -s" in (ROOT / "runners" / "lib.sh").read_text()
     names = [s.get("name", "") for s in steps]
     sweep = next(s for s in steps if "launchers.docker sweep" in s.get("run", ""))
-    mask = next(s for s in steps if "gsm8k_bench.results mask results" in s.get("run", ""))
+    mask = next(s for s in steps if "gsm8k_bench.core.results mask results" in s.get("run", ""))
     upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-artifact@"))
     assert sweep["if"].startswith("always()") and mask["if"] == "always()"
     assert names.index(run["name"]) < names.index(sweep["name"]) < names.index(upload["name"])
@@ -240,7 +243,7 @@ def test_concurrent_sessions_never_claim_the_same_port(tmp_path):
     preferred.close()
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
-        from gsm8k_bench.launchers import reserve_port
+        from gsm8k_bench.serving.launchers import reserve_port
         claim = reserve_port("127.0.0.1", {port})
         print(claim.port, flush=True)
         time.sleep(60)
@@ -442,7 +445,7 @@ def test_yaml_alias_bomb_in_the_matrix_is_refused_at_once(tmp_path):
 
 
 def test_yaml_aliases_in_baselines_are_refused(tmp_path):
-    from gsm8k_bench.gate import load_baselines
+    from gsm8k_bench.verdicts.gate import load_baselines
 
     path = tmp_path / "baselines.yaml"
     path.write_text("version: 1\ngate: &g {confidence: 0.95}\nbaselines: []\nother: *g\n")
@@ -461,7 +464,7 @@ def test_error_messages_cut_long_values():
 
 
 def test_dataset_check_reads_every_line_and_names_it(tmp_path):
-    from gsm8k_bench.evaluate import validate_dataset_dir
+    from gsm8k_bench.evaluation.harness import validate_dataset_dir
 
     require((SHARED_GSM8K / "test.jsonl").is_file(), f"GSM8K files at {SHARED_GSM8K}")
     shutil.copy(SHARED_GSM8K / "train.jsonl", tmp_path / "train.jsonl")
@@ -541,15 +544,15 @@ def test_summary_job_reports_always_and_keeps_attempts_apart():
     ("vllm/vllm-openai-rocm:v0.32.0", False),  # another vendor's image
 ])
 def test_image_input_only_from_listed_repositories(matrix, image, allowed):
-    inputs = {**dict.fromkeys(dispatch.INPUTS, ""), "model": "llama-3.1-8b", "runner": "h100",
+    inputs = {**dict.fromkeys(workflow_plan.INPUTS, ""), "model": "llama-3.1-8b", "runner": "h100",
               "framework": "vllm", "precision": "fp16", "tp": "1", "image": image}
     if allowed:
-        (row,) = dispatch.job_rows(matrix, inputs)
+        (row,) = workflow_plan.job_rows(matrix, inputs)
         assert f"--image {image}" in row["session_args"]
     else:
         with pytest.raises(ConfigError, match=r"is not from a repository allowed for vllm on h100\. Allowed "
                                               r"repositories: vllm/vllm-openai \(any tag, or a digest pinned"):
-            dispatch.job_rows(matrix, inputs)
+            workflow_plan.job_rows(matrix, inputs)
 
 
 # --------------------------------------------------------------------------- 11. the README's fault table
@@ -604,7 +607,8 @@ def test_sigkilled_docker_session_leaves_a_container_the_sweep_removes(client, t
         container.reload()
         assert container.status == "running"  # the fault is real: SIGKILL left it behind
         assert not processes_writing_to(tmp_path / SESSION / "lm-eval.log")  # the evaluator died with nox
-        out = subprocess.run([sys.executable, "-m", "gsm8k_bench.launchers.docker", "sweep"], cwd=ROOT, env=env(),
+        out = subprocess.run([sys.executable, "-m", "gsm8k_bench.serving.launchers.docker", "sweep"], cwd=ROOT,
+                             env=env(),
                              capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
         assert f"removed orphaned container {container.name}" in out.stdout.splitlines()

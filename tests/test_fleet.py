@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gsm8k_bench import fleet, report
+from gsm8k_bench.reporting import fleet_cost, report
 
 
 def doc(session, gpus, timings, vendor="nvidia", status="passed"):
@@ -21,16 +21,16 @@ DIED = {"session": "gsm8k-d-h100-vllm-fp16-tp2", "status": "failed", "timings": 
 
 
 def test_session_cost():
-    cost = fleet.session_cost(TP4)
+    cost = fleet_cost.session_cost(TP4)
     assert cost["gpus"] == 4 and cost["gpu_hours"] == pytest.approx(1.6)
     assert cost["before_first_request_share"] == pytest.approx(360 / 1440)
-    assert fleet.session_cost(CPU)["gpu_hours"] == 0
-    died = fleet.session_cost(DIED)
+    assert fleet_cost.session_cost(CPU)["gpu_hours"] == 0
+    died = fleet_cost.session_cost(DIED)
     assert died["gpus"] == 2 and died["gpu_hours"] == pytest.approx(0.4) and died["before_first_request_share"] is None
 
 
 def test_run_cost_weights_by_gpus():
-    total = fleet.run_cost([TP4, TP1, CPU, DIED])
+    total = fleet_cost.run_cost([TP4, TP1, CPU, DIED])
     assert total["gpu_hours"] == pytest.approx(1.6 + 0.1 + 0 + 0.4)
     assert total["before_first_request_gpu_hours"] == pytest.approx((360 * 4 + 60) / 3600)
     # Shares count sessions that reached their first request: the one that died is left out.
@@ -46,5 +46,5 @@ def test_report_has_the_fleet_section():
 
 
 def test_summary_lines_compare_with_one_by_one():
-    lines = fleet.summary_lines([TP4, TP1], elapsed_s=1500)
+    lines = fleet_cost.summary_lines([TP4, TP1], elapsed_s=1500)
     assert lines[-1].startswith("2 session(s) in 1500 s; one by one they took 1800 s; 1.700 GPU-hours")

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from conftest import MINIMAL, ROOT, parse, require_module
 
-from gsm8k_bench import gate
-from gsm8k_bench.errors import ConfigError
-from gsm8k_bench.eval_protocol import PROTOCOL_KEYS, REASONING_DEFAULTS
+from gsm8k_bench.core.errors import ConfigError
+from gsm8k_bench.verdicts import gate
+from gsm8k_bench.verdicts.protocol import PROTOCOL_KEYS, REASONING_DEFAULTS
 
 binomtest = require_module("scipy.stats").binomtest
 PROTOCOL = {"endpoint": "/v1/completions", "apply_chat_template": False, "fewshot_as_multiturn": False,

@@ -7,9 +7,9 @@ from dataclasses import replace
 import pytest
 from test_commands import plan_for
 
-from gsm8k_bench.errors import ConfigError
-from gsm8k_bench.gpus import KfdNode, amd_render_nodes, assign, parse_ids, read_kfd_topology
-from gsm8k_bench.launchers.docker import create_kwargs
+from gsm8k_bench.core.errors import ConfigError
+from gsm8k_bench.serving.gpus import KfdNode, amd_render_nodes, assign, parse_ids, read_kfd_topology
+from gsm8k_bench.serving.launchers.docker import create_kwargs
 
 # An MI300X-like host: two CPU NUMA nodes first, then GPUs whose render minors do not follow their order.
 TOPOLOGY = (KfdNode(0, 0, 0), KfdNode(1, 0, 0), KfdNode(2, 5211, 136), KfdNode(3, 6022, 128),
@@ -70,8 +70,8 @@ def test_kfd_topology_is_read_from_sysfs_files(tmp_path):
 
 def test_amd_container_gets_only_its_render_nodes_and_renumbered_variables(matrix):
     combo = matrix.get("gsm8k-llama-3.3-70b-mi355x-sglang-fp16-tp8")
-    from gsm8k_bench.options import parse_session_args
-    from gsm8k_bench.session import host_facts, plan_session
+    from gsm8k_bench.session.options import parse_session_args
+    from gsm8k_bench.session.plan import host_facts, plan_session
     options = parse_session_args(combo.name, [])
     host = replace(host_facts(combo, options, {"ROCR_VISIBLE_DEVICES": "0-7"}),
                    gpu_facts=(*TOPOLOGY, *(KfdNode(6 + i, 100 + i, 160 + 8 * i) for i in range(4))))

@@ -141,7 +141,7 @@ def test_cpu_session_end_to_end(cpu_run):
 
 def test_report_of_the_real_run(cpu_run, tmp_path):
     require_module("matplotlib")
-    from gsm8k_bench import report
+    from gsm8k_bench.reporting import report
 
     _, results_dir = cpu_run
     paths = report.write_report(results_dir, tmp_path, warn=pytest.fail)

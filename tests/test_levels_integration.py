@@ -17,7 +17,7 @@ from conftest import ROOT, SHARED_GSM8K, require
 from test_integration import SESSION, env, nox_argv, processes_writing_to
 from test_report_browser import chromium, console_errors
 
-from gsm8k_bench import comparisons
+from gsm8k_bench.verdicts import run_comparison
 
 pytestmark = pytest.mark.integration
 LIMIT = "10"
@@ -76,8 +76,8 @@ def test_compare_two_real_result_sets(two_runs, tmp_path):
     out = subprocess.run([sys.executable, "-m", "nox", "-s", "compare", "--", str(a), str(b), "--out", str(tmp_path)],
                          cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)
     doc_a, doc_b = (json.loads((d / f"{SESSION}.json").read_text()) for d in (a, b))
-    result = comparisons.compare_documents(doc_a, doc_b, comparisons.gate_settings())
-    regressed = result["verdict"] == comparisons.REGRESSION
+    result = run_comparison.compare_documents(doc_a, doc_b, run_comparison.gate_settings())
+    regressed = result["verdict"] == run_comparison.REGRESSION
     assert (out.returncode != 0) == regressed, out.stdout[-3000:] + out.stderr[-3000:]
     strict = result["metrics"]["strict_match"]
     row = f"| `{SESSION} (concurrency 1, 8 vs 4)` | 10 | {strict['reference']:.4f} → {strict['run']:.4f} |"
@@ -95,7 +95,7 @@ def test_compare_two_real_result_sets(two_runs, tmp_path):
 
 
 def test_report_of_both_levels_and_the_real_runs(two_runs, tmp_path):
-    from gsm8k_bench import report
+    from gsm8k_bench.reporting import report
 
     paths = report.write_report(two_runs["A"], tmp_path, warn=pytest.fail)
     text = paths["markdown"].read_text()

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from conftest import SHARED_GSM8K, require
 
-from gsm8k_bench import evaluate, server_metrics, venvs
-from gsm8k_bench.warm_server import warm_server
+from gsm8k_bench.evaluation import harness, server_metrics
+from gsm8k_bench.serving import venvs
+from gsm8k_bench.session.warm_server import warm_server
 
 QUESTIONS = 3
 # Fields of lm-eval's results file that say when and where it ran, or which class ran (ours is
@@ -55,7 +56,7 @@ def test_gated_client_sends_nothing_before_its_go_and_writes_lm_evals_own_sample
     assert argv[1].endswith("lm_eval_driver.py")
     stock_argv = [argv[0], "-m", "lm_eval", "run", *argv[2:]]
     out = subprocess.run(stock_argv, capture_output=True, text=True, timeout=600,
-                         env=evaluate.lm_eval_environment(SHARED_GSM8K, os.environ))
+                         env=harness.lm_eval_environment(SHARED_GSM8K, os.environ))
     assert out.returncode == 0, out.stderr[-3000:]
 
     gated = tmp_path / "gated"
@@ -88,7 +89,7 @@ def test_gated_client_sends_nothing_before_its_go_and_writes_lm_evals_own_sample
 def test_driver_refuses_a_model_it_has_no_client_for(model, tmp_path):
     python = venvs.venv_python(venvs.LM_EVAL)
     require(python.is_file(), "the shared lm-eval environment (nox -s setup)")
-    out = subprocess.run([str(python), str(evaluate.DRIVER), "--model", model, "--model_args", "model=x",
+    out = subprocess.run([str(python), str(harness.DRIVER), "--model", model, "--model_args", "model=x",
                           "--tasks", "gsm8k", "--include_path", str(tmp_path), "--num_fewshot", "0",
                           "--output_path", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2

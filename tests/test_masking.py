@@ -11,7 +11,7 @@ import pytest
 from conftest import ROOT, SHARED_GSM8K, require
 from test_faults import FAKE_SESSION, fake_argv, fake_env
 
-from gsm8k_bench import results
+from gsm8k_bench.core import results
 
 TOKEN = "hf_EnvToken0123456789abcdef"
 FILE_TOKEN = "hf_SavedToken+/=9876543210zyx"
@@ -65,7 +65,7 @@ def test_short_values_are_not_masked():
 
 
 def test_workflow_registers_every_form_with_add_mask():
-    out = subprocess.run(["python", "-m", "gsm8k_bench.results", "add-masks"], cwd=ROOT, capture_output=True,
+    out = subprocess.run(["python", "-m", "gsm8k_bench.core.results", "add-masks"], cwd=ROOT, capture_output=True,
                          text=True, env={"PATH": os.environ["PATH"], "HF_TOKEN": TOKEN, "HF_HOME": "/nonexistent"},
                          timeout=60)
     masks = {line.removeprefix("::add-mask::") for line in out.stdout.splitlines()}
@@ -135,7 +135,7 @@ SECRET = "s3cret-value-42"
 
 
 def masking_env(monkeypatch, tmp_path):
-    """The process environment `python -m gsm8k_bench.results mask` reads: one secret, no saved token."""
+    """The process environment `python -m gsm8k_bench.core.results mask` reads: one secret, no saved token."""
     monkeypatch.setenv("GSM8K_TEST_TOKEN", SECRET)
     monkeypatch.setenv("HF_TOKEN_PATH", str(tmp_path / "no-saved-token"))
 
@@ -218,4 +218,4 @@ def test_results_command_usage(argv, capsys):
     assert results.main(argv) == 2
     out = capsys.readouterr()
     assert out.out == ""
-    assert out.err == "usage: python -m gsm8k_bench.results add-masks | mask PATH...\n"
+    assert out.err == "usage: python -m gsm8k_bench.core.results add-masks | mask PATH...\n"

@@ -5,9 +5,9 @@ import re
 import pytest
 from conftest import MINIMAL, SEED_SESSIONS, parse
 
-from gsm8k_bench.combinations import adhoc_combination
-from gsm8k_bench.errors import ConfigError
-from gsm8k_bench.selection import select
+from gsm8k_bench.core.errors import ConfigError
+from gsm8k_bench.matrix.combinations import adhoc_combination
+from gsm8k_bench.matrix.selection import select
 
 
 def names(matrix) -> list[str]:
@@ -122,7 +122,7 @@ def edited(edit) -> str:
      "matrix.yaml:3: runners.h100.start_timeout_s: expected int or float, got 'soon'"),
     (('  sglang:\n    port: 30000', '  trt:\n    port: 30000'),
      "matrix.yaml:11: frameworks.trt: unknown framework 'trt' Allowed: sglang, vllm (one module each under "
-     'gsm8k_bench/frameworks/)'),
+     'gsm8k_bench/serving/frameworks/)'),
     (('    port: 30000', '    port: 30000\n    ports: 1'),
      "matrix.yaml:12: frameworks.sglang.ports: unknown key 'ports'; did you mean 'port'? Allowed: env, "
      'images, port'),
@@ -386,8 +386,8 @@ def test_a_checkpoint_two_models_serve_must_be_named():
 
 
 def test_loaded_objects_are_exactly_what_the_file_says():
-    from gsm8k_bench.matrix_types import Defaults, Framework, Model, Runner
-    from gsm8k_bench.precision_flags import Precision
+    from gsm8k_bench.matrix.precisions import Precision
+    from gsm8k_bench.matrix.types import Defaults, Framework, Model, Runner
 
     text = MINIMAL.replace("runners:\n", "defaults: {num_fewshot: 0, max_model_len: 2048, request_timeout_s: 30}\n"
                            "runners:\n", 1).replace(
@@ -436,7 +436,7 @@ def test_loaded_objects_are_exactly_what_the_file_says():
 
 
 def test_an_unreadable_matrix_file_names_it(tmp_path):
-    from gsm8k_bench.matrix_loader import load_matrix
+    from gsm8k_bench.matrix.loader import load_matrix
 
     with pytest.raises(ConfigError) as info:
         load_matrix(tmp_path / "absent.yaml")
@@ -524,15 +524,15 @@ def test_a_runner_label_names_exactly_one_runner(edit, message):
 
 
 def test_every_framework_matrix_yaml_may_name_has_a_command_builder():
-    from gsm8k_bench.frameworks import FRAMEWORKS
-    from gsm8k_bench.matrix_types import FRAMEWORK_NAMES
+    from gsm8k_bench.matrix.types import FRAMEWORK_NAMES
+    from gsm8k_bench.serving.frameworks import FRAMEWORKS
 
     assert sorted(FRAMEWORKS) == sorted(FRAMEWORK_NAMES)
 
 
 def test_the_selection_options_take_nox_s_k_t_s_and_a_usage_error_is_a_bench_error(matrix):
-    from gsm8k_bench.errors import BenchError
-    from gsm8k_bench.selection import selected, selection_parser
+    from gsm8k_bench.core.errors import BenchError
+    from gsm8k_bench.matrix.selection import selected, selection_parser
 
     cpu = "gsm8k-smollm2-135m-cpu-vllm-fp16-tp1"
     parser = selection_parser("nox -s pack --", "Run the selected sessions.")
@@ -696,7 +696,7 @@ def test_select_names_an_unknown_session():
 
 
 def test_a_loaded_matrix_knows_its_file(tmp_path):
-    from gsm8k_bench.matrix_loader import load_matrix
+    from gsm8k_bench.matrix.loader import load_matrix
 
     (tmp_path / "mine.yaml").write_text(MINIMAL)
     m = load_matrix(tmp_path / "mine.yaml")
@@ -722,7 +722,7 @@ def test_local_and_hub_checkpoints_match_the_model_serving_them(monkeypatch):
 
 
 def test_adhoc_models_new_names_and_reasoning_protocols(matrix):
-    from gsm8k_bench.frameworks import FRAMEWORKS, ServeTarget
+    from gsm8k_bench.serving.frameworks import FRAMEWORKS, ServeTarget
 
     args = {"runner": "h100", "framework": "vllm", "precision": "fp16", "tp": 1}
     with pytest.raises(ConfigError) as info:

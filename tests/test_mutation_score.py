@@ -5,8 +5,8 @@ from __future__ import annotations
 import mutation_score
 import pytest
 
-DIFF = """--- gsm8k_bench/gate.py
-+++ gsm8k_bench/gate.py
+DIFF = """--- gsm8k_bench/verdicts/gate.py
++++ gsm8k_bench/verdicts/gate.py
 @@ -1,4 +1,4 @@
  def matches(self, combo: Combination) -> bool:
 -    values = {"model": combo.model.name}  # why
@@ -15,10 +15,10 @@ DIFF = """--- gsm8k_bench/gate.py
 
 
 def test_function_names_drop_mutmut_decorations():
-    assert mutation_score.function_of("gsm8k_bench.gate.xǁBaselineǁmatches__mutmut_6") == \
-        "gsm8k_bench.gate.Baseline.matches"
-    assert mutation_score.function_of("gsm8k_bench.frameworks.vllm.x_server_command__mutmut_12") == \
-        "gsm8k_bench.frameworks.vllm.server_command"
+    assert mutation_score.function_of("gsm8k_bench.verdicts.gate.xǁBaselineǁmatches__mutmut_6") == \
+        "gsm8k_bench.verdicts.gate.Baseline.matches"
+    assert mutation_score.function_of("gsm8k_bench.serving.frameworks.vllm.x_server_command__mutmut_12") == \
+        "gsm8k_bench.serving.frameworks.vllm.server_command"
 
 
 def test_the_mutated_line_is_the_added_one_without_its_comment():

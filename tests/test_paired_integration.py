@@ -18,7 +18,7 @@ import yaml
 from conftest import ROOT, SHARED_GSM8K, require, yaml_text
 from test_integration import env, nox_argv, processes_writing_to
 
-from gsm8k_bench import gate, references
+from gsm8k_bench.verdicts import gate, references
 
 pytestmark = pytest.mark.integration
 MODEL = "qwen2.5-coder-1.5b"

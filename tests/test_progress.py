@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from gsm8k_bench import progress, summary
-from gsm8k_bench.errors import BenchError
-from gsm8k_bench.options import parse_session_args
-from gsm8k_bench.progress import Snapshot, format_line, question_count, stall_reason
+from gsm8k_bench.core.errors import BenchError
+from gsm8k_bench.evaluation import progress
+from gsm8k_bench.evaluation.progress import Snapshot, format_line, question_count, stall_reason
+from gsm8k_bench.reporting import console_summary
+from gsm8k_bench.session.options import parse_session_args
 
 PLAIN = re.compile(r"^[\x20-\x7e–]*$")  # printable, no carriage return or escape sequence
 
@@ -74,7 +75,7 @@ def test_summary_table_of_a_gated_run():
         {"metric": "strict_match", "observed": 0.55, "threshold": 0.68, "upper_bound": 0.6062, "regression": True},
         {"metric": "flexible_extract", "observed": 0.6, "threshold": 0.6, "upper_bound": 0.6543,
          "regression": False}]}
-    lines = summary.lines(document(gate, "failed"), Path("/r/x.json"))
+    lines = console_summary.lines(document(gate, "failed"), Path("/r/x.json"))
     assert lines == [
         "gsm8k-m-cpu-vllm-fp16-tp1: failed: gate: regression: strict_match ...",
         "  metric            accuracy  upper bound (95%)  baseline - tol    n  verdict",
@@ -88,10 +89,10 @@ def test_summary_table_of_a_gated_run():
 
 
 def test_summary_table_of_an_ungated_run_still_shows_the_bound():
-    from gsm8k_bench.gate import wilson_upper
+    from gsm8k_bench.verdicts.gate import wilson_upper
 
     gate = {"verdict": "not_gated", "confidence": 0.95, "checks": [], "reason": "no baseline for it"}
-    lines = summary.lines(document(gate), Path("x.json"))
+    lines = console_summary.lines(document(gate), Path("x.json"))
     assert lines[0] == "gsm8k-m-cpu-vllm-fp16-tp1: passed"
     assert lines[2].split() == ["strict-match", "0.5500", f"{wilson_upper(0.55, 200, 0.95):.4f}", "–", "200",
                                 "not", "gated"]

@@ -1,6 +1,6 @@
 """README's quick start on a stock Debian 12, as a newcomer runs it.
 
-The machine is the project's plain Debian 12 image (gsm8k_bench/images.py: debootstrap, python3 with venv
+The machine is the project's plain Debian 12 image (gsm8k_bench/serving/images.py: debootstrap, python3 with venv
 and pip, nothing else; built once, then kept by the engine), with the repository's tracked files copied in
 and host networking.  The commands are read from README.md, never retyped here:
 
@@ -31,7 +31,7 @@ import pytest
 from conftest import ROOT, SHARED_GSM8K, require, require_module
 from test_docker import client  # noqa: F401 - client: the engine fixture
 
-from gsm8k_bench import images, venvs
+from gsm8k_bench.serving import images, venvs
 
 pytestmark = pytest.mark.docker
 

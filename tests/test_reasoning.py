@@ -14,10 +14,12 @@ import yaml
 from conftest import MINIMAL, ROOT, parse, require
 from test_commands import flag, plan_for
 
-from gsm8k_bench import evaluate, gate, venvs
-from gsm8k_bench.errors import ConfigError
-from gsm8k_bench.eval_protocol import REASONING_DEFAULTS
-from gsm8k_bench.session import dry_run_text
+from gsm8k_bench.core.errors import ConfigError
+from gsm8k_bench.evaluation import harness
+from gsm8k_bench.serving import venvs
+from gsm8k_bench.session.plan import dry_run_text
+from gsm8k_bench.verdicts import gate
+from gsm8k_bench.verdicts.protocol import REASONING_DEFAULTS
 
 # A chat model with a reasoning block, on both frameworks of the minimal matrix.
 THINKER = MINIMAL + """\
@@ -192,10 +194,10 @@ def run_in_lm_eval(script: str, *args: str) -> dict:
 
 
 def test_last_match_extraction_is_lm_evals_own_filter_taking_the_last_answer(tmp_path):
-    stock = evaluate.stock_task_file(venvs.venv_dir(venvs.LM_EVAL)) if venvs.is_ready(venvs.LM_EVAL) else None
+    stock = harness.stock_task_file(venvs.venv_dir(venvs.LM_EVAL)) if venvs.is_ready(venvs.LM_EVAL) else None
     require(stock is not None, "the shared lm-eval environment (nox -s setup)")
-    evaluate.write_task(None, tmp_path / "stock", stock)
-    evaluate.write_task(None, tmp_path / "last", stock, "last-match")
+    harness.write_task(None, tmp_path / "stock", stock)
+    harness.write_task(None, tmp_path / "last", stock, "last-match")
     assert "filter_list" not in (tmp_path / "stock" / "gsm8k.yaml").read_text()
     written = yaml.safe_load((tmp_path / "last" / "gsm8k.yaml").read_text())
     stock_filters = yaml.safe_load(stock.read_text())["filter_list"]
@@ -250,7 +252,7 @@ def test_chat_client_scores_the_reasoning_field_only_when_content_is_empty():
 
 
 def test_adhoc_keeps_a_reasoning_model_on_chat(matrix):
-    from gsm8k_bench.combinations import adhoc_combination
+    from gsm8k_bench.matrix.combinations import adhoc_combination
 
     combo = adhoc_combination(matrix, model="gpt-oss-120b", runner="b200", framework="sglang", precision="fp4", tp=2)
     assert combo.reasoning_parser == "gpt-oss" and combo.model.max_gen_toks == 16384

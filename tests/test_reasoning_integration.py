@@ -19,13 +19,15 @@ import yaml
 from conftest import ROOT, SHARED_GSM8K, require, yaml_text
 from test_integration import env, nox_argv, processes_writing_to, wait_for
 
-from gsm8k_bench import evaluate, gate, venvs
-from gsm8k_bench.eval_protocol import PROTOCOL_KEYS
-from gsm8k_bench.launchers import reserve_port, wait_ready
-from gsm8k_bench.launchers.process import process_server
-from gsm8k_bench.matrix_loader import load_matrix
-from gsm8k_bench.options import parse_session_args
-from gsm8k_bench.session import HOST, host_facts, plan_session
+from gsm8k_bench.evaluation import harness
+from gsm8k_bench.matrix.loader import load_matrix
+from gsm8k_bench.serving import venvs
+from gsm8k_bench.serving.launchers import reserve_port, wait_ready
+from gsm8k_bench.serving.launchers.process import process_server
+from gsm8k_bench.session.options import parse_session_args
+from gsm8k_bench.session.plan import HOST, host_facts, plan_session
+from gsm8k_bench.verdicts import gate
+from gsm8k_bench.verdicts.protocol import PROTOCOL_KEYS
 
 pytestmark = pytest.mark.integration
 PLUGIN = ROOT / "tests" / "vllm_plugins" / "think_text.py"
@@ -116,9 +118,9 @@ def test_lm_evals_stock_chat_client_has_nothing_to_score_on_that_server(runs):
     options = parse_session_args(THINKS, args)
     plan = plan_session(combo, options, matrix.defaults, host_facts(combo, options), port=claim.port)
     stock_dir = work / "stock"
-    task = evaluate.write_task(plan.dataset_dir, stock_dir / "task",
-                               evaluate.stock_task_file(venvs.venv_dir(venvs.LM_EVAL)))
-    ours = evaluate.lm_eval_command(plan.lm_eval_python, plan.settings, served_name=combo.model.name,
+    task = harness.write_task(plan.dataset_dir, stock_dir / "task",
+                               harness.stock_task_file(venvs.venv_dir(venvs.LM_EVAL)))
+    ours = harness.lm_eval_command(plan.lm_eval_python, plan.settings, served_name=combo.model.name,
                                     base_url=plan.base_url, output_dir=stock_dir / "lm-eval", task=task,
                                     include_path=stock_dir / "task")
     argv = [ours[0], "-m", "lm_eval", "run", *ours[2:]]  # the driver's flags are lm_eval's own
@@ -136,7 +138,7 @@ def test_lm_evals_stock_chat_client_has_nothing_to_score_on_that_server(runs):
     assert out.returncode == 0, out.stderr[-3000:]
     # The server's engine process may still be exiting when the block ends: gone within bounded time.
     wait_for(lambda: not processes_writing_to(stock_dir / "server.log"), 30, "the server's processes to exit")
-    stock = evaluate.parse_outputs(stock_dir / "lm-eval", task)
+    stock = harness.parse_outputs(stock_dir / "lm-eval", task)
     assert [s["response"] for s in stock.samples] == [""] * LIMIT
     assert {s["strict_answer"] for s in stock.samples} == {s["flexible_answer"] for s in stock.samples} == {
         "[invalid]"}

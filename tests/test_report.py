@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 from conftest import require_module
 
-from gsm8k_bench import report, results, server_metrics
-from gsm8k_bench.errors import BenchError
+from gsm8k_bench.core import results
+from gsm8k_bench.core.errors import BenchError
+from gsm8k_bench.evaluation import server_metrics
+from gsm8k_bench.reporting import report
 
 
 def session_doc(name, status="passed", strict=0.5, n=20, verdict="pass", baseline=0.45):

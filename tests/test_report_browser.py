@@ -10,7 +10,7 @@ import pytest
 from conftest import require
 from test_compare import BASE, session_doc, with_flips, write_set
 
-from gsm8k_bench import report
+from gsm8k_bench.reporting import report
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",

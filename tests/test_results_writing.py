@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from gsm8k_bench import results
+from gsm8k_bench.core import results
 
 
 def test_result_path_and_exact_text(tmp_path):

@@ -1,4 +1,4 @@
-"""The session JSON's typed model (gsm8k_bench/session_result.py): its checked-in JSON Schema, the files the
+"""The session JSON's typed model (gsm8k_bench/core/session_result.py): its checked-in JSON Schema, the files the
 project writes (validated against the schema FILE), older files, and the pure plan's host facts."""
 
 from __future__ import annotations
@@ -13,22 +13,16 @@ import pytest
 from conftest import ROOT, require_module
 from pydantic import BaseModel
 
-from gsm8k_bench import collect, results, session_result
-from gsm8k_bench.errors import ConfigError
-from gsm8k_bench.matrix_types import Matrix
-from gsm8k_bench.options import parse_session_args
-from gsm8k_bench.session import (
-    HostFacts,
-    SessionFailed,
-    config_of,
-    host_facts,
-    plan_session,
-    run_session,
-    timed,
-    write_input_error,
-    write_stub,
-)
-from gsm8k_bench.session_result import Config, SessionResult, Timings
+from gsm8k_bench.core import results, session_result
+from gsm8k_bench.core.errors import ConfigError
+from gsm8k_bench.core.session_result import Config, SessionResult, Timings
+from gsm8k_bench.core.stubs import write_input_error, write_stub
+from gsm8k_bench.fleet import collect
+from gsm8k_bench.matrix.types import Matrix
+from gsm8k_bench.session.options import parse_session_args
+from gsm8k_bench.session.plan import HostFacts, host_facts, plan_session
+from gsm8k_bench.session.provenance import config_of
+from gsm8k_bench.session.run import SessionFailed, run_session, timed
 
 CPU = "gsm8k-smollm2-135m-cpu-vllm-fp16-tp1"
 # Written by the session before served_model_name, gpus, reasoning, concurrency_levels, image_override,
@@ -44,7 +38,7 @@ def validate_with_schema_file(document: dict[str, Any]) -> None:
 def test_the_schema_file_is_the_models() -> None:
     assert session_result.SCHEMA_FILE == ROOT / "schema" / "session-result.schema.json"
     assert session_result.SCHEMA_FILE.read_text(encoding="utf-8") == session_result.schema_text(), (
-        "schema/session-result.schema.json is out of date: python -m gsm8k_bench.session_result --write-schema")
+        "schema/session-result.schema.json is out of date: python -m gsm8k_bench.core.session_result --write-schema")
 
 
 def models_in(annotation: object, seen: set[type[BaseModel]]) -> set[type[BaseModel]]:

@@ -17,10 +17,10 @@ from conftest import ROOT, require
 from test_commands import plan_for
 from test_integration import processes_writing_to, wait_for
 
-from gsm8k_bench import slurm
-from gsm8k_bench.errors import BenchError
-from gsm8k_bench.launchers.pyxis import srun_argv
-from gsm8k_bench.matrix_loader import load_matrix
+from gsm8k_bench.core.errors import BenchError
+from gsm8k_bench.fleet import slurm
+from gsm8k_bench.matrix.loader import load_matrix
+from gsm8k_bench.serving.launchers.pyxis import srun_argv
 
 CPU_DEFAULT = "gsm8k-smollm2-135m-cpu-vllm-fp16-tp1"
 
@@ -247,7 +247,8 @@ def test_the_cpu_default_end_to_end_through_slurm_and_its_report(cluster, tmp_pa
     assert document["status"] == "passed" and document["metrics"]["n"] == 5
     assert document["slurm"]["state"] == "COMPLETED" and document["slurm"]["name"] == CPU_DEFAULT
     assert "GPU-hours" in out and "before the first request" in out
-    report = subprocess.run([sys.executable, "-m", "gsm8k_bench.report", str(tmp_path), str(tmp_path / "out")],
+    report = subprocess.run([sys.executable, "-m", "gsm8k_bench.reporting.report", str(tmp_path),
+                             str(tmp_path / "out")],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert report.returncode == 0, report.stderr
     assert "GPU-h" in (tmp_path / "out" / "report.md").read_text()

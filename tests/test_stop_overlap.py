@@ -18,12 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from gsm8k_bench import procs, session
-from gsm8k_bench.combinations import adhoc_combination
-from gsm8k_bench.errors import EvalError
-from gsm8k_bench.launchers import reserve_port
-from gsm8k_bench.launchers.process import process_server
-from gsm8k_bench.options import parse_session_args
+from gsm8k_bench.core.errors import EvalError
+from gsm8k_bench.matrix.combinations import adhoc_combination
+from gsm8k_bench.serving import procs
+from gsm8k_bench.serving.launchers import reserve_port
+from gsm8k_bench.serving.launchers.process import process_server
+from gsm8k_bench.session import plan as session_plan
+from gsm8k_bench.session import run as session_run
+from gsm8k_bench.session.options import parse_session_args
 
 FAKES = Path(__file__).resolve().parent / "fakes"
 STAND_IN = """
@@ -51,8 +53,8 @@ def plan(matrix, tmp_path, monkeypatch):
     """An ad-hoc h100 session on the process launcher, its lm-eval replaced by the stand-in."""
     combo = adhoc_combination(matrix, model="smollm2-135m", runner="h100", framework="vllm", precision="fp16", tp=1)
     options = parse_session_args(combo.name, ["--launcher", "process", "--limit", "2", "--results-dir", str(tmp_path)])
-    claim = reserve_port(session.HOST, combo.framework.port)
-    planned = session.plan_session(combo, options, matrix.defaults, session.host_facts(combo, options, {}),
+    claim = reserve_port(session_plan.HOST, combo.framework.port)
+    planned = session_plan.plan_session(combo, options, matrix.defaults, session_plan.host_facts(combo, options, {}),
                                    port=claim.port)
     planned.work_dir.mkdir(parents=True)
     monkeypatch.setenv("STAND_IN_SERVER", planned.base_url)
@@ -69,21 +71,21 @@ def test_after_the_last_level_the_server_stops_while_lm_eval_still_runs(plan, mo
     monkeypatch.setenv("STAND_IN_WAIT_S", "30")
     lines = []
     with fake_server(plan) as server:
-        session.wait_ready(server, plan.served_name, 30, lines.append)
-        run = session._eval_level(plan, server, None, lines.append, last=True)
+        session_run.wait_ready(server, plan.served_name, 30, lines.append)
+        run = session_run._eval_level(plan, server, None, lines.append, last=True)
         assert server.exit_status() == f"exited with code {-signal.SIGTERM}"
     assert "the server was gone before lm-eval exited" in (plan.work_dir / "lm-eval.log").read_text()
     assert run.concurrency == plan.settings.concurrency and run.eval_s > 0
     assert lines[-1] == f"concurrency {plan.settings.concurrency}: evaluated in {run.eval_s:.1f} s"
-    assert not any((plan.work_dir / marker).exists() for marker in (session.GO_FILE, session.ANSWERED_FILE))
+    assert not any((plan.work_dir / marker).exists() for marker in (session_run.GO_FILE, session_run.ANSWERED_FILE))
 
 
 def test_after_an_earlier_level_the_server_keeps_running(plan, monkeypatch):
     monkeypatch.setenv("STAND_IN_WAIT_S", "2")
     with fake_server(plan) as server:
-        session.wait_ready(server, plan.served_name, 30, lambda line: None)
+        session_run.wait_ready(server, plan.served_name, 30, lambda line: None)
         with pytest.raises(EvalError, match=r"^lm-eval exited with code 3$"):
-            session._eval_level(plan, server, None, lambda line: None, last=False)
+            session_run._eval_level(plan, server, None, lambda line: None, last=False)
         assert server.exit_status() is None
     assert "the server still ran" in (plan.work_dir / "lm-eval.log").read_text()
 

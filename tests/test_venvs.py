@@ -8,8 +8,8 @@ import subprocess
 import pytest
 import yaml
 
-from gsm8k_bench import venvs
-from gsm8k_bench.errors import BenchError, ConfigError
+from gsm8k_bench.core.errors import BenchError, ConfigError
+from gsm8k_bench.serving import venvs
 
 
 def write(tmp_path, text):

@@ -13,8 +13,8 @@ import pytest
 import yaml
 from conftest import MINIMAL, ROOT, parse
 
-from gsm8k_bench import dispatch
-from gsm8k_bench.errors import ConfigError
+from gsm8k_bench.core.errors import ConfigError
+from gsm8k_bench.fleet import workflow_plan
 
 WORKFLOWS = ROOT / ".github" / "workflows"
 BENCHMARK = WORKFLOWS / "gsm8k-benchmark.yml"
@@ -154,14 +154,14 @@ def test_the_documented_example_runs_the_matrix_session(tmp_path):
 
 
 def adhoc_inputs(**inputs) -> dict[str, str]:
-    return {**dict.fromkeys(dispatch.INPUTS, ""), "framework": "vllm", "precision": "fp16", **inputs}
+    return {**dict.fromkeys(workflow_plan.INPUTS, ""), "framework": "vllm", "precision": "fp16", **inputs}
 
 
 @pytest.mark.parametrize("label", DOCUMENTED_LABELS)
 def test_each_documented_label_is_its_runner(matrix, label):
     sku = label.split("-")[0]
-    by_label = dispatch.job_rows(matrix, adhoc_inputs(model="llama-3.1-8b", runner=label))
-    by_sku = dispatch.job_rows(matrix, adhoc_inputs(model="llama-3.1-8b", runner=sku))
+    by_label = workflow_plan.job_rows(matrix, adhoc_inputs(model="llama-3.1-8b", runner=label))
+    by_sku = workflow_plan.job_rows(matrix, adhoc_inputs(model="llama-3.1-8b", runner=sku))
     assert by_label == by_sku
     (row,) = by_label
     assert (row["session"], row["runner_label"]) == (f"gsm8k-llama-3.1-8b-{sku}-vllm-fp16-tp1", label)
@@ -176,7 +176,7 @@ def test_each_documented_label_is_its_runner(matrix, label):
     ("meta-llama/Llama-3.1-8B-Instruct", "fp8", "gsm8k-llama-3.1-8b-instruct-b200-vllm-fp8-tp1"),
 ])
 def test_a_checkpoint_is_the_matrix_model_that_serves_it(matrix, checkpoint, precision, session):
-    (row,) = dispatch.job_rows(matrix, adhoc_inputs(model=checkpoint, runner="b200-nv", precision=precision))
+    (row,) = workflow_plan.job_rows(matrix, adhoc_inputs(model=checkpoint, runner="b200-nv", precision=precision))
     assert row["session"] == session and row["checkpoint"] == checkpoint
     assert row["nox_session"] == (session if session in matrix.by_name() else "gsm8k")
 
@@ -219,6 +219,6 @@ def test_selection_over_githubs_job_limit_fails_in_plan():
         "  tiny:\n", "  tiny:\n    max_model_len: 128\n")
     models = "\n".join(big.split("models:\n")[1].replace("  tiny:", f"  tiny{i}:") for i in range(8))
     matrix = parse(big.split("models:\n")[0] + "models:\n" + models)
-    assert len(matrix.combinations) > dispatch.GITHUB_MAX_JOBS
+    assert len(matrix.combinations) > workflow_plan.GITHUB_MAX_JOBS
     with pytest.raises(ConfigError, match="over GitHub's 256-job matrix limit"):
-        dispatch.job_rows(matrix, {**dict.fromkeys(dispatch.INPUTS, ""), "sessions": "gsm8k"})
+        workflow_plan.job_rows(matrix, {**dict.fromkeys(workflow_plan.INPUTS, ""), "sessions": "gsm8k"})

@@ -1,0 +1,119 @@
+"""Who a run is: the id its server must echo, the lock on its results, and the owner label of its
+container, from which a later sweep can tell whether that run is gone (and never touches a live one)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import os
+import secrets
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from gsm8k_bench.core.errors import BenchError, ConfigError
+
+OWNER_LABEL = "gsm8k-bench.owner"
+
+
+def new_run_id() -> str:
+    """Six hex digits: the served model name `<model>-<id>` tells this run's server from any other."""
+    return secrets.token_hex(3)
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+def process_start_ticks(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot: a pid reused later has another."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()[19]
+
+
+@dataclass(frozen=True)
+class Owner:
+    host: str
+    boot_id: str
+    pid: int
+    start_ticks: str
+
+    def label(self) -> str:
+        return f"{self.host}/{self.boot_id}/{self.pid}/{self.start_ticks}"
+
+    @classmethod
+    def parse(cls, text: str) -> Owner | None:
+        parts = text.split("/")
+        if len(parts) != 4 or not parts[2].isdigit():
+            return None
+        return cls(parts[0], parts[1], int(parts[2]), parts[3])
+
+    def is_gone(self, here: Owner) -> bool:
+        """True only when this host can prove it: same host, and another boot or a dead (or reused) pid.
+        Another host's run is never judged gone."""
+        if self.host != here.host:
+            return False
+        if self.boot_id != here.boot_id:
+            return True
+        return process_start_ticks(self.pid) != self.start_ticks
+
+
+def current_owner() -> Owner:
+    return Owner(socket.gethostname(), _boot_id(), os.getpid(), process_start_ticks(os.getpid()) or "0")
+
+
+# --------------------------------------------------------------------------- results-dir lock
+
+
+def usable_results_dir(results_dir: Path) -> Path:
+    """The results folder, created; a file in its place or no write access is a clear error."""
+    results_dir = results_dir.expanduser().resolve()
+    try:
+        results_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ConfigError(f"--results-dir {results_dir}: a file is in the way (it must be a folder)") from None
+    except OSError as exc:
+        raise ConfigError(f"--results-dir {results_dir}: cannot create it ({exc.strerror})") from None
+    if not os.access(results_dir, os.W_OK | os.X_OK):
+        raise ConfigError(f"--results-dir {results_dir}: not writable")
+    return results_dir
+
+
+class SessionBusy(BenchError):
+    """Another run of the same session is writing into the same results folder."""
+
+
+class ResultsLock:
+    """An flock on `<results-dir>/.<session>.lock` for the whole run.  The kernel releases it when the
+    process ends, however it ends, so a crashed run never blocks the next one."""
+
+    def __init__(self, results_dir: Path, session: str) -> None:
+        self.path = usable_results_dir(results_dir) / f".{session}.lock"
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._fd, 200, 0).decode("utf-8", "replace").strip() or "unknown holder"
+            os.close(self._fd)
+            raise SessionBusy(f"{session} is already running into {self.path.parent} ({holder}); wait for it "
+                              "or use another --results-dir") from None
+        started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"pid {os.getpid()} on {socket.gethostname()}, started {started}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # closing drops the flock; the file stays (removing it would race a waiter)
+            self._fd = -1
+
+    def __enter__(self) -> ResultsLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
