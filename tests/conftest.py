@@ -139,7 +139,7 @@ SEED_SESSIONS = [
 ]
 
 # precision, framework, vendor, pre-quantized checkpoint? -> (--dtype, --quantization, --kv-cache-dtype), as the
-# README's precision table states them; written out, never read from the objects the command builder reads.
+# precision table in docs/matrix.md states them; written out, never read from the objects the command builder reads.
 SERVER_FLAGS = {
     ("fp16", "vllm", "nvidia", False): ("bfloat16", None, None),
     ("fp16", "vllm", "amd", False): ("bfloat16", None, None),

@@ -1,8 +1,8 @@
 """Faults injected for real: signals the way GitHub cancels a job, SIGKILL of nox, SIGSTOP of the server,
 concurrent runs, a foreign server on the port, sockets in TIME_WAIT, bad input, a Docker engine that goes
 away.  Each must end with a clear message in bounded time, its JSON written (or an earlier one kept), and
-nothing left running.  The README's fault table names these tests; test_fault_table_matches_the_tests
-keeps the two in step.
+nothing left running.  The fault table in docs/security-and-faults.md names these tests;
+test_fault_table_matches_the_tests keeps the two in step.
 
 Sessions that need no real model use tests/fakes/vllm, a real HTTP server that stands in for `vllm serve`
 (found on PATH by an ad-hoc h100 session with --launcher process); lm-eval is always the real one.
@@ -537,7 +537,7 @@ def test_summary_job_reports_always_and_keeps_attempts_apart():
 @pytest.mark.parametrize(("image", "allowed"), [
     ("vllm/vllm-openai:v0.32.0", True),
     ("vllm/vllm-openai@sha256:" + "a" * 64, True),
-    ("vllm/vllm-openai:latest", True),  # any tag of a listed repository (the README's own example)
+    ("vllm/vllm-openai:latest", True),  # any tag of a listed repository (the docs' own example)
     ("vllm/vllm-openai-nightly:latest", False),  # a look-alike repository
     ("evil.example/vllm/vllm-openai:v0.32.0", False),
     ("evil/x@sha256:" + "b" * 64, False),
@@ -555,14 +555,14 @@ def test_image_input_only_from_listed_repositories(matrix, image, allowed):
             workflow_plan.job_rows(matrix, inputs)
 
 
-# --------------------------------------------------------------------------- 11. the README's fault table
+# --------------------------------------------------------------------------- 11. the docs' fault table
 
 
 def test_fault_table_matches_the_tests():
-    """Every row of the README's fault table names tests that exist here (or in test_masking/test_docker),
-    and every fault test in this file is in the table."""
-    readme = (ROOT / "README.md").read_text()
-    table = readme.split("### Faults and what is left behind")[1].split("\n## ")[0]
+    """Every row of the fault table (docs/security-and-faults.md) names tests that exist here (or in
+    test_masking/test_docker), and every fault test in this file is in the table."""
+    page = (ROOT / "docs" / "security-and-faults.md").read_text()
+    table = page.split("### Faults and what is left behind")[1].split("\n## ")[0]
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| fault")]
     assert len(rows) >= 15
     named = set()

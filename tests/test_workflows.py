@@ -63,9 +63,9 @@ def test_actions_pinned_and_permissions_minimal():
 
 def test_benchmark_workflow_wiring(matrix):
     workflow = load(BENCHMARK)
-    assert workflow["name"] == "GSM8k Benchmark"  # what the README tells users to pick
+    assert workflow["name"] == "GSM8k Benchmark"  # what docs/github-workflow.md tells users to pick
     inputs = workflow["on"]["workflow_dispatch"]["inputs"]
-    # The form offers the CI labels from matrix.yaml (and cpu), the values the README documents.
+    # The form offers the CI labels from matrix.yaml (and cpu), the values docs/github-workflow.md documents.
     gpu_labels = [r.label for r in matrix.runners.values() if r.vendor != "cpu"]
     assert inputs["runner"]["options"] == [*gpu_labels, "cpu"] and inputs["runner"]["default"] == "h100-cr"
     assert gpu_labels == list(DOCUMENTED_LABELS)
@@ -134,10 +134,10 @@ def test_plan_step_yields_the_benchmark_matrix(tmp_path, matrix):
 
 
 def documented_example() -> dict[str, str]:
-    """The `gh workflow run "GSM8k Benchmark" ...` example in README.md, as its -f inputs."""
-    readme = (ROOT / "README.md").read_text()
-    command = re.search(r'^gh workflow run "GSM8k Benchmark" (.*?)(?<!\\)\n', readme, re.M | re.S)
-    assert command, "README.md shows the dispatch with gh workflow run"
+    """The `gh workflow run "GSM8k Benchmark" ...` example in docs/github-workflow.md, as its -f inputs."""
+    page = (ROOT / "docs" / "github-workflow.md").read_text()
+    command = re.search(r'^gh workflow run "GSM8k Benchmark" (.*?)(?<!\\)\n', page, re.M | re.S)
+    assert command, "docs/github-workflow.md shows the dispatch with gh workflow run"
     return dict(re.findall(r"-f ([\w-]+)=(\S+)", command.group(1)))
 
 
