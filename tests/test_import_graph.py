@@ -7,6 +7,7 @@ these tests hold the code to what those docstrings say."""
 from __future__ import annotations
 
 import ast
+import itertools
 import re
 from pathlib import Path
 
@@ -134,7 +135,7 @@ def test_every_import_goes_down_the_stages():
     # The declared order is a chain: each stage may import exactly the ones before it.
     order = sorted(allowed, key=lambda stage: len(allowed[stage]))
     assert [len(allowed[stage]) for stage in order] == list(range(1, len(order) + 1))
-    assert all(allowed[a] < allowed[b] for a, b in zip(order, order[1:]))
+    assert all(allowed[a] < allowed[b] for a, b in itertools.pairwise(order))
     assert order == ["core", "matrix", "serving", "evaluation", "verdicts", "reporting", "fleet", "session"]
     assert upward_imports(PACKAGE) == []
 

@@ -23,7 +23,7 @@ from gsm8k_bench.serving import compile_caches, procs, venvs
 from gsm8k_bench.serving.containers import SESSION_LABEL
 from gsm8k_bench.serving.containers.spec import ContainerSpec, CreateArgs
 from gsm8k_bench.serving.launchers import LOG_TAIL_LINES
-from gsm8k_bench.serving.launchers.docker_sdk import Container, EngineClient, Image
+from gsm8k_bench.serving.launchers.sdk_protocols import Container, EngineClient, Image
 from gsm8k_bench.serving.ownership import OWNER_LABEL, Owner, current_owner
 
 STOP_TIMEOUT_S = 15
