@@ -11,7 +11,7 @@ usage() {
 }
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-tag=$(cd "$repo" && python3 -c 'from gsm8k_bench import images; print(images.CPU_IMAGE)')
+tag=$(cd "$repo" && python3 -c 'from gsm8k_bench.serving import images; print(images.CPU_IMAGE)')
 force=0
 while [ $# -gt 0 ]; do
   case "$1" in
