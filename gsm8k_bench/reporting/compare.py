@@ -217,7 +217,11 @@ def main(argv: list[str], out: TextIO | None = None) -> int:
     compared = compare_sets(reference, run, settings)
     a_label, b_label = str(args.reference), str(args.run)
     out_dir = args.out or (args.run if args.run.is_dir() else args.run.parent)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        results.output_folder(out_dir, "--out")
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     text = markdown(compared, a_label, b_label, settings)
     (out_dir / "compare.md").write_text(text, encoding="utf-8")
     (out_dir / "compare.html").write_text(compare_page(compared, a_label, b_label, settings), encoding="utf-8")
