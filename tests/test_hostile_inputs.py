@@ -224,3 +224,35 @@ def test_two_jsons_of_one_session_are_named_by_report_and_compare(tmp_path):
     assert out.returncode == 0 and f"warning: {expected}" in out.stderr, out.stderr[-2000:]
     out = run(nox_argv("compare", str(folder), str(folder), "--out", str(tmp_path / "compare")))
     assert out.returncode == 0 and f"warning: {expected}" in out.stderr, out.stderr[-2000:]
+
+
+# --------------------------------------------------------------------------- 7. HTML in Markdown
+
+
+IMG, SCRIPT = "<img src=x onerror=alert(1)>", "<script>alert(2)</script>"
+
+
+def test_html_from_responses_and_errors_is_escaped_in_compare_md_and_the_step_summary(tmp_path):
+    from test_compare import BASE, session_doc, with_flips, write_set
+
+    def doc(outcomes, **kwargs):
+        document = session_doc(outcomes, question=f"How many? {SCRIPT}", **kwargs)
+        for s in document["samples"]:
+            s["response"] = f"{IMG}\n| not a cell | {s['response']}"
+        return document
+
+    failed = {**doc(BASE[:20], runner="b200"), "status": "failed", "metrics": None,
+              "error": {"message": f"server exited: {SCRIPT}", "log_tail": ""}}
+    before = write_set(tmp_path / "before", doc(BASE[:20]), doc(BASE[:20], runner="b200"))
+    after = write_set(tmp_path / "after", doc(with_flips(BASE[:20], lost=2, gained=1)), failed)
+    out = run(nox_argv("compare", str(before), str(after), "--out", str(tmp_path / "compare")))
+    assert "Traceback" not in out.stderr, out.stderr[-2000:]
+    report_out = run([sys.executable, "-m", "gsm8k_bench.reporting.report", str(after), str(tmp_path / "report")])
+    assert report_out.returncode == 0, report_out.stderr[-2000:]
+    for page in (tmp_path / "compare" / "compare.md", tmp_path / "report" / "summary.md",
+                 tmp_path / "report" / "report.md"):
+        text = page.read_text()
+        assert "<img" not in text.lower() and "<script" not in text.lower(), page.name
+        assert "&lt;script&gt;alert(2)&lt;/script&gt;" in text, page.name
+    compare_md = (tmp_path / "compare" / "compare.md").read_text()
+    assert "| response | &lt;img src=x onerror=alert(1)&gt;<br>\\| not a cell \\| " in compare_md

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from gsm8k_bench.core import results
+from gsm8k_bench.core import paths, results
 from gsm8k_bench.core.errors import BenchError
+from gsm8k_bench.core.markdown import escaped
 from gsm8k_bench.reporting import html_page, report
 from gsm8k_bench.verdicts import gate, levels, run_comparison
 
@@ -43,7 +44,7 @@ def load_side(path: Path, warn: Callable[[str], None]) -> dict[str, dict[str, An
             document = results.read(path)
         except (ValueError, json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise BenchError(f"{path}: not a gsm8k-bench session JSON ({exc})") from None
-        return {document["session"]: document}
+        return {paths.check_session_name(document["session"]): document}
     if not path.exists():
         raise BenchError(f"{path}: no such file or results folder")
     return {d["session"]: d for d in report.load_results(path, warn)}
@@ -80,10 +81,6 @@ def regressed(compared: list[SessionComparison]) -> list[str]:
 # --------------------------------------------------------------------------- Markdown
 
 
-def _cell(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", "<br>")
-
-
 def _metric_cells(numbers: run_comparison.MetricNumbers | None) -> list[str]:
     if not numbers:
         return ["–"] * 4
@@ -113,7 +110,7 @@ def summary_table(compared: list[SessionComparison]) -> list[str]:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for session, *cells, verdict in rows:
         verdict = f"**{verdict}**" if verdict == run_comparison.REGRESSION else verdict
-        lines.append("| " + " | ".join([f"`{session}`", *cells, verdict]) + " |")
+        lines.append("| " + " | ".join([f"`{session}`", *map(escaped, cells), verdict]) + " |")
     return lines
 
 
@@ -123,21 +120,22 @@ def _answers(side: Mapping[str, Any]) -> str:
 
 def _flip_markdown(flip: Mapping[str, Any]) -> list[str]:
     moves = ", ".join(f"{m.replace('_', '-')} {move}" for m, move in flip["moves"].items()) or "answer changed"
-    return [f"**doc {flip['doc_id']}** ({moves}); target {_cell(flip.get('target'))}", "",
-            f"> {_cell(flip['question'])}", "",
+    return [f"**doc {flip['doc_id']}** ({moves}); target {escaped(flip.get('target'))}", "",
+            f"> {escaped(flip['question'])}", "",
             "| | A | B |", "|---|---|---|",
-            f"| answers (strict / flexible) | {_cell(_answers(flip['reference']))} | {_cell(_answers(flip['run']))} |",
-            f"| response | {_cell(flip['reference']['response'])} | {_cell(flip['run']['response'])} |", ""]
+            f"| answers (strict / flexible) | {escaped(_answers(flip['reference']))} | "
+            f"{escaped(_answers(flip['run']))} |",
+            f"| response | {escaped(flip['reference']['response'])} | {escaped(flip['run']['response'])} |", ""]
 
 
 def markdown(compared: list[SessionComparison], a_label: str, b_label: str, settings: gate.GateSettings) -> str:
-    lines = [f"## GSM8k: B ({b_label}) against A ({a_label})", "",
+    lines = [f"## GSM8k: B ({escaped(b_label)}) against A ({escaped(a_label)})", "",
              f"Paired over the questions both answered; bounds one-sided at {settings.confidence:.0%}; "
              f"a regression when the upper bound of B − A lies below −{settings.tolerance}.", "",
              *summary_table(compared), ""]
     skipped = [c for c in compared if c.result["verdict"] == run_comparison.NOT_COMPARED]
     if skipped:
-        lines += ["### Not compared", ""] + [f"- `{c.session}`: {c.result['reason']}" for c in skipped] + [""]
+        lines += ["### Not compared", ""] + [f"- `{c.session}`: {escaped(c.result['reason'])}" for c in skipped] + [""]
     for c in compared:
         flips, changed = c.result["flips"], c.result["changed"]
         if not flips and not changed:

@@ -15,6 +15,7 @@ from typing import Any
 
 from gsm8k_bench.core import results, results_folder
 from gsm8k_bench.core.errors import BenchError
+from gsm8k_bench.core.markdown import escaped
 from gsm8k_bench.reporting import fleet_cost, html_page
 from gsm8k_bench.verdicts import run_comparison, siblings
 
@@ -71,7 +72,8 @@ def markdown(documents: Sequence[Mapping[str, Any]], limit_bytes: int | None = N
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     size = len(header) + sum(len(line.encode()) + 1 for line in lines)
     for index, doc in enumerate(documents):
-        line = "| " + " | ".join(row(doc)) + " |"
+        session, *cells = row(doc)
+        line = "| " + " | ".join([session, *map(escaped, cells)]) + " |"
         if limit_bytes and size + len(line.encode()) + 200 > limit_bytes:
             lines.append(f"| … {len(documents) - index} more sessions: see the artifacts |" +
                          " |" * (len(COLUMNS) - 1))
@@ -79,7 +81,7 @@ def markdown(documents: Sequence[Mapping[str, Any]], limit_bytes: int | None = N
         lines.append(line)
         size += len(line.encode()) + 1
     failed = [d for d in documents if d["status"] != "passed"]
-    notes = [f"- `{d['session']}`: {d['status']}: {(d.get('error') or {}).get('message', '')}" for d in failed]
+    notes = [f"- `{d['session']}`: {d['status']}: {escaped((d.get('error') or {}).get('message', ''))}" for d in failed]
     text = header + "\n".join(lines) + "\n"
     if notes:
         text += "\n### Not passed\n\n" + "\n".join(notes)[: (limit_bytes or 10**9) // 4] + "\n"
