@@ -565,8 +565,8 @@ def test_image_input_only_from_listed_repositories(matrix, image, allowed):
 
 def test_fault_table_matches_the_tests():
     """Every row of the fault table (docs/security-and-faults.md) names tests that exist here (or in
-    test_masking, test_docker, test_hostile_inputs or test_workflows), and every fault test in this file is
-    in the table."""
+    test_masking, test_docker, test_hostile_inputs, test_workflows or test_report_browser), and every fault
+    test in this file is in the table."""
     page = (ROOT / "docs" / "security-and-faults.md").read_text()
     table = page.split("### Faults and what is left behind")[1].split("\n## ")[0]
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| fault")]
@@ -579,7 +579,7 @@ def test_fault_table_matches_the_tests():
         assert found, line
         named |= set(found)
     modules = {name: (ROOT / "tests" / f"{name}.py").read_text() for name in (
-        "test_faults", "test_masking", "test_docker", "test_hostile_inputs", "test_workflows")}
+        "test_faults", "test_masking", "test_docker", "test_hostile_inputs", "test_workflows", "test_report_browser")}
     defined = {m for text in modules.values() for m in re.findall(r"^def (test_\w+)", text, re.M)}
     assert named <= defined, named - defined
     here = set(re.findall(r"^def (test_\w+)", modules["test_faults"], re.M)) - {"test_fault_table_matches_the_tests"}

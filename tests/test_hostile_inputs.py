@@ -256,3 +256,29 @@ def test_html_from_responses_and_errors_is_escaped_in_compare_md_and_the_step_su
         assert "&lt;script&gt;alert(2)&lt;/script&gt;" in text, page.name
     compare_md = (tmp_path / "compare" / "compare.md").read_text()
     assert "| response | &lt;img src=x onerror=alert(1)&gt;<br>\\| not a cell \\| " in compare_md
+
+
+# --------------------------------------------------------------------------- 8. compare.html at scale
+
+
+def test_compare_html_stays_under_32_mb_for_200_sessions_of_1319_flips():
+    from test_compare import SETTINGS, compare_page_rows, session_doc
+
+    from gsm8k_bench.reporting import compare
+    from gsm8k_bench.verdicts import run_comparison
+
+    # As in the issue: 200 sessions, every one of GSM8K's 1,319 answers changed, ~600-character responses.
+    a = session_doc([True] * 1319, response="First, a worked answer, step by step. " * 16)
+    b = session_doc([False] * 1319, response="Then another worked answer, step by step. " * 15)
+    result = run_comparison.compare_documents(a, b, SETTINGS)
+    assert len(result["flips"]) == 1319
+    compared = [compare.SessionComparison(f"gsm8k-m{i}-h100-vllm-fp16-tp1", a, b, result) for i in range(200)]
+    page = compare.compare_page(compared, "A", "B", SETTINGS)
+    assert len(page.encode()) < 32 * 2**20  # all of it would be about 330 MB
+    rows = compare_page_rows(page)
+    assert len(rows) == 200 and min(map(len, rows.values())) > 10  # every session has its share, flips first
+    assert page.count("1319 flipped, 0 answers changed with the same outcome; ") == 200
+    assert f"; {1319 - len(rows['gsm8k-m0-h100-vllm-fp16-tp1'])} not shown (this page keeps under 32 MB)" in page
+    # One session alone always fits whole.
+    alone = compare.compare_page(compared[:1], "A", "B", SETTINGS)
+    assert len(compare_page_rows(alone)["gsm8k-m0-h100-vllm-fp16-tp1"]) == 1319 and "not shown" not in alone
