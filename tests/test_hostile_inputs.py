@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import MINIMAL, ROOT, parse
+from conftest import MINIMAL, ROOT, parse, require_module
 from test_integration import env, nox_argv
 from test_paired_gate import session_doc
 from test_workflows import run_plan_step
@@ -282,3 +282,26 @@ def test_compare_html_stays_under_32_mb_for_200_sessions_of_1319_flips():
     # One session alone always fits whole.
     alone = compare.compare_page(compared[:1], "A", "B", SETTINGS)
     assert len(compare_page_rows(alone)["gsm8k-m0-h100-vllm-fp16-tp1"]) == 1319 and "not shown" not in alone
+
+
+def test_a_model_name_from_a_json_names_a_plot_file_that_stays_short_and_in_the_report_folder(tmp_path):
+    require_module("matplotlib")
+    from test_compare import BASE, session_doc, write_set
+
+    documents = [session_doc(BASE[:20]), session_doc(BASE[:20], framework="sglang")]
+    for document in documents:
+        document["config"]["model"] = "../" * 100  # 300 characters, and a path
+    paths = report.write_report(write_set(tmp_path / "results", *documents), tmp_path / "report", pytest.fail)
+    (plot,) = (p for kind, p in paths.items() if kind.startswith("forest"))
+    assert plot.parent == tmp_path / "report" and len(plot.name) == len("forest-.png") + 200
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_nesting_bomb_in_the_dataset_names_its_line(tmp_path):
+    from gsm8k_bench.evaluation.harness import validate_dataset_dir
+
+    row = '{"question": "q", "answer": "#### 1"}\n'
+    (tmp_path / "train.jsonl").write_text(row)
+    (tmp_path / "test.jsonl").write_text(row + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(ConfigError, match=rf"{tmp_path / 'test.jsonl'}:2: not a GSM8K row \(nested too deeply"):
+        validate_dataset_dir(tmp_path)

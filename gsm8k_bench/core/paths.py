@@ -13,15 +13,15 @@ from gsm8k_bench.core.errors import BenchError, shorten
 # A name read from a file (a downloaded JSON's `session`) names files, so it must be one plain file name,
 # short enough that `.<session>.json.<random>` and `.<session>.lock` stay under the common 255-byte limit.
 SESSION_NAME = re.compile(r"^gsm8k-[a-z0-9][a-z0-9.-]*$")
-MAX_SESSION_NAME_CHARS = 200
+MAX_NAME_CHARS = 200
 
 
 def check_session_name(name: object) -> str:
     if not isinstance(name, str) or not SESSION_NAME.match(name):
         raise BenchError(f"{shorten(name)} is not a session name (gsm8k- followed by [a-z0-9.-], as "
                          "gsm8k-<model>-<runner>-<framework>-<precision>-tp<N>)")
-    if len(name) > MAX_SESSION_NAME_CHARS:
-        raise BenchError(f"session name {shorten(name)} is longer than {MAX_SESSION_NAME_CHARS} characters (it "
+    if len(name) > MAX_NAME_CHARS:
+        raise BenchError(f"session name {shorten(name)} is longer than {MAX_NAME_CHARS} characters (it "
                          "names files); use a shorter model name")
     return name
 

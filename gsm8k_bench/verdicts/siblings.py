@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from gsm8k_bench.core.markdown import escaped
+from gsm8k_bench.core.paths import MAX_NAME_CHARS, inside
 from gsm8k_bench.verdicts import gate, run_comparison
 
 AXES = ("runner", "framework", "precision", "tp")
@@ -159,7 +160,8 @@ def forest_plots(found: Sequence[Mapping[str, Any]], out_dir: Path, tolerance: f
         ax.grid(axis="x", alpha=0.3)
         ax.legend(loc="lower right", bbox_to_anchor=(1, 1), ncol=3, fontsize="small", frameon=False)
         fig.tight_layout()
-        path = out_dir / f"forest-{re.sub(r'[^A-Za-z0-9._-]', '_', model)}.png"
+        # The model name comes from the JSONs: made a short plain file name that stays in out_dir.
+        path = inside(out_dir, f"forest-{re.sub(r'[^A-Za-z0-9._-]', '_', model)[:MAX_NAME_CHARS]}.png")
         fig.savefig(path, dpi=100)
         plt.close(fig)
         paths[f"forest {model}"] = path
