@@ -94,8 +94,12 @@ def test_promote_reads_a_folder_laid_out_as_download_artifact_lays_it(tmp_path):
     write_json(results_dir / f"{SESSION}-attempt1" / f"{SESSION}.json", older)
     write_json(results_dir / f"{SESSION}-attempt2" / f"{SESSION}.json", newer)
     write_json(results_dir / f"{failed}-attempt2" / f"{failed}.json", session_doc([True] * 4, "failed", session=failed))
+    broken = results_dir / "broken-attempt1" / "broken.json"  # one bad download does not stop the others
+    broken.parent.mkdir()
+    broken.write_text("[" * 100_000 + "]" * 100_000)
     out = promote_cli(results_dir, "--passed-only", "--references-dir", tmp_path / "candidates")
     assert out.returncode == 0, out.stdout + out.stderr
+    assert f"broken: skipped (skipped: {broken}: JSON nested more than 64 levels deep" in out.stderr
     (written,) = (tmp_path / "candidates").iterdir()
     assert references.load(written, SESSION).accuracy["strict_match"] == 1.0  # the newest attempt stands
     assert f"{failed}: skipped (status failed" in out.stderr

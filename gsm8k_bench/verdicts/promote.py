@@ -1,9 +1,10 @@
 """`nox -s promote -- PATH...`: make passed runs the references their sessions are gated against.
 
-PATH is a session JSON, a results directory (its `<session>.json` files) or a candidate reference (the
-summary job's artifact).  A run is refused when it did not pass, has no per-question samples, would drop
-questions from the current reference, or (unless --force) is a regression against the current
-reference; the others are written to references/ and the `git add` line to commit them is printed.
+PATH is a session JSON, a results directory (its `<session>.json` files, or one folder per artifact as the
+workflow downloads them: core/results_folder.py) or a candidate reference (the summary job's artifact).
+A run is refused when it did not pass, has no per-question samples, would drop questions from the current
+reference, or (unless --force) is a regression against the current reference; the others are written to
+references/ and the `git add` line to commit them is printed.
 """
 
 from __future__ import annotations
@@ -64,17 +65,13 @@ def read_candidates(paths: list[Path], log: Callable[[str], None]) -> Iterator[C
 def _candidate(path: Path, in_directory: bool) -> Candidate:
     try:
         document = json_input.read(path, session_result.MAX_FILE_BYTES)
+        if references.is_reference(document):
+            return Candidate(path, str(document.get("session")), document)
+        return _from_session(path, results.read(path))
     except ValueError as exc:
-        raise BenchError(str(exc)) from None
-    if references.is_reference(document):
-        return Candidate(path, str(document.get("session")), document)
-    try:
-        document = results.read(path)
-    except ValueError as exc:
-        if in_directory:  # e.g. a report beside the session JSONs
+        if in_directory:  # e.g. a report beside the session JSONs, or a broken download
             return Candidate(path, path.stem, None, f"skipped: {exc}", skippable=True)
         raise BenchError(str(exc)) from None
-    return _from_session(path, document)
 
 
 def _unpromotable(document: Mapping[str, Any]) -> str:
