@@ -283,7 +283,7 @@ def test_compare_html_stays_under_32_mb_for_200_sessions_of_1319_flips():
     assert len(rows) == 200 and min(map(len, rows.values())) > 10  # every session has its share, flips first
     assert page.count("1319 flipped, 0 answers changed with the same outcome; ") == 200
     assert f"; {1319 - len(rows['gsm8k-m0-h100-vllm-fp16-tp1'])} not shown (this page keeps under 32 MB)" in page
-    # One session alone always fits whole.
+    # One session alone has the whole budget: all of its 1,319 here.
     alone = compare.compare_page(compared[:1], "A", "B", SETTINGS)
     assert len(compare_page_rows(alone)["gsm8k-m0-h100-vllm-fp16-tp1"]) == 1319 and "not shown" not in alone
 

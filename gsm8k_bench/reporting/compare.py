@@ -155,7 +155,7 @@ def markdown(compared: list[SessionComparison], a_label: str, b_label: str, sett
 # The page holds every question's texts once and each session's changed answers in an inert JSON block,
 # drawn in pages of html_page.QUESTION_PAGE when the session is opened (as report.html does); and at most
 # MAX_PAGE_DATA_BYTES of answers, shared evenly between sessions, flips first: 200 sessions x 1,319 changed
-# answers made a 324 MB page a browser could not draw.  A session alone always fits.
+# answers made a 324 MB page a browser could not draw.  A session compared alone has the whole budget.
 MAX_PAGE_DATA_BYTES = 24 * 1024 * 1024
 MAX_PAGE_MB = 32  # the answers, the summary table and the script
 
@@ -213,13 +213,13 @@ def _row_bytes(row: Row, flip: Mapping[str, Any]) -> int:
     return len(text.encode()) + 5 * text.count("<")
 
 
-def page_rows(compared: list[SessionComparison], budget: int = MAX_PAGE_DATA_BYTES) -> list[tuple[list[Row], int]]:
+def page_rows(compared: list[SessionComparison]) -> list[tuple[list[Row], int]]:
     """Per session, the rows the page holds (flips first) and how many were left out.  Sessions take a row
     each in turn while the budget lasts, so each gets an even share and one that needs less leaves the
     rest to the others; only the rows kept are built (all of them could be hundreds of MB)."""
     answers = [c.result["flips"] + c.result["changed"] for c in compared]
     kept: list[list[Row]] = [[] for _ in compared]
-    left, waiting = budget, [i for i, session in enumerate(answers) if session]
+    left, waiting = MAX_PAGE_DATA_BYTES, [i for i, session in enumerate(answers) if session]
     while waiting:
         still = []
         for i in waiting:
@@ -236,8 +236,7 @@ def page_rows(compared: list[SessionComparison], budget: int = MAX_PAGE_DATA_BYT
     return [(rows, len(session) - len(rows)) for rows, session in zip(kept, answers, strict=True)]
 
 
-def compare_page(compared: list[SessionComparison], a_label: str, b_label: str, settings: gate.GateSettings,
-                 budget: int = MAX_PAGE_DATA_BYTES) -> str:
+def compare_page(compared: list[SessionComparison], a_label: str, b_label: str, settings: gate.GateSettings) -> str:
     esc = html.escape
     body = [f"<h1>GSM8k: B ({esc(b_label)}) against A ({esc(a_label)})</h1>",
             f"<p>Paired over the questions both answered; bounds one-sided at {settings.confidence:.0%}; a "
@@ -250,13 +249,13 @@ def compare_page(compared: list[SessionComparison], a_label: str, b_label: str, 
             f"<li><code>{esc(c.session)}</code>: {esc(c.result['reason'])}</li>" for c in skipped) + "</ul>")
     questions: dict[str, list[Any]] = {}
     blocks = []
-    for index, (c, (rows, left_out)) in enumerate(zip(compared, page_rows(compared, budget), strict=True)):
+    for index, (c, (rows, left_out)) in enumerate(zip(compared, page_rows(compared), strict=True)):
         for row, flip in zip(rows, c.result["flips"] + c.result["changed"], strict=False):
             questions.setdefault(row[0], _question(flip))
         if not rows and not left_out:
             continue
         note = (f"; {left_out} not shown (this page keeps under {MAX_PAGE_MB} MB): compare this session's two "
-                "JSONs alone to see them all" if left_out else "")
+                "JSONs alone to see more" if left_out else "")
         body.append(f"<details class='session' data-block='data-c-{index}'><summary><code>{esc(c.session)}</code>: "
                     f"{len(c.result['flips'])} flipped, {len(c.result['changed'])} answers changed with the same "
                     f"outcome{esc(note)}</summary><div class='flips'></div>"
