@@ -29,8 +29,8 @@ class ResultsFolder:
 
 def json_files(folder: Path) -> list[Path]:
     """The folder's own JSON files and those one folder down (hidden files are not results)."""
-    return sorted(p for p in [*folder.glob("*.json"), *folder.glob("*/*.json")]
-                  if not p.name.startswith(".") and not p.parent.name.startswith(".") and p.is_file())
+    own, below = folder.glob("*.json"), (p for p in folder.glob("*/*.json") if not p.parent.name.startswith("."))
+    return sorted(p for p in [*own, *below] if not p.name.startswith(".") and p.is_file())
 
 
 def attempt(document: Mapping[str, Any]) -> int | None:
@@ -65,6 +65,8 @@ def newest_per_session(found: list[tuple[Path, dict[str, Any]]]) -> tuple[list[t
 
 
 def read_folder(folder: Path) -> ResultsFolder:
+    """Every session JSON of the folder through the typed model, one per session; files that are not
+    one (or whose `session` is not a session name: it would name files) are set aside with why."""
     found, skipped = [], []
     for path in json_files(folder):
         try:
