@@ -167,6 +167,10 @@ def test_five_thousand_nested_nots_in_the_sessions_input_is_a_message(tmp_path):
     out = run_plan_step(tmp_path, sessions="not " * 5000 + "gsm8k")
     assert out.returncode != 0 and "Traceback" not in out.stderr
     assert "input 'sessions': the expression has 20005 characters; at most 1000 are allowed" in out.stderr
+    from gsm8k_bench.matrix.selection import select
+
+    with pytest.raises(ConfigError, match=r"^-k: the expression has 20005 characters; at most 1000 are allowed$"):
+        select(parse(MINIMAL).combinations, keywords="not " * 5000 + "gsm8k")  # nox -s matrix/pack/slurm -- -k
 
 
 @pytest.mark.parametrize(("old", "new", "message"), [
