@@ -96,6 +96,8 @@ def test_report_page_filters_sorts_and_drills_down(browser, tmp_path):
 
 
 def test_compare_page_draws_a_session_in_pages_and_runs_nothing_from_the_data(browser, tmp_path):
+    from selenium.webdriver.support.ui import WebDriverWait
+
     from gsm8k_bench.reporting import compare
 
     planted = "<img src=x onerror=\"document.title='pwned'\"><script>document.title='pwned'</script>"
@@ -107,6 +109,8 @@ def test_compare_page_draws_a_session_in_pages_and_runs_nothing_from_the_data(br
     section = browser.find_element("css selector", "details.session")
     assert browser.find_elements("css selector", ".flip") == []  # nothing drawn before it is opened
     section.find_element("css selector", "summary").click()
+    # <details> fires its toggle event as a task after the click: wait for the drawing, not a time.
+    WebDriverWait(browser, 60).until(lambda d: d.find_elements("css selector", "details.session .flip"))
     flips = browser.find_elements("css selector", "details.session .flip")
     assert len(flips) == 100  # the first page (html_page.QUESTION_PAGE)
     assert flips[0].find_elements("css selector", "pre")[1].text == planted  # B's response, as text
