@@ -5,6 +5,7 @@ checked against gsm8k_bench.verdicts.paired_stats (itself tested against statsmo
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from conftest import MINIMAL, parse
@@ -109,6 +110,15 @@ def write_set(folder, *documents):
     return folder
 
 
+def compare_page_rows(page: str) -> dict[str, list[list[str]]]:
+    """compare.html's data: session -> its changed answers as the page holds them ([question id, kind, moves,
+    A's answers, A's response, B's answers, B's response])."""
+    blocks = {m[1]: json.loads(m[2]) for m in re.finditer(
+        r"<script type='application/json' id='(data-c-\d+)'>(.*?)</script>", page)}
+    return {m[2]: blocks[m[1]] for m in re.finditer(
+        r"<details class='session' data-block='(data-c-\d+)'><summary><code>(.*?)</code>", page)}
+
+
 def test_compare_cli_exit_code_follows_the_verdicts(tmp_path, capsys):
     before = write_set(tmp_path / "before", session_doc(BASE), session_doc(BASE, runner="b200"),
                        session_doc(BASE, runner="mi355x"))
@@ -123,7 +133,8 @@ def test_compare_cli_exit_code_follows_the_verdicts(tmp_path, capsys):
     assert "- `gsm8k-m-mi355x-vllm-fp16-tp1`: missing from the run (B)" in out
     assert "regressed: gsm8k-m-b200-vllm-fp16-tp1" in out
     page = (after / "compare.html").read_text()
-    assert page.count("class='flip flipped'") == 5 + 42 and "http" not in page
+    kinds = [row[1] for rows in compare_page_rows(page).values() for row in rows]
+    assert kinds.count("flipped") == 5 + 42 and "http" not in page
     assert (after / "compare.md").read_text().startswith("## GSM8k: B")
     # Only the sessions that did not regress: exit 0.
     one = before / "gsm8k-m-h100-vllm-fp16-tp1.json"

@@ -371,8 +371,13 @@ def test_report_keeps_the_newest_attempt_per_session_and_says_which(tmp_path):
     for attempt, status in ((1, "failed"), (2, "passed"), (3, "failed")):
         results.write_atomic(tmp_path / f"{name}-attempt{attempt}" / f"{name}.json",
                              _doc(name, status, attempt, f"2026-01-0{attempt}"))
-    documents = report.load_results(tmp_path, pytest.fail)
+    warnings: list[str] = []
+    documents = report.load_results(tmp_path, warnings.append)
     assert len(documents) == 1 and documents[0]["environment"]["ci_run_attempt"] == 3
+    path = tmp_path / f"{name}-attempt{{}}" / f"{name}.json"
+    assert warnings == [f"{name}: 3 JSONs; using {str(path).format(3)} (failed, attempt 3, ended 2026-01-03), not "
+                        f"{str(path).format(2)} (passed, attempt 2, ended 2026-01-02), {str(path).format(1)} "
+                        "(failed, attempt 1, ended 2026-01-01)"]
     assert "| `gsm8k-a-cpu-vllm-fp16-tp1` | failed (attempt 3) |" in report.markdown(documents)
 
 
@@ -560,7 +565,8 @@ def test_image_input_only_from_listed_repositories(matrix, image, allowed):
 
 def test_fault_table_matches_the_tests():
     """Every row of the fault table (docs/security-and-faults.md) names tests that exist here (or in
-    test_masking/test_docker), and every fault test in this file is in the table."""
+    test_masking, test_docker, test_hostile_inputs, test_workflows or test_report_browser), and every fault
+    test in this file is in the table."""
     page = (ROOT / "docs" / "security-and-faults.md").read_text()
     table = page.split("### Faults and what is left behind")[1].split("\n## ")[0]
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| fault")]
@@ -572,8 +578,8 @@ def test_fault_table_matches_the_tests():
         found = re.findall(r"`(test_\w+)`", cells[4])
         assert found, line
         named |= set(found)
-    modules = {name: (ROOT / "tests" / f"{name}.py").read_text() for name in ("test_faults", "test_masking",
-                                                                              "test_docker")}
+    modules = {name: (ROOT / "tests" / f"{name}.py").read_text() for name in (
+        "test_faults", "test_masking", "test_docker", "test_hostile_inputs", "test_workflows", "test_report_browser")}
     defined = {m for text in modules.values() for m in re.findall(r"^def (test_\w+)", text, re.M)}
     assert named <= defined, named - defined
     here = set(re.findall(r"^def (test_\w+)", modules["test_faults"], re.M)) - {"test_fault_table_matches_the_tests"}

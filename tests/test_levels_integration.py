@@ -7,13 +7,13 @@ with batching, so the answers that changed (same outcome) are the discordant sig
 
 from __future__ import annotations
 
-import html
 import json
 import subprocess
 import sys
 
 import pytest
 from conftest import ROOT, SHARED_GSM8K, require
+from test_compare import compare_page_rows
 from test_integration import SESSION, env, nox_argv, processes_writing_to
 from test_report_browser import chromium, console_errors
 
@@ -87,11 +87,11 @@ def test_compare_two_real_result_sets(two_runs, tmp_path):
     assert sorted(flipped + [c["doc_id"] for c in result["changed"]]) == changed
     if changed:
         assert f"{len(flipped)} flipped, {len(changed) - len(flipped)} answers changed" in out.stdout
-    page = (tmp_path / "compare.html").read_text()
-    for doc_id in changed:  # both responses side by side
-        assert f"<h4>doc {doc_id}:" in page
-        for doc in (doc_a, doc_b):
-            assert f"<pre>{html.escape(doc['samples'][doc_id]['response'])}</pre>" in page
+    rows = [row for session in compare_page_rows((tmp_path / "compare.html").read_text()).values() for row in session]
+    assert sorted(int(row[0].split(":")[0]) for row in rows) == changed
+    for row in rows:  # both responses side by side
+        doc_id = int(row[0].split(":")[0])
+        assert (row[4], row[6]) == (doc_a["samples"][doc_id]["response"], doc_b["samples"][doc_id]["response"])
 
 
 def test_report_of_both_levels_and_the_real_runs(two_runs, tmp_path):

@@ -93,3 +93,28 @@ def test_report_page_filters_sorts_and_drills_down(browser, tmp_path):
     ordered = [r.find_element("css selector", "td").text for r in visible_rows(browser, "tr.session-row")]
     assert ordered[0] == "gsm8k-m-h100-vllm-fp8-tp1"  # the lowest strict-match first
     assert console_errors(browser) == []
+
+
+def test_compare_page_draws_a_session_in_pages_and_runs_nothing_from_the_data(browser, tmp_path):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from gsm8k_bench.reporting import compare
+
+    planted = "<img src=x onerror=\"document.title='pwned'\"><script>document.title='pwned'</script>"
+    before = write_set(tmp_path / "before", session_doc(BASE))
+    after = write_set(tmp_path / "after", session_doc(with_flips(BASE, lost=150, gained=0), response=planted))
+    assert compare.main([str(before), str(after)]) == 1
+    browser.get((after / "compare.html").as_uri())
+    assert console_errors(browser) == []
+    section = browser.find_element("css selector", "details.session")
+    assert browser.find_elements("css selector", ".flip") == []  # nothing drawn before it is opened
+    section.find_element("css selector", "summary").click()
+    # <details> fires its toggle event as a task after the click: wait for the drawing, not a time.
+    WebDriverWait(browser, 60).until(lambda d: d.find_elements("css selector", "details.session .flip"))
+    flips = browser.find_elements("css selector", "details.session .flip")
+    assert len(flips) == 100  # the first page (html_page.QUESTION_PAGE)
+    assert flips[0].find_elements("css selector", "pre")[1].text == planted  # B's response, as text
+    section.find_element("css selector", "button.more").click()
+    assert len(browser.find_elements("css selector", "details.session .flip")) == 150
+    assert not section.find_element("css selector", "button.more").is_displayed()
+    assert browser.title == "GSM8k comparison" and console_errors(browser) == []

@@ -222,3 +222,28 @@ def test_selection_over_githubs_job_limit_fails_in_plan():
     assert len(matrix.combinations) > workflow_plan.GITHUB_MAX_JOBS
     with pytest.raises(ConfigError, match="over GitHub's 256-job matrix limit"):
         workflow_plan.job_rows(matrix, {**dict.fromkeys(workflow_plan.INPUTS, ""), "sessions": "gsm8k"})
+
+
+def test_candidate_references_step_reads_the_folders_download_artifact_makes(tmp_path):
+    """The summary job's candidate-references step, its command as the workflow has it, on `results/` laid
+    out as download-artifact lays it: one folder per artifact (`<session>-attempt<N>/<session>.json`)."""
+    from test_paired_gate import session_doc
+
+    from gsm8k_bench.verdicts import references
+
+    step = next(s for s in load(BENCHMARK)["jobs"]["summary"]["steps"] if s.get("name") == "Candidate references")
+    argv = step["run"].split()
+    assert argv[0] == "nox" and "results" in argv and "candidate-references" in argv
+    # The step runs in the checkout, where nox runs too: its two relative folders are placed under tmp_path.
+    argv = [str(tmp_path / a) if a in ("results", "candidate-references") else a for a in argv]
+    passed, failed = "gsm8k-tiny-h100-vllm-fp8-tp1", "gsm8k-tiny-h100-vllm-fp16-tp1"
+    for session, status in ((passed, "passed"), (failed, "failed")):
+        artifact = tmp_path / "results" / f"{session}-attempt1"
+        artifact.mkdir(parents=True)
+        (artifact / f"{session}.json").write_text(json.dumps(session_doc([True] * 4, status, session=session)))
+    out = subprocess.run([sys.executable, "-m", *argv], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert [p.name for p in (tmp_path / "candidate-references").iterdir()] == [f"{passed}.json"]
+    assert references.load(tmp_path / "candidate-references" / f"{passed}.json", passed).n == 4
+    assert f"{failed}: skipped (status failed" in out.stderr

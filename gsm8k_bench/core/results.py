@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
 
+from gsm8k_bench.core.errors import BenchError
+from gsm8k_bench.core.paths import check_session_name, inside
+
 # The file format lives with the typed model; the report and older callers read these names here.
 from gsm8k_bench.core.session_result import SCHEMA_VERSION as SCHEMA_VERSION
 from gsm8k_bench.core.session_result import STATUSES as STATUSES
@@ -126,7 +129,22 @@ def mask_tree(data: Any, environ: Mapping[str, str] | None = None) -> Any:
 
 
 def result_path(results_dir: Path, session: str) -> Path:
-    return results_dir / f"{session}.json"
+    """`<results_dir>/<session>.json`; a name that is not a session name is refused (it may come from a file)."""
+    return inside(results_dir, f"{check_session_name(session)}.json")
+
+
+def output_folder(folder: Path, option: str) -> Path:
+    """An output folder, created; a file in its place, or one that cannot be created or written, is an
+    error naming the option that chose it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise BenchError(f"{option} {folder}: a file is in the way (it must be a folder)") from None
+    except OSError as exc:
+        raise BenchError(f"{option} {folder}: cannot create it ({exc.strerror})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise BenchError(f"{option} {folder}: not writable")
+    return folder
 
 
 def write_atomic(path: Path, document: Mapping[str, Any]) -> Path:

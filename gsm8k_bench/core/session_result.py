@@ -24,8 +24,13 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from gsm8k_bench.core import json_input
+
 SCHEMA_VERSION: Final = 1
 STATUSES = ("passed", "failed", "error")
+# A full run's JSON is a few MB (1,319 samples); long reasoning responses at several concurrency levels
+# stay far below this.  A bigger file is refused before it is parsed.
+MAX_FILE_BYTES = 256 * 1024 * 1024
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "schema" / "session-result.schema.json"
 
 Number = int | float  # as written: an int stays an int (a float field would turn 600 into 600.0)
@@ -412,8 +417,9 @@ class InvalidResult(ValueError):
 
 
 def load(path: Path) -> SessionResult:
-    """A session JSON through the model; files of earlier versions of the schema load too."""
-    document = json.loads(path.read_text(encoding="utf-8"))
+    """A session JSON through the model; files of earlier versions of the schema load too.  Any file that
+    is not one (unreadable, too big or deep, not JSON, another schema) is a ValueError naming it."""
+    document = json_input.read(path, MAX_FILE_BYTES)
     if not isinstance(document, dict) or document.get("schema") != SCHEMA_VERSION or "session" not in document:
         raise ValueError(f"{path}: not a gsm8k-bench session JSON (schema {SCHEMA_VERSION})")
     try:

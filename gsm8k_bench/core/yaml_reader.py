@@ -8,6 +8,7 @@ turning the first problem into one ConfigError.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -16,8 +17,10 @@ from typing import Any, TypeVar, overload
 import yaml
 
 from gsm8k_bench.core.errors import ConfigError, cut_quoted, unknown_choice
+from gsm8k_bench.core.json_input import MAX_DEPTH
 
 T = TypeVar("T")
+MAX_CHARS = 4 * 1024 * 1024  # matrix.yaml and baselines.yaml are tens of kB
 
 
 class MappingWithLines(dict[Any, Any]):
@@ -43,7 +46,15 @@ class LineNumberLoader(yaml.SafeLoader):
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
             raise ConfigError(f"{event.start_mark.line + 1}: YAML anchors and aliases (&name, *name) are not "
                               "allowed here; write the values out")
-        return super().compose_node(parent, index)
+        # Composing recurses per level: a nesting bomb ([[[[...) must stop here, not at Python's recursion limit.
+        self.depth = getattr(self, "depth", 0) + 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise ConfigError(f"{event.start_mark.line + 1}: nested more than {MAX_DEPTH} levels deep (the "
+                                  "most allowed)")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> MappingWithLines:
         seen: dict[Any, int] = {}
@@ -73,6 +84,8 @@ LineNumberLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG
 def load(text: str, path: Path) -> Any:
     """The document in `text` (read from `path`); a syntax error, an alias or a duplicate key is one
     ConfigError naming path.name and the line."""
+    if len(text) > MAX_CHARS:
+        raise ConfigError(f"{path.name}: {len(text)} characters, more than the {MAX_CHARS} allowed")
     try:
         return yaml.load(text, Loader=LineNumberLoader)  # noqa: S506 - a SafeLoader subclass
     except ConfigError as exc:
@@ -130,6 +143,8 @@ class NodeChecker:
         if not isinstance(node, kind) or (numeric and isinstance(node, bool)):
             names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
             raise self.fail(key, f"expected {names}, got {node!r}", parent, child)
+        if numeric and not math.isfinite(node):  # YAML's .nan and .inf: no timeout or bound means that
+            raise self.fail(key, f"expected a finite number, got {node!r}", parent, child)
         return node
 
     def positive_int(self, node: object, key: str, parent: object = None, child: object = None,

@@ -139,6 +139,8 @@ def _validate_jsonl(file: Path) -> None:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ConfigError(f"{file}:{number}: not JSON lines ({exc.msg})") from None
+            except RecursionError:
+                raise ConfigError(f"{file}:{number}: not a GSM8K row (nested too deeply to parse)") from None
             if not isinstance(row, dict) or not {"question", "answer"} <= row.keys():
                 raise ConfigError(f"{file}:{number}: each line needs keys 'question' and 'answer'")
             if "####" not in str(row["answer"]):

@@ -11,10 +11,10 @@ import ast
 import re
 from collections.abc import Mapping
 
-from gsm8k_bench.core.errors import ConfigError
+from gsm8k_bench.core.errors import ConfigError, shorten
 from gsm8k_bench.fleet import dispatch_policy
 from gsm8k_bench.matrix.combinations import adhoc_combination
-from gsm8k_bench.matrix.selection import select
+from gsm8k_bench.matrix.selection import check_keywords, select
 from gsm8k_bench.matrix.types import Combination, Matrix
 
 GITHUB_MAX_JOBS = 256
@@ -28,10 +28,11 @@ INPUTS = ("sessions", "model", "runner", "image", "framework", "precision", "tp"
 
 def _keyword_expression(text: str) -> str:
     """A nox -k expression made only of names, and/or/not and parentheses (nox evaluates it)."""
+    check_keywords(text, "input 'sessions'")
     try:
         tree = ast.parse(text, mode="eval")
-    except SyntaxError:
-        raise ConfigError(f"input 'sessions': {text!r} is neither session names, 'tags: ...', nor a "
+    except (SyntaxError, RecursionError, MemoryError):
+        raise ConfigError(f"input 'sessions': {shorten(text)} is neither session names, 'tags: ...', nor a "
                           "-k expression") from None
     allowed = (ast.Expression, ast.BoolOp, ast.UnaryOp, ast.Name, ast.And, ast.Or, ast.Not, ast.Load)
     for node in ast.walk(tree):

@@ -12,9 +12,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from gsm8k_bench.core.errors import ConfigError, unknown_choice
+from gsm8k_bench.core.errors import BenchError, ConfigError, unknown_choice
+from gsm8k_bench.core.paths import check_session_name
 from gsm8k_bench.core.yaml_reader import NodeChecker
-from gsm8k_bench.matrix.names import COMBO_KEYS, MODEL_NAME, SESSION_NAME, model_name_from
+from gsm8k_bench.matrix.names import COMBO_KEYS, MODEL_NAME, model_name_from
 from gsm8k_bench.matrix.types import PROTOCOLS, Combination, Matrix, Model
 
 
@@ -86,8 +87,10 @@ def expand(r: NodeChecker, data: Mapping[str, Any], matrix: Matrix) -> tuple[Com
         combos.append(combo)
     seen: dict[str, Combination] = {}
     for combo in combos:
-        if not SESSION_NAME.match(combo.name):
-            raise r.fail("models", f"session name {combo.name!r} has characters outside [a-z0-9.-]")
+        try:
+            check_session_name(combo.name)
+        except BenchError as exc:
+            raise r.fail("models", str(exc)) from None
         if combo.name in seen:
             raise r.fail("include" if includes else "models",
                          f"duplicate session name {combo.name!r} (listed twice, by the product of a "
@@ -145,6 +148,10 @@ def adhoc_combination(matrix: Matrix, *, model: str, runner: str, framework: str
     if image:
         fw = replace(fw, images={**fw.images, runner: image})
     combo = Combination(base, matrix.runners[runner], fw, matrix.precisions[precision], tp)
+    try:  # a long hub id makes a long name: refused here, not by the file system mid-session
+        check_session_name(combo.name)
+    except BenchError as exc:
+        raise ConfigError(f"--model: {exc}") from None
     if checkpoint and combo.precision.checkpoint_required:
         # The user vouches that --checkpoint is already quantized for this precision.
         combo = replace(combo, model=replace(base, checkpoints={precision: {"*": checkpoint}}))

@@ -104,8 +104,8 @@ def _read_runner(r: NodeChecker, name: str, node: object, key: str) -> Runner:
     else:
         levels = (r.positive_int(given, f"{key}.concurrency", node, "concurrency"),)
     start = node.get("start_timeout_s")
-    if start is not None:
-        r.typed(start, f"{key}.start_timeout_s", (int, float), node, "start_timeout_s")
+    if start is not None and r.typed(start, f"{key}.start_timeout_s", (int, float), node, "start_timeout_s") <= 0:
+        raise r.fail(f"{key}.start_timeout_s", f"must be positive, got {start}", node, "start_timeout_s")
     return Runner(name, vendor, gpus, label, precisions, levels[0],
                   float(start) if start is not None else None, levels if len(levels) > 1 else ())
 

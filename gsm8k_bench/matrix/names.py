@@ -15,7 +15,8 @@ from gsm8k_bench.core.errors import ConfigError
 # Runner, framework and precision names carry no dash, so a session name splits back unambiguously.
 PART_NAME = re.compile(r"^[a-z0-9][a-z0-9.]*$")
 MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9.]*(-[a-z0-9.]+)*$")
-SESSION_NAME = re.compile(r"^[a-z0-9.-]+$")
+# What a whole session name may be, and how long (it names files), is core.paths.check_session_name's:
+# every reader of a results folder checks names read from files against it too.
 
 
 class ComboKey(NamedTuple):

@@ -5,8 +5,19 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterable
 
-from gsm8k_bench.core.errors import BenchError, ConfigError, RaisingArgumentParser, unknown_choice
+from gsm8k_bench.core.errors import BenchError, ConfigError, RaisingArgumentParser, shorten, unknown_choice
 from gsm8k_bench.matrix.types import Combination, Matrix
+
+# A -k expression is compiled by nox: past a few thousand nested `not`s or parentheses Python's compiler
+# overflows its recursion limit.  Real selections are a few names long.
+MAX_KEYWORDS_CHARS = 1000
+
+
+def check_keywords(keywords: str, what: str = "-k") -> str:
+    if len(keywords) > MAX_KEYWORDS_CHARS:
+        raise ConfigError(f"{what}: the expression has {len(keywords)} characters; at most {MAX_KEYWORDS_CHARS} "
+                          "are allowed")
+    return keywords
 
 
 def select(combos: Iterable[Combination], keywords: str | None = None,
@@ -26,10 +37,13 @@ def select(combos: Iterable[Combination], keywords: str | None = None,
     if tags:
         combos = [c for c in combos if tags.intersection(c.tags)]
     if keywords:
+        check_keywords(keywords)
         try:
             combos = [c for c in combos if keyword_match(keywords, [c.name, *c.tags])]
         except SyntaxError as exc:
-            raise ConfigError(f"-k {keywords!r} is not a valid expression: {exc.msg}") from None
+            raise ConfigError(f"-k {shorten(keywords)} is not a valid expression: {exc.msg}") from None
+        except (RecursionError, MemoryError):
+            raise ConfigError(f"-k {shorten(keywords)}: nested too deeply to compile") from None
     return combos
 
 

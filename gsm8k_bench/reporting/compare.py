@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from gsm8k_bench.core import results
+from gsm8k_bench.core import paths, results
 from gsm8k_bench.core.errors import BenchError
+from gsm8k_bench.core.markdown import escaped
 from gsm8k_bench.reporting import html_page, report
-from gsm8k_bench.verdicts import gate, levels, run_comparison
+from gsm8k_bench.verdicts import gate, levels, paired_stats, run_comparison
 
 MAX_MARKDOWN_FLIPS = 50  # per session; the HTML page has all of them
 MAX_MARKDOWN_CHANGED = 10
@@ -43,7 +44,7 @@ def load_side(path: Path, warn: Callable[[str], None]) -> dict[str, dict[str, An
             document = results.read(path)
         except (ValueError, json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise BenchError(f"{path}: not a gsm8k-bench session JSON ({exc})") from None
-        return {document["session"]: document}
+        return {paths.check_session_name(document["session"]): document}
     if not path.exists():
         raise BenchError(f"{path}: no such file or results folder")
     return {d["session"]: d for d in report.load_results(path, warn)}
@@ -80,10 +81,6 @@ def regressed(compared: list[SessionComparison]) -> list[str]:
 # --------------------------------------------------------------------------- Markdown
 
 
-def _cell(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", "<br>")
-
-
 def _metric_cells(numbers: run_comparison.MetricNumbers | None) -> list[str]:
     if not numbers:
         return ["–"] * 4
@@ -113,7 +110,7 @@ def summary_table(compared: list[SessionComparison]) -> list[str]:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for session, *cells, verdict in rows:
         verdict = f"**{verdict}**" if verdict == run_comparison.REGRESSION else verdict
-        lines.append("| " + " | ".join([f"`{session}`", *cells, verdict]) + " |")
+        lines.append("| " + " | ".join([f"`{session}`", *map(escaped, cells), verdict]) + " |")
     return lines
 
 
@@ -123,21 +120,22 @@ def _answers(side: Mapping[str, Any]) -> str:
 
 def _flip_markdown(flip: Mapping[str, Any]) -> list[str]:
     moves = ", ".join(f"{m.replace('_', '-')} {move}" for m, move in flip["moves"].items()) or "answer changed"
-    return [f"**doc {flip['doc_id']}** ({moves}); target {_cell(flip.get('target'))}", "",
-            f"> {_cell(flip['question'])}", "",
+    return [f"**doc {flip['doc_id']}** ({moves}); target {escaped(flip.get('target'))}", "",
+            f"> {escaped(flip['question'])}", "",
             "| | A | B |", "|---|---|---|",
-            f"| answers (strict / flexible) | {_cell(_answers(flip['reference']))} | {_cell(_answers(flip['run']))} |",
-            f"| response | {_cell(flip['reference']['response'])} | {_cell(flip['run']['response'])} |", ""]
+            f"| answers (strict / flexible) | {escaped(_answers(flip['reference']))} | "
+            f"{escaped(_answers(flip['run']))} |",
+            f"| response | {escaped(flip['reference']['response'])} | {escaped(flip['run']['response'])} |", ""]
 
 
 def markdown(compared: list[SessionComparison], a_label: str, b_label: str, settings: gate.GateSettings) -> str:
-    lines = [f"## GSM8k: B ({b_label}) against A ({a_label})", "",
+    lines = [f"## GSM8k: B ({escaped(b_label)}) against A ({escaped(a_label)})", "",
              f"Paired over the questions both answered; bounds one-sided at {settings.confidence:.0%}; "
              f"a regression when the upper bound of B − A lies below −{settings.tolerance}.", "",
              *summary_table(compared), ""]
     skipped = [c for c in compared if c.result["verdict"] == run_comparison.NOT_COMPARED]
     if skipped:
-        lines += ["### Not compared", ""] + [f"- `{c.session}`: {c.result['reason']}" for c in skipped] + [""]
+        lines += ["### Not compared", ""] + [f"- `{c.session}`: {escaped(c.result['reason'])}" for c in skipped] + [""]
     for c in compared:
         flips, changed = c.result["flips"], c.result["changed"]
         if not flips and not changed:
@@ -154,35 +152,117 @@ def markdown(compared: list[SessionComparison], a_label: str, b_label: str, sett
 # --------------------------------------------------------------------------- HTML
 
 
-def _flip_html(flip: Mapping[str, Any], kind: str) -> str:
-    esc = html.escape
+# The page holds every question's texts once and each session's changed answers in an inert JSON block,
+# drawn in pages of html_page.QUESTION_PAGE when the session is opened (as report.html does); and at most
+# MAX_PAGE_DATA_BYTES of answers, shared evenly between sessions, flips first: 200 sessions x 1,319 changed
+# answers made a 324 MB page a browser could not draw.  A session compared alone has the whole budget.
+MAX_PAGE_DATA_BYTES = 24 * 1024 * 1024
+MAX_PAGE_MB = 32  # the answers, the summary table and the script
+
+SCRIPT = r"""
+const PAGE = %(page)d;
+const QUESTIONS = JSON.parse(document.getElementById('data-questions').textContent);
+function el(tag, cls, text) {
+  const e = document.createElement(tag); if (cls) e.className = cls; if (text !== undefined) e.textContent = text;
+  return e;
+}
+function drawMore(section) {
+  const rows = section.rows || (section.rows = JSON.parse(document.getElementById(section.dataset.block).textContent));
+  const list = section.querySelector('.flips'), shown = list.childElementCount;
+  for (const [qid, kind, moves, aAnswers, aResponse, bAnswers, bResponse] of rows.slice(shown, shown + PAGE)) {
+    const [docId, question, target] = QUESTIONS[qid];
+    const flip = el('div', 'flip ' + kind);
+    flip.appendChild(el('h4', '', 'doc ' + docId + ': ' + moves + '; target ' + target));
+    flip.appendChild(el('p', 'q', question));
+    const pair = el('div', 'pair');
+    for (const [label, answers, response] of [['A', aAnswers, aResponse], ['B', bAnswers, bResponse]]) {
+      const side = el('div', 'side');
+      side.appendChild(el('h5', '', label + ': ' + answers)); side.appendChild(el('pre', '', response));
+      pair.appendChild(side);
+    }
+    flip.appendChild(pair); list.appendChild(flip);
+  }
+  section.querySelector('.more').hidden = list.childElementCount >= rows.length;
+}
+for (const section of document.querySelectorAll('details.session')) {
+  section.addEventListener('toggle', () => { if (section.open && !section.rows) drawMore(section); });
+  section.querySelector('.more').addEventListener('click', () => drawMore(section));
+}
+"""
+
+# One changed answer in the page's data: [question id, kind, moves, A's answers, A's response, B's answers,
+# B's response].
+Row = list[str]
+
+
+def _row(flip: Mapping[str, Any], kind: str) -> Row:
     moves = ", ".join(f"{m.replace('_', '-')} {move}" for m, move in flip["moves"].items()) or "answer changed"
-    sides = "".join(
-        f"<div class='side'><h5>{label}: {esc(_answers(flip[key]))}</h5><pre>{esc(flip[key]['response'] or '')}</pre>"
-        "</div>" for label, key in (("A", "reference"), ("B", "run")))
-    return (f"<div class='flip {kind}'><h4>doc {flip['doc_id']}: {esc(moves)}; target {esc(str(flip.get('target')))}"
-            f"</h4><p class='q'>{esc(flip['question'])}</p><div class='pair'>{sides}</div></div>")
+    return [paired_stats.question_id(flip["doc_id"], flip["question"]), kind, moves,
+            _answers(flip["reference"]), str(flip["reference"].get("response") or ""),
+            _answers(flip["run"]), str(flip["run"].get("response") or "")]
+
+
+def _question(flip: Mapping[str, Any]) -> list[Any]:
+    return [flip["doc_id"], flip["question"], str(flip.get("target"))]
+
+
+def _row_bytes(row: Row, flip: Mapping[str, Any]) -> int:
+    """The row's size in the page with its question's (counted per row: a bound, not an estimate), `<` as
+    the page's JSON blocks write it (\\u003c)."""
+    text = json.dumps([row, _question(flip)], ensure_ascii=False)
+    return len(text.encode()) + 5 * text.count("<")
+
+
+def page_rows(compared: list[SessionComparison]) -> list[tuple[list[Row], int]]:
+    """Per session, the rows the page holds (flips first) and how many were left out.  Sessions take a row
+    each in turn while the budget lasts, so each gets an even share and one that needs less leaves the
+    rest to the others; only the rows kept are built (all of them could be hundreds of MB)."""
+    answers = [c.result["flips"] + c.result["changed"] for c in compared]
+    kept: list[list[Row]] = [[] for _ in compared]
+    left, waiting = MAX_PAGE_DATA_BYTES, [i for i, session in enumerate(answers) if session]
+    while waiting:
+        still = []
+        for i in waiting:
+            flip = answers[i][len(kept[i])]
+            row = _row(flip, "flipped" if len(kept[i]) < len(compared[i].result["flips"]) else "changed")
+            size = _row_bytes(row, flip)
+            if size > left:
+                continue  # this session's share is used up
+            left -= size
+            kept[i].append(row)
+            if len(kept[i]) < len(answers[i]):
+                still.append(i)
+        waiting = still
+    return [(rows, len(session) - len(rows)) for rows, session in zip(kept, answers, strict=True)]
 
 
 def compare_page(compared: list[SessionComparison], a_label: str, b_label: str, settings: gate.GateSettings) -> str:
-
-    body = [f"<h1>GSM8k: B ({html.escape(b_label)}) against A ({html.escape(a_label)})</h1>",
+    esc = html.escape
+    body = [f"<h1>GSM8k: B ({esc(b_label)}) against A ({esc(a_label)})</h1>",
             f"<p>Paired over the questions both answered; bounds one-sided at {settings.confidence:.0%}; a "
             f"regression when the upper bound of B − A lies below −{settings.tolerance}.</p>",
             html_page.table(*summary_rows(compared),
-                              ["bad" if c.result["verdict"] == run_comparison.REGRESSION else "" for c in compared])]
+                            ["bad" if c.result["verdict"] == run_comparison.REGRESSION else "" for c in compared])]
     skipped = [c for c in compared if c.result["verdict"] == run_comparison.NOT_COMPARED]
     if skipped:
         body.append("<h2>Not compared</h2><ul>" + "".join(
-            f"<li><code>{html.escape(c.session)}</code>: {html.escape(c.result['reason'])}</li>" for c in skipped)
-            + "</ul>")
-    for c in compared:
-        if c.result["flips"] or c.result["changed"]:
-            body.append(f"<h2><code>{html.escape(c.session)}</code>: {len(c.result['flips'])} flipped, "
-                        f"{len(c.result['changed'])} answers changed with the same outcome</h2>")
-            body += [_flip_html(f, "flipped") for f in c.result["flips"]]
-            body += [_flip_html(f, "changed") for f in c.result["changed"]]
-    return html_page.page("GSM8k comparison", "\n".join(body))
+            f"<li><code>{esc(c.session)}</code>: {esc(c.result['reason'])}</li>" for c in skipped) + "</ul>")
+    questions: dict[str, list[Any]] = {}
+    blocks = []
+    for index, (c, (rows, left_out)) in enumerate(zip(compared, page_rows(compared), strict=True)):
+        for row, flip in zip(rows, c.result["flips"] + c.result["changed"], strict=False):
+            questions.setdefault(row[0], _question(flip))
+        if not rows and not left_out:
+            continue
+        note = (f"; {left_out} not shown (this page keeps under {MAX_PAGE_MB} MB): compare this session's two "
+                "JSONs alone to see more" if left_out else "")
+        body.append(f"<details class='session' data-block='data-c-{index}'><summary><code>{esc(c.session)}</code>: "
+                    f"{len(c.result['flips'])} flipped, {len(c.result['changed'])} answers changed with the same "
+                    f"outcome{esc(note)}</summary><div class='flips'></div>"
+                    "<button class='more' hidden>show more</button></details>")
+        blocks.append(html_page.json_block(f"data-c-{index}", rows))
+    body += [html_page.json_block("data-questions", questions), *blocks]
+    return html_page.page("GSM8k comparison", "\n".join(body), SCRIPT % {"page": html_page.QUESTION_PAGE})
 
 
 # --------------------------------------------------------------------------- CLI
@@ -217,7 +297,11 @@ def main(argv: list[str], out: TextIO | None = None) -> int:
     compared = compare_sets(reference, run, settings)
     a_label, b_label = str(args.reference), str(args.run)
     out_dir = args.out or (args.run if args.run.is_dir() else args.run.parent)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        results.output_folder(out_dir, "--out")
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     text = markdown(compared, a_label, b_label, settings)
     (out_dir / "compare.md").write_text(text, encoding="utf-8")
     (out_dir / "compare.html").write_text(compare_page(compared, a_label, b_label, settings), encoding="utf-8")

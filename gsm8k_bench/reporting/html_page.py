@@ -173,7 +173,7 @@ def table(head: Sequence[str], rows: Sequence[Sequence[str]], row_classes: Seque
     return "".join(out) + "</tbody></table>"
 
 
-def _json_block(element_id: str, data: Any) -> str:
+def json_block(element_id: str, data: Any) -> str:
     # `<` escaped inside the JSON: no `</script>` or `<!--` in the data can end the block.
     text = json.dumps(data, separators=(",", ":"), ensure_ascii=False).replace("<", "\\u003c")
     return f"<script type='application/json' id='{element_id}'>{text}</script>"
@@ -263,8 +263,8 @@ def render(documents: Sequence[Mapping[str, Any]], deltas: Sequence[Mapping[str,
         "<button id='more' hidden>show more</button></section>",
         "<h2>Sibling deltas (run − reference, paired; bounds one-sided)</h2>", sibling_table(deltas),
         "<h2>Plots</h2>", *(_image(p) for p in plots),
-        _json_block("data-sessions", sessions), _json_block("data-questions", questions),
-        *(_json_block(f"data-s-{key}", rows) for key, rows in blocks.items()),
+        json_block("data-sessions", sessions), json_block("data-questions", questions),
+        *(json_block(f"data-s-{key}", rows) for key, rows in blocks.items()),
     ]
     script = SCRIPT % {"page": QUESTION_PAGE, "filters": json.dumps(list(FILTERS))}
     return page("GSM8k results", "\n".join(body), script)

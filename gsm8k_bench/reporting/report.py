@@ -13,8 +13,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from gsm8k_bench.core import results
+from gsm8k_bench.core import results, results_folder
 from gsm8k_bench.core.errors import BenchError
+from gsm8k_bench.core.markdown import escaped
 from gsm8k_bench.reporting import fleet_cost, html_page
 from gsm8k_bench.verdicts import run_comparison, siblings
 
@@ -24,43 +25,18 @@ COLUMNS = ("session", "status", "strict-match", "flexible-extract", "n", "baseli
 
 
 def load_results(results_dir: Path, warn: Callable[[str], None]) -> list[dict[str, Any]]:
+    """One session JSON per session (results_folder.read_folder); every file set aside is a warning."""
     if not results_dir.is_dir():
         raise BenchError(f"{results_dir}: no such results directory (run a session first, or name the "
                          "folder: nox -s report -- DIR)")
-    documents = []
-    for path in sorted(results_dir.rglob("*.json")):
-        if path.parent != results_dir and path.parent.parent != results_dir:
-            continue  # lm-eval's own files live deeper
-        try:
-            document = results.read(path)
-        except results.InvalidResult as exc:
-            warn(f"skipping {path}: no 'session' name or no 'status' (one of {', '.join(results.STATUSES)})"
-                 if {"session", "status"} & set(exc.keys) else f"skipping {exc}")
-            continue
-        except (ValueError, UnicodeDecodeError):  # json.JSONDecodeError is a ValueError
-            warn(f"skipping {path}: not a session JSON")
-            continue
-        documents.append(document)
-    if not documents:
+    folder = results_folder.read_folder(results_dir)
+    for path, why in folder.skipped:
+        warn(f"skipping {path}: {why}")
+    for line in folder.superseded:
+        warn(line)
+    if not folder.documents:
         raise BenchError(f"{results_dir}: no session JSON found (files named <session>.json)")
-    return sorted(newest_per_session(documents), key=lambda d: d["session"])
-
-
-def _attempt(doc: Mapping[str, Any]) -> int | None:
-    attempt = (doc.get("environment") or {}).get("ci_run_attempt")
-    return attempt if isinstance(attempt, int) else None
-
-
-def newest_per_session(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One document per session: the highest CI run attempt, then the latest end time (reruns of a
-    workflow upload one artifact per attempt)."""
-    newest: dict[str, dict[str, Any]] = {}
-    for doc in documents:
-        key = (_attempt(doc) or 0, str((doc.get("environment") or {}).get("ended_at") or ""))
-        kept = newest.get(doc["session"])
-        if kept is None or key > (_attempt(kept) or 0, str((kept.get("environment") or {}).get("ended_at") or "")):
-            newest[doc["session"]] = doc
-    return list(newest.values())
+    return [document for _, document in folder.documents]
 
 
 def fmt(value: Any, pattern: str = "{:.4f}") -> str:
@@ -79,7 +55,7 @@ def row(doc: Mapping[str, Any]) -> list[str]:
     s, g = doc.get("server_metrics") or {}, doc.get("gate") or {}
     baseline = (g.get("baseline") or {}).get("accuracy", {}).get("strict_match")
     verdict = g.get("verdict", "–")
-    attempt = _attempt(doc)
+    attempt = results_folder.attempt(doc)
     return [
         f"`{doc['session']}`", doc["status"] + (f" (attempt {attempt})" if attempt else ""),
         f"{fmt(m.get('strict_match'))} ± {fmt(m.get('strict_match_stderr'))}",
@@ -96,7 +72,8 @@ def markdown(documents: Sequence[Mapping[str, Any]], limit_bytes: int | None = N
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     size = len(header) + sum(len(line.encode()) + 1 for line in lines)
     for index, doc in enumerate(documents):
-        line = "| " + " | ".join(row(doc)) + " |"
+        session, *cells = row(doc)
+        line = "| " + " | ".join([session, *map(escaped, cells)]) + " |"
         if limit_bytes and size + len(line.encode()) + 200 > limit_bytes:
             lines.append(f"| … {len(documents) - index} more sessions: see the artifacts |" +
                          " |" * (len(COLUMNS) - 1))
@@ -104,7 +81,7 @@ def markdown(documents: Sequence[Mapping[str, Any]], limit_bytes: int | None = N
         lines.append(line)
         size += len(line.encode()) + 1
     failed = [d for d in documents if d["status"] != "passed"]
-    notes = [f"- `{d['session']}`: {d['status']}: {(d.get('error') or {}).get('message', '')}" for d in failed]
+    notes = [f"- `{d['session']}`: {d['status']}: {escaped((d.get('error') or {}).get('message', ''))}" for d in failed]
     text = header + "\n".join(lines) + "\n"
     if notes:
         text += "\n### Not passed\n\n" + "\n".join(notes)[: (limit_bytes or 10**9) // 4] + "\n"
@@ -152,7 +129,7 @@ def plot(documents: list[dict[str, Any]], path: Path) -> None:
 
 def write_report(results_dir: Path, out_dir: Path, warn: Callable[[str], None] = print) -> dict[str, Path]:
     documents = load_results(results_dir, warn)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    results.output_folder(out_dir, "OUT_DIR")
     paths = {"markdown": out_dir / "report.md", "summary": out_dir / "summary.md", "plot": out_dir / "report.png"}
     settings = run_comparison.gate_settings()
     deltas = siblings.deltas(documents, settings)

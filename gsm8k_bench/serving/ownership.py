@@ -11,6 +11,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from gsm8k_bench.core import results
 from gsm8k_bench.core.errors import BenchError, ConfigError
 
 OWNER_LABEL = "gsm8k-bench.owner"
@@ -73,16 +74,10 @@ def current_owner() -> Owner:
 
 def usable_results_dir(results_dir: Path) -> Path:
     """The results folder, created; a file in its place or no write access is a clear error."""
-    results_dir = results_dir.expanduser().resolve()
     try:
-        results_dir.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise ConfigError(f"--results-dir {results_dir}: a file is in the way (it must be a folder)") from None
-    except OSError as exc:
-        raise ConfigError(f"--results-dir {results_dir}: cannot create it ({exc.strerror})") from None
-    if not os.access(results_dir, os.W_OK | os.X_OK):
-        raise ConfigError(f"--results-dir {results_dir}: not writable")
-    return results_dir
+        return results.output_folder(results_dir.expanduser().resolve(), "--results-dir")
+    except BenchError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 class SessionBusy(BenchError):

@@ -1,21 +1,22 @@
 """`nox -s promote -- PATH...`: make passed runs the references their sessions are gated against.
 
-PATH is a session JSON, a results directory (its `<session>.json` files) or a candidate reference (the
-summary job's artifact).  A run is refused when it did not pass, has no per-question samples, would drop
-questions from the current reference, or (unless --force) is a regression against the current
-reference; the others are written to references/ and the `git add` line to commit them is printed.
+PATH is a session JSON, a results directory (its `<session>.json` files, or one folder per artifact as the
+workflow downloads them: core/results_folder.py) or a candidate reference (the summary job's artifact).
+A run is refused when it did not pass, has no per-question samples, would drop questions from the current
+reference, or (unless --force) is a regression against the current reference; the others are written to
+references/ and the `git add` line to commit them is printed.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gsm8k_bench.core import results
+from gsm8k_bench.core import json_input, results, results_folder, session_result
 from gsm8k_bench.core.errors import BenchError, ConfigError, RaisingArgumentParser
 from gsm8k_bench.verdicts import gate, protocol, references
 
@@ -43,14 +44,18 @@ class Candidate:
     skippable: bool = False  # it did not pass (a --passed-only run skips it)
 
 
-def read_candidates(paths: list[Path]) -> Iterator[Candidate]:
+def read_candidates(paths: list[Path], log: Callable[[str], None]) -> Iterator[Candidate]:
     for path in paths:
-        if path.is_dir():
-            files = sorted(p for p in path.glob("*.json") if not p.name.startswith("."))
-            if not files:
-                raise BenchError(f"{path}: no session JSON in this directory")
-            for file in files:
-                yield _candidate(file, in_directory=True)
+        if path.is_dir():  # a results folder, or the workflow's download: one folder per artifact
+            folder = results_folder.read_folder(path)
+            if not folder.documents and not folder.skipped:
+                raise BenchError(f"{path}: no session JSON in this directory or the folders in it")
+            for line in folder.superseded:
+                log(line)
+            found: list[tuple[Path, dict[str, Any] | None]] = [*folder.documents]
+            found += [(file, None) for file, _ in folder.skipped]  # candidate references, or foreign files
+            for file, document in sorted(found, key=lambda item: item[0]):
+                yield _candidate(file, in_directory=True) if document is None else _from_session(file, document)
         elif path.is_file():
             yield _candidate(path, in_directory=False)
         else:
@@ -59,25 +64,39 @@ def read_candidates(paths: list[Path]) -> Iterator[Candidate]:
 
 def _candidate(path: Path, in_directory: bool) -> Candidate:
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BenchError(f"{path}: not readable as JSON: {exc}") from None
-    if references.is_reference(document):
-        reference = references.parse(document, path)
-        return Candidate(path, reference.session, document)
-    try:
-        document = results.read(path)
+        document = json_input.read(path, session_result.MAX_FILE_BYTES)
+        if references.is_reference(document):
+            return Candidate(path, str(document.get("session")), document)
+        return _from_session(path, results.read(path))
     except ValueError as exc:
-        if in_directory:  # e.g. a report beside the session JSONs
+        if in_directory:  # e.g. a report beside the session JSONs, or a broken download
             return Candidate(path, path.stem, None, f"skipped: {exc}", skippable=True)
         raise BenchError(str(exc)) from None
+
+
+def _unpromotable(document: Mapping[str, Any]) -> str:
+    """Why a passed session JSON cannot become a reference ('' if it can)."""
+    config, environment = document.get("config"), document.get("environment")
+    if not isinstance(config, dict) or not isinstance(environment, dict) or not isinstance(
+            config.get("protocol"), dict):
+        return "no config, environment or config.protocol record (a session writes all three)"
+    if not document.get("samples"):
+        return "the run has no per-question samples to pair with"
+    twice = sorted(d for d, count in Counter(s["doc_id"] for s in document["samples"]).items() if count > 1)
+    if twice:
+        return f"samples answer doc_ids {gate.shown(twice)} more than once (a run answers each question once)"
+    return ""
+
+
+def _from_session(path: Path, document: dict[str, Any]) -> Candidate:
     session = document["session"]
     if document.get("status") != "passed":
         message = ((document.get("error") or {}).get("message") or "").splitlines()[:1]
         return Candidate(path, session, None, f"status {document.get('status')}: {''.join(message)}",
                          skippable=True)
-    if not document.get("samples"):
-        return Candidate(path, session, None, "the run has no per-question samples to pair with")
+    problem = _unpromotable(document)
+    if problem:
+        return Candidate(path, session, None, problem)
     return Candidate(path, session, references.from_session(document, source=path.name))
 
 
@@ -120,20 +139,25 @@ def promote(argv: list[str], default_dir: Path, settings: gate.GateSettings,
     """Write the references of the promotable runs; raise BenchError naming every refused one."""
     args = build_parser(default_dir).parse_args(argv)
     written, refused = [], []
-    for candidate in read_candidates(args.paths):
+    for candidate in read_candidates(args.paths, log):
         if candidate.document is None:
             if candidate.skippable and args.passed_only:
                 log(f"{candidate.session}: skipped ({candidate.problem})")
             else:
                 refused.append(f"{candidate.session} ({candidate.source}): {candidate.problem}")
             continue
-        target = references.reference_path(args.references_dir, candidate.session)
-        new = references.parse(candidate.document, target, candidate.session)
+        try:  # the name comes from the file: a path outside --references-dir is refused here
+            target = references.reference_path(args.references_dir, candidate.session)
+            new = references.parse(candidate.document, target, candidate.session)
+        except BenchError as exc:
+            refused.append(f"{candidate.source}: {exc}")
+            continue
         change, problem = review(new, target, settings, args.force)
         if problem:
             refused.append(f"{candidate.session} ({candidate.source}): {problem}")
             log(f"{candidate.session}: refused; {change}")
             continue
+        results.output_folder(args.references_dir, "--references-dir")
         references.write(target, candidate.document)
         written.append(target)
         log(f"{candidate.session}: {change}\n    -> {target}")

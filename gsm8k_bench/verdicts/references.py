@@ -10,20 +10,20 @@ Loading validates everything and names file and key, like matrix.yaml.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gsm8k_bench.core import results
-from gsm8k_bench.core.errors import ConfigError
+from gsm8k_bench.core import json_input, paths, results
+from gsm8k_bench.core.errors import BenchError, ConfigError
 from gsm8k_bench.core.yaml_reader import NodeChecker
 from gsm8k_bench.verdicts import paired_stats
 from gsm8k_bench.verdicts.protocol import METRICS, PROTOCOL_KEYS, REASONING_DEFAULTS
 
 KIND = "gsm8k-bench reference"
+MAX_FILE_BYTES = 16 * 1024 * 1024  # a full run's reference is about 40 kB
 SCHEMA_VERSION = 1
 QUESTIONS_FORMAT = "doc_id:sha256(question)[:10] -> strict, flexible (1 right, 0 wrong)"
 QUESTION_ID = re.compile(r"^\d+:[0-9a-f]{10}$")
@@ -46,7 +46,8 @@ class Reference:
 
 
 def reference_path(directory: Path, session: str) -> Path:
-    return directory / f"{session}.json"
+    """`<directory>/<session>.json`; a name that is not a session name, or leads outside, is refused."""
+    return results.result_path(directory, session)
 
 
 def is_reference(document: Any) -> bool:
@@ -63,11 +64,11 @@ def from_session(document: Mapping[str, Any], source: str = "") -> dict[str, Any
     accuracy = {metric: round(sum(v[i] == "1" for v in questions.values()) / len(questions), 4)
                 for i, metric in enumerate(METRICS)}
     provenance = {
-        "framework": config["framework"], "framework_version": environment.get("framework_version"),
-        "runner": config["runner"], "launcher": config["launcher"], "image": config.get("image"),
+        "framework": config.get("framework"), "framework_version": environment.get("framework_version"),
+        "runner": config.get("runner"), "launcher": config.get("launcher"), "image": config.get("image"),
         "image_id": server.get("image_id"), "image_digests": server.get("image_digests"),
-        "server_command": config["server_command"], "checkpoint": config["checkpoint"],
-        "model_source": config.get("model_source"), "precision": config["precision"],
+        "server_command": config.get("server_command"), "checkpoint": config.get("checkpoint"),
+        "model_source": config.get("model_source"), "precision": config.get("precision"),
         "concurrency": config.get("concurrency"), "dataset": config.get("dataset"),
         "lm_eval": environment.get("lm_eval"), "gsm8k_bench": environment.get("gsm8k_bench"),
         "git_commit": environment.get("git_commit"), "date": environment.get("ended_at"), "source": source,
@@ -94,6 +95,10 @@ def parse(document: Any, path: Path, session: str | None = None) -> Reference:
                      "with nox -s promote -- results/<session>.json")
     r.mapping(document, "(top level)", TOP_KEYS, required=TOP_KEYS)
     name = r.typed(document["session"], "session", str, document, "session")
+    try:
+        paths.check_session_name(name)
+    except BenchError as exc:
+        raise r.fail("session", str(exc)) from None
     if session is not None and name != session:
         raise r.fail("session", f"{name!r} does not match the file name (expected {session!r})")
     n = r.positive_int(document["n"], "n", document, "n")
@@ -113,6 +118,8 @@ def parse(document: Any, path: Path, session: str | None = None) -> Reference:
     accuracy = r.mapping(document["accuracy"], "accuracy", METRICS, required=METRICS)
     for metric in METRICS:
         value = r.typed(accuracy[metric], f"accuracy.{metric}", (int, float), accuracy, metric)
+        if not 0 <= value <= 1:  # NaN too
+            raise r.fail(f"accuracy.{metric}", f"expected a number from 0 to 1, got {value!r}")
         counted = sum(outcomes[metric].values()) / n
         if abs(value - counted) > 1e-4:
             raise r.fail(f"accuracy.{metric}", f"is {value} but the questions give {counted:.4f} (edited by hand?)")
@@ -122,11 +129,9 @@ def parse(document: Any, path: Path, session: str | None = None) -> Reference:
 
 def load(path: Path, session: str | None = None) -> Reference:
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: JSON syntax error: {exc}") from None
+        document = json_input.read(path, MAX_FILE_BYTES)
+    except json_input.JsonInputError as exc:
+        raise ConfigError(str(exc)) from None
     return parse(document, path, session)
 
 

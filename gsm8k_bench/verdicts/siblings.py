@@ -12,6 +12,8 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any, TypedDict
 
+from gsm8k_bench.core.markdown import escaped
+from gsm8k_bench.core.paths import MAX_NAME_CHARS, inside
 from gsm8k_bench.verdicts import gate, run_comparison
 
 AXES = ("runner", "framework", "precision", "tp")
@@ -118,11 +120,12 @@ def markdown(found: Sequence[Mapping[str, Any]], significant_only: bool = False)
     lines += ["| model | comparison | n | strict-match | flexible-extract | verdict | flag |", "|---" * 7 + "|"]
     for d in rows:
         n = next(iter(d["metrics"].values()))["n"]
-        lines.append(f"| {d['model']} | {d['label']} | {n} | {fmt(d['metrics'].get('strict_match'))} | "
-                     f"{fmt(d['metrics'].get('flexible_extract'))} | {d['verdict']} | {flag(d)} |")
+        lines.append(f"| {escaped(d['model'])} | {escaped(d['label'])} | {n} | "
+                     f"{fmt(d['metrics'].get('strict_match'))} | {fmt(d['metrics'].get('flexible_extract'))} | "
+                     f"{d['verdict']} | {flag(d)} |")
     skipped = [d for d in found if d["verdict"] == run_comparison.NOT_COMPARED]
     if skipped and not significant_only:
-        lines += ["", "Not compared:", ""] + [f"- {d['label']}: {d['reason']}" for d in skipped]
+        lines += ["", "Not compared:", ""] + [f"- {escaped(d['label'])}: {escaped(d['reason'])}" for d in skipped]
     return "\n".join(lines) + "\n"
 
 
@@ -157,7 +160,8 @@ def forest_plots(found: Sequence[Mapping[str, Any]], out_dir: Path, tolerance: f
         ax.grid(axis="x", alpha=0.3)
         ax.legend(loc="lower right", bbox_to_anchor=(1, 1), ncol=3, fontsize="small", frameon=False)
         fig.tight_layout()
-        path = out_dir / f"forest-{re.sub(r'[^A-Za-z0-9._-]', '_', model)}.png"
+        # The model name comes from the JSONs: made a short plain file name that stays in out_dir.
+        path = inside(out_dir, f"forest-{re.sub(r'[^A-Za-z0-9._-]', '_', model)[:MAX_NAME_CHARS]}.png")
         fig.savefig(path, dpi=100)
         plt.close(fig)
         paths[f"forest {model}"] = path
