@@ -36,7 +36,7 @@ from gsm8k_bench.core import results  # noqa: E402
 from gsm8k_bench.matrix.loader import load_matrix  # noqa: E402
 from gsm8k_bench.matrix.types import Matrix  # noqa: E402
 from gsm8k_bench.reporting import html_page, report  # noqa: E402
-from gsm8k_bench.verdicts import run_comparison, siblings  # noqa: E402
+from gsm8k_bench.verdicts import gate, paired_stats, references, run_comparison, siblings  # noqa: E402
 
 PROTOCOL = {"endpoint": "/v1/completions", "lm_eval_model": "local-completions", "apply_chat_template": False,
             "fewshot_as_multiturn": False, "num_fewshot": 5, "max_gen_toks": 256,
@@ -69,6 +69,18 @@ def generated_matrix(sessions: int, folder: Path) -> Path:
     return path
 
 
+def judged(session: str, data: list[dict], base: list[bool], samples: list[dict]) -> dict:
+    """The real gate's verdict on `samples` against a reference that answered `base`."""
+    ids = [paired_stats.question_id(i, row["question"]) for i, row in enumerate(data)]
+    protocol = gate.protocol_of(PROTOCOL, {"until": PROTOCOL["until"]})
+    reference = references.Reference(session=session, path=Path(f"references/{session}.json"), n=len(ids),
+                                      protocol=protocol, accuracy={}, provenance={},
+                                      outcomes={m: dict(zip(ids, base, strict=True)) for m in run_comparison.METRICS})
+    verdict = gate.judge_paired(reference, protocol, samples, gate.GateSettings())
+    assert isinstance(verdict, dict), verdict
+    return verdict
+
+
 def session_docs(matrix: Matrix, sessions: int, count: int) -> Iterator[dict]:
     """One session JSON per combination, the first `sessions` of them, generated one at a time."""
     rng = random.Random(13)  # noqa: S311 - test data, not secrets
@@ -76,6 +88,8 @@ def session_docs(matrix: Matrix, sessions: int, count: int) -> Iterator[dict]:
     base = [rng.random() < 0.9 for _ in data]
     for index, combo in enumerate(matrix.combinations[:sessions]):
         outcomes = [ok if rng.random() > 0.04 else not ok for ok in base]
+        if index % 37 == 36:  # a regression: 7% of the right answers lost
+            outcomes = [ok and rng.random() > 0.07 for ok in base]
         samples = []
         for i, (row, ok) in enumerate(zip(data, outcomes, strict=True)):
             target = row["answer"].split("####")[-1].strip()
@@ -92,8 +106,9 @@ def session_docs(matrix: Matrix, sessions: int, count: int) -> Iterator[dict]:
                            "flexible_extract_stderr": 0.008, "n": len(outcomes)},
                "gate": {"verdict": "pass"}, "samples": samples}
         if index % 37 == 36:
-            doc.update(status="failed", gate={"verdict": "regression"}, error={
-                "message": "gate: regression against its reference (generated)", "log_tail": ""})
+            doc["gate"] = judged(combo.name, data, base, samples)
+            doc.update(status="failed", error={"message": "gate: " + gate.describe_regression(doc["gate"]),
+                                               "log_tail": ""})
         elif index % 53 == 52:
             doc.update(status="failed", gate=None, metrics=None, samples=[], error={
                 "message": "server start: server exited with code 1 (generated)", "log_tail": ""})

@@ -11,7 +11,7 @@ from conftest import require
 from test_compare import BASE, PROTOCOL, SETTINGS, session_doc, with_flips, write_set
 
 from gsm8k_bench.matrix.loader import parse_matrix
-from gsm8k_bench.reporting import report
+from gsm8k_bench.reporting import html_page, report
 from gsm8k_bench.verdicts import gate, paired_stats, references, run_comparison
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -219,4 +219,20 @@ def test_overview_counts_grid_hover_filters_and_click_through(browser, tmp_path)
     reason = browser.find_element("id", "detail-reason")
     assert reason.text == "errored: failed: server start: server exited with code 1"
     assert browser.find_element("id", "q-count").text == "0 of 0 questions shown"
+    assert console_errors(browser) == []
+
+
+def test_a_session_whose_answers_are_left_out_says_how_to_see_them(browser, tmp_path, monkeypatch):
+    results_dir = overview_results(tmp_path / "results")
+    monkeypatch.setattr(html_page, "QUESTION_BUDGET_BYTES", 2)  # only the errored run's "[]" fits
+    report.write_report(results_dir, tmp_path / "out")
+    browser.get((tmp_path / "out" / "report.html").as_uri())
+    browser.find_element("css selector", "td.cell[title^='gsm8k-m-mi355x-sglang-fp8-tp1']").click()
+    note = browser.find_element("id", "not-embedded")
+    assert note.is_displayed()
+    assert note.text == ("This session's answers are not in this page (the note under the grid says why): "
+                         "nox -s report -- RESULTS_DIR OUT_DIR --questions gsm8k-m-mi355x-sglang-fp8-tp1")
+    options = [o.text for o in browser.find_elements("css selector", "#compare-with option")]
+    assert options[1].endswith("gsm8k-m-mi355x-sglang-fp16-tp1 (answers not in this page)")
+    assert browser.find_element("id", "size-note").text.startswith("Per-question answers of 1 of 7 sessions")
     assert console_errors(browser) == []

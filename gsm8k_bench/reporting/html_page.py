@@ -1,10 +1,13 @@
 """report.html: one self-contained page (inline CSS, JS, data and PNGs; nothing fetched), so it works as
-a downloaded CI artifact.  Results table with filters and sorting, the plots, the sibling deltas, and a
-drill-down from a session to its questions with flips against a sibling or another concurrency level.
+a downloaded CI artifact.  The matrix overview first (overview.py: counts that filter, regressions and
+errors, a grid per model), as plain HTML drawn before any data is parsed; then the results table with
+filters and sorting, the plots, the sibling deltas, and a drill-down from a session to its questions with
+flips against a sibling or another concurrency level.
 
-Per-question data is the bulk (a full matrix: 83 sessions x 1,319 questions): question texts are stored
-once, each session's answers sit in their own inert JSON block that is parsed only when that session is
-opened, and the question list renders in pages of QUESTION_PAGE rows.
+Per-question data is the bulk (a full matrix: 106 sessions x 1,319 questions, ~100 MB of JSON): question
+texts are stored once, each session's answers sit in their own inert JSON block that is parsed only when
+that session is opened, the question list renders in pages of QUESTION_PAGE rows, and answers beyond
+QUESTION_BUDGET_BYTES stay in the session JSONs (the page names them and the command that embeds them).
 """
 
 from __future__ import annotations
@@ -135,7 +138,9 @@ function openSession(s) {
   $('not-embedded').textContent = s.embedded ? '' : NOT_EMBEDDED + ' ' + s.session;
   const select = $('compare-with'); select.textContent = '';
   for (const [key, label] of [['', 'nothing'], ...s.compare]) {
-    const o = document.createElement('option'); o.value = key; o.textContent = label; select.appendChild(o);
+    const other = key && BY_KEY.get(key.split('@')[0]);
+    const o = document.createElement('option'); o.value = key; select.appendChild(o);
+    o.textContent = label + (other && !other.embedded ? ' (answers not in this page)' : '');
   }
   renderQuestions();
   $('detail').scrollIntoView();
@@ -365,8 +370,9 @@ def overview_html(view: overview.Overview, keys: Mapping[str, str], size_note: s
 
 def render(documents: Sequence[Mapping[str, Any]], deltas: Sequence[Mapping[str, Any]],
            plots: Sequence[Path], view: overview.Overview | None = None,
-           budget: int = QUESTION_BUDGET_BYTES, first: Sequence[str] = ()) -> str:
+           budget: int | None = None, first: Sequence[str] = ()) -> str:
     view = view or overview.build(documents, deltas, None)
+    budget = QUESTION_BUDGET_BYTES if budget is None else budget
     sessions, questions, blocks = page_data(documents, deltas, view)
     embedded = embedded_blocks(sessions, blocks, budget, first)
     kept = sum(s["embedded"] for s in sessions)

@@ -110,7 +110,7 @@ class Cell:
                  + (f" · strict-match {self.accuracy:.4f} (n={self.n})" if self.accuracy is not None else "")]
         if self.difference is not None:
             lines.append(f"Δ {self.difference.text()}")
-        elif self.outcome != NOT_RUN:
+        elif self.accuracy is not None:
             lines.append("Δ: no reference and no fp16 sibling to pair with")
         if self.reason:
             lines.append(self.reason)
