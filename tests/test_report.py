@@ -197,3 +197,16 @@ def test_report_command_embeds_the_named_sessions_first(tmp_path, monkeypatch):
     assert "Per-question answers of 1 of 7 sessions" in page
     keys = {s["session"]: s["key"] for s in json.loads(page.split("id='data-sessions'>")[1].split("</script>")[0])}
     assert page.count("id='data-s-") == 1 and f"id='data-s-{keys['gsm8k-m-mi355x-sglang-fp8-tp1']}'" in page
+
+
+def test_plots_beyond_their_budget_are_links_to_the_files_beside_the_page(tmp_path, monkeypatch):
+    require_module("matplotlib")
+    results_dir, _ = overview_set(tmp_path)
+    paths = report.write_report(results_dir, tmp_path / "out")
+    assert paths["html"].read_text().count("src='data:image/png;base64,") == 2  # report.png, forest-m.png
+    monkeypatch.setattr(html_page, "PLOT_BUDGET_BYTES", paths["plot"].stat().st_size)
+    page = report.write_report(results_dir, tmp_path / "out")["html"].read_text()
+    assert page.count("src='data:image/png;base64,") == 1
+    assert "<a href='forest-m.png'><img alt='forest-m.png' src='forest-m.png' loading='lazy'></a>" in page
+    assert "1 of 2 plots are not in this page" in html.unescape(page)
+    assert (tmp_path / "out" / "forest-m.png").is_file()

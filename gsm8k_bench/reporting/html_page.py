@@ -203,6 +203,7 @@ QUESTION_PAGE = 100
 # Per-question answers embedded at most (JSON bytes): the full matrix's would make a 100 MB page that
 # loads in seconds; the rest stay in the session JSONs (benchmarks/report_scale.py measures both).
 QUESTION_BUDGET_BYTES = 32_000_000
+PLOT_BUDGET_BYTES = 8_000_000  # PNG bytes embedded; the full matrix's plots take ~3 MB
 REOPEN_COMMAND = "nox -s report -- RESULTS_DIR OUT_DIR --questions"
 
 
@@ -274,9 +275,24 @@ def page_data(documents: Sequence[Mapping[str, Any]], deltas: Sequence[Mapping[s
     return sessions, questions, blocks
 
 
-def _image(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f"<img alt='{html.escape(path.name)}' src='data:image/png;base64,{data}'>"
+def plots_html(plots: Sequence[Path], budget: int) -> str:
+    """The plots as data URIs while their PNG bytes fit `budget`; the rest as links to the files beside
+    the page (a 1,000-session matrix draws ~30 MB of them)."""
+    out, used, linked = [], 0, 0
+    for path in plots:
+        size = path.stat().st_size
+        if used + size <= budget:
+            data = base64.b64encode(path.read_bytes()).decode("ascii")
+            out.append(f"<img alt='{html.escape(path.name)}' src='data:image/png;base64,{data}'>")
+            used += size
+        else:
+            out.append(f"<p><a href='{html.escape(path.name)}'><img alt='{html.escape(path.name)}' "
+                       f"src='{html.escape(path.name)}' loading='lazy'></a></p>")
+            linked += 1
+    note = (f"<p>{linked} of {len(plots)} plots are not in this page (it embeds at most {budget / 1e6:.0f} MB of "
+            "them): they are the PNG files beside report.html, shown here while the folder is kept together.</p>"
+            if linked else "")
+    return note + "".join(out)
 
 
 def sibling_table(deltas: Sequence[Mapping[str, Any]]) -> str:
@@ -398,7 +414,7 @@ def render(documents: Sequence[Mapping[str, Any]], deltas: Sequence[Mapping[str,
         "<th>strict</th><th>flexible</th></tr></thead><tbody></tbody></table>"
         "<button id='more' hidden>show more</button></section>",
         "<h2>Sibling deltas (run − reference, paired; bounds one-sided)</h2>", sibling_table(deltas),
-        "<h2>Plots</h2>", *(_image(p) for p in plots),
+        "<h2>Plots</h2>", plots_html(plots, PLOT_BUDGET_BYTES),
         _json_block("data-sessions", sessions), _json_block("data-questions", questions),
         *(f"<script type='application/json' id='data-s-{key}'>{text}</script>" for key, text in embedded.items()),
     ]
