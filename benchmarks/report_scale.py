@@ -197,6 +197,7 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=1319)
     parser.add_argument("--out", type=Path, help="keep the generated results and report here")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp)
         out.mkdir(parents=True, exist_ok=True)
@@ -228,7 +229,8 @@ def main() -> None:
     note = html_page.QUESTION_BUDGET_BYTES / 1e6
     print(f"{len(sessions)} sessions ({len(matrix.combinations)} in the matrix) x {args.questions} questions: "
           f"session JSONs {json_mb:.1f} MB, report.html {size_mb:.1f} MB (answers embedded up to {note:.0f} MB)")
-    print(f"write_report (md, plots, forest plots, html): {report_s:.1f} s")
+    print(f"write_report (md, plots, forest plots, html): {report_s:.1f} s; load average {load_before:.1f} before, "
+          f"{os.getloadavg()[0]:.1f} after")
     print(f"chromium: grid drawn ({cells} cells) at {grid_ms / 1000:.2f} s, page parsed (DOMContentLoaded) "
           f"{ready_ms / 1000:.2f} s, loaded {load_ms / 1000:.2f} s (driver.get {wall_s:.2f} s)")
     if before:
