@@ -43,7 +43,7 @@ tr.flip{background:#fff4d6}.ok{color:#1a7f37}.no{color:#b00020}.other{border-top
 table.grid{margin:.3em 1.5em .8em 0}table.grid th{cursor:default;font-weight:normal;font-size:12px;white-space:nowrap}
 table.grid td{min-width:4.2em;height:2.4em;text-align:center;vertical-align:middle;padding:1px 4px}
 table.grid td.cell{cursor:pointer}table.grid td.cell:hover{outline:2px solid #0b57d0}
-table.grid td small{display:block;font-size:11px;color:#444}table.grid td.none{background:#fafafa;border-color:#eee}
+table.grid td small{display:block;font-size:11px;color:#444}table.grid td.none{background:#eee;border-color:#e4e4e4}
 #overview.filtered td.cell:not(.match){opacity:.15}.legend span{padding:1px 6px;margin-right:4px;border:1px solid #ccc}
 .grids{display:flex;flex-wrap:wrap;align-items:flex-start}.grids h3{margin:.4em 0 0}
 """
@@ -361,8 +361,8 @@ def overview_html(view: overview.Overview, keys: Mapping[str, str], size_note: s
     for c in view.attention:
         link = (f"<a href='#detail' data-key='{keys[c.session]}'>{html.escape(c.session)}</a>"
                 if c.session in keys else html.escape(c.session))
-        out.append(f"<li class='{overview.css_class(c.outcome)}'><b>{html.escape(overview.label(c.outcome))}"
-                   f"</b> {link}: {html.escape(c.reason)}</li>")
+        out.append(f"<li class='{overview.css_class(c.outcome)}' title='{html.escape(c.reason)}'><b>"
+                   f"{html.escape(overview.label(c.outcome))}</b> {link}: {html.escape(overview.brief(c.reason))}</li>")
     out.append("</ul><section id='overview'><p class='legend'>Each cell: strict-match accuracy and, below, the "
                "paired difference in points against the session's reference (else its fp16 sibling); hover for "
                "the bounds, click for the questions. "

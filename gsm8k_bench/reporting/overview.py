@@ -27,6 +27,7 @@ UNKNOWN_SYMBOL = "❔"
 KNOWN_VERDICTS = (None, "pass", "regression", "not_gated")
 METRIC = "strict_match"  # the grid's number; the hover and the drill-down have both
 MAX_SUMMARY_ATTENTION = 50  # regressions and errors listed in the step summary (all in report.md)
+BRIEF_REASON = 300  # characters of a reason in the step summary and the page's list (all in report.md)
 
 
 def outcome(document: Mapping[str, Any]) -> str:
@@ -55,6 +56,10 @@ def css_class(name: str) -> str:
     if name in LABELS:
         return "v-" + name.replace("_", "-")
     return "v-other v-verdict-" + (re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "unnamed")
+
+
+def brief(text: str) -> str:
+    return text if len(text) <= BRIEF_REASON else text[:BRIEF_REASON - 1].rstrip() + "…"
 
 
 def reason(document: Mapping[str, Any]) -> str:
@@ -215,12 +220,14 @@ def _md_cell(cell: Cell | None) -> str:
 
 
 def markdown(view: Overview, max_attention: int | None = None) -> str:
-    """The counts, the regressions and errors with their reason, and a table per model."""
+    """The counts, the regressions and errors with their reason, and a table per model; with
+    `max_attention` (the step summary) at most that many regressions and errors, their reasons brief."""
     lines = ["## GSM8k matrix overview", "", counts_line(view), ""]
     if view.attention:
         lines += ["### Regressions and errors", ""]
         shown = view.attention[:max_attention] if max_attention else view.attention
-        lines += [f"- {symbol(c.outcome)} `{c.session}`: {_md(c.reason)}" for c in shown]
+        lines += [f"- {symbol(c.outcome)} `{c.session}`: {_md(brief(c.reason) if max_attention else c.reason)}"
+                  for c in shown]
         if len(shown) < len(view.attention):
             lines.append(f"- … {len(view.attention) - len(shown)} more in report.md")
         lines.append("")
