@@ -171,7 +171,7 @@ def build(documents: Sequence[Mapping[str, Any]], deltas: Sequence[Mapping[str, 
     for doc in documents:
         metrics, kind = doc.get("metrics") or {}, outcome(doc)
         cell = Cell(doc["session"], kind, metrics.get(METRIC), metrics.get("n"), difference(doc, fp16_deltas),
-                    "" if kind in (PASSED, NOT_GATED) else reason(doc))
+                    "" if kind == PASSED else reason(doc))
         key = _key(doc, by_name)
         if key is None:
             unplaced.append(cell)
