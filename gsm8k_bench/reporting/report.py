@@ -186,8 +186,9 @@ def write_report(results_dir: Path, out_dir: Path, warn: Callable[[str], None] =
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="nox -s report --", description=__doc__.splitlines()[0])
-    parser.add_argument("results_dir", nargs="?", type=Path, default=Path("results"))
+    parser = argparse.ArgumentParser(prog="nox -s report --", description="report.md, report.html, the plots and "
+                                     "the step summary (summary.md) from a folder of session JSONs")
+    parser.add_argument("results_dir", nargs="?", type=Path, default=Path("results"), help="default: results")
     parser.add_argument("out_dir", nargs="?", type=Path, help="default: RESULTS_DIR")
     parser.add_argument("--questions", action="append", default=[], metavar="PATTERN",
                         help="sessions (names or fnmatch patterns) whose answers report.html embeds first")
