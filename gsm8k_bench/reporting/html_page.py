@@ -1,21 +1,26 @@
 """report.html: one self-contained page (inline CSS, JS, data and PNGs; nothing fetched), so it works as
-a downloaded CI artifact.  Results table with filters and sorting, the plots, the sibling deltas, and a
-drill-down from a session to its questions with flips against a sibling or another concurrency level.
+a downloaded CI artifact.  The matrix overview first (overview.py: counts that filter, regressions and
+errors, a grid per model), as plain HTML drawn before any data is parsed; then the results table with
+filters and sorting, the plots, the sibling deltas, and a drill-down from a session to its questions with
+flips against a sibling or another concurrency level.
 
-Per-question data is the bulk (a full matrix: 83 sessions x 1,319 questions): question texts are stored
-once, each session's answers sit in their own inert JSON block that is parsed only when that session is
-opened, and the question list renders in pages of QUESTION_PAGE rows.
+Per-question data is the bulk (a full matrix: 106 sessions x 1,319 questions, ~100 MB of JSON): question
+texts are stored once, each session's answers sit in their own inert JSON block that is parsed only when
+that session is opened, the question list renders in pages of QUESTION_PAGE rows, and answers beyond
+QUESTION_BUDGET_BYTES stay in the session JSONs (the page names them and the command that embeds them).
 """
 
 from __future__ import annotations
 
 import base64
+import fnmatch
 import html
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from gsm8k_bench.reporting import overview
 from gsm8k_bench.verdicts import paired_stats, run_comparison, siblings
 
 FILTERS = ("model", "runner", "framework", "precision", "verdict")
@@ -30,12 +35,26 @@ tr.flip{background:#fff4d6}.ok{color:#1a7f37}.no{color:#b00020}.other{border-top
 .flipped{border:1px solid #f0c36d;padding:6px;margin:8px 0}.changed{border:1px solid #ccc;padding:6px;margin:8px 0}
 .pair{display:flex;gap:1em}.side{flex:1}label{margin-right:1em}
 #questions td:nth-child(2){width:22%}#questions td:nth-child(3){width:14%}#questions td.resp{width:44%}
+#counts button{font:inherit;border:1px solid #bbb;border-radius:4px;padding:4px 10px;margin:0 6px 6px 0;cursor:pointer}
+#counts button b{font-size:1.4em;margin-right:4px}#counts button.active{outline:3px solid #0b57d0}
+.v-passed{background:#d8f2dd}.v-regressed{background:#f8c4c4}.v-errored{background:#e2c8ef}
+.v-not-gated{background:#f1ecd2}.v-not-run{background:#fff;border:1px dashed #999!important}.v-other{background:#cfe1f7}
+#attention{max-height:16em;overflow:auto;margin:0 0 1em}#attention li{margin:2px 0;padding:1px 4px}
+table.grid{margin:.3em 1.5em .8em 0}table.grid th{cursor:default;font-weight:normal;font-size:12px;white-space:nowrap}
+table.grid td{min-width:4.2em;height:2.4em;text-align:center;vertical-align:middle;padding:1px 4px}
+table.grid td.cell{cursor:pointer}table.grid td.cell:hover{outline:2px solid #0b57d0}
+table.grid td small{display:block;font-size:11px;color:#444}table.grid td.none{background:#eee;border-color:#e4e4e4}
+#overview.filtered td.cell:not(.match){opacity:.15}.legend span{padding:1px 6px;margin-right:4px;border:1px solid #ccc}
+.grids{display:flex;flex-wrap:wrap;align-items:flex-start}.grids h3{margin:.4em 0 0}
 """
 
 SCRIPT = r"""
 const $ = id => document.getElementById(id);
 const SESSIONS = JSON.parse($('data-sessions').textContent);
+const BY_KEY = new Map(SESSIONS.map(s => [s.key, s]));
 const PAGE = %(page)d;
+const NOT_EMBEDDED = %(not_embedded)s;
+let outcomeFilter = '';
 const parsed = {};
 let QUESTIONS = null;
 function questions() { return QUESTIONS || (QUESTIONS = JSON.parse($('data-questions').textContent)); }
@@ -89,11 +108,23 @@ function render() {
   });
   let shown = 0;
   for (const s of rows) {
-    const visible = wanted.every(([f, v]) => String(s[f]) === v);
+    const visible = wanted.every(([f, v]) => String(s[f]) === v) && (!outcomeFilter || s.outcome === outcomeFilter);
     s.row.style.display = visible ? '' : 'none'; shown += visible;
     body.appendChild(s.row);
   }
-  $('count').textContent = shown + ' of ' + SESSIONS.length + ' sessions';
+  $('count').textContent = shown + ' of ' + SESSIONS.length + ' sessions'
+    + (outcomeFilter === 'not_run' ? ' (not run: no result, the dashed cells in the grid)' : '');
+}
+function filterOutcome(outcome) {
+  outcomeFilter = outcomeFilter === outcome ? '' : outcome;
+  for (const b of document.querySelectorAll('#counts button')) {
+    b.classList.toggle('active', b.dataset.outcome === outcomeFilter);
+  }
+  $('overview').classList.toggle('filtered', outcomeFilter !== '');
+  for (const td of document.querySelectorAll('#overview td.cell')) {
+    td.classList.toggle('match', td.dataset.outcome === outcomeFilter);
+  }
+  render();
 }
 let current = null;
 function openSession(s) {
@@ -101,9 +132,15 @@ function openSession(s) {
   current = {session: s, limit: PAGE};
   $('detail').hidden = false;
   $('detail-title').textContent = s.session;
+  $('detail-reason').textContent = s.outcome_label + (s.reason ? ': ' + s.reason : '');
+  $('detail-reason').className = s.outcome_class;
+  $('not-embedded').hidden = s.embedded;
+  $('not-embedded').textContent = s.embedded ? '' : NOT_EMBEDDED + ' ' + s.session;
   const select = $('compare-with'); select.textContent = '';
   for (const [key, label] of [['', 'nothing'], ...s.compare]) {
-    const o = document.createElement('option'); o.value = key; o.textContent = label; select.appendChild(o);
+    const other = key && BY_KEY.get(key.split('@')[0]);
+    const o = document.createElement('option'); o.value = key; select.appendChild(o);
+    o.textContent = label + (other && !other.embedded ? ' (answers not in this page)' : '');
   }
   renderQuestions();
   $('detail').scrollIntoView();
@@ -150,12 +187,24 @@ function renderQuestions() {
   $('more').hidden = listed >= rows.length;
 }
 buildTable(); render();
+for (const b of document.querySelectorAll('#counts button')) {
+  b.addEventListener('click', () => filterOutcome(b.dataset.outcome));
+}
+for (const id of ['overview', 'attention']) $(id).addEventListener('click', event => {
+  const target = event.target.closest('[data-key]');
+  if (target) { event.preventDefault(); openSession(BY_KEY.get(target.dataset.key)); }
+});
 $('compare-with').addEventListener('change', () => { current.limit = PAGE; renderQuestions(); });
 $('show').addEventListener('change', () => { current.limit = PAGE; renderQuestions(); });
 $('more').addEventListener('click', () => { current.limit += PAGE; renderQuestions(); });
 """
 
 QUESTION_PAGE = 100
+# Per-question answers embedded at most (JSON bytes): the full matrix's would make a 100 MB page that
+# loads in seconds; the rest stay in the session JSONs (benchmarks/report_scale.py measures both).
+QUESTION_BUDGET_BYTES = 32_000_000
+PLOT_BUDGET_BYTES = 8_000_000  # PNG bytes embedded; the full matrix's plots take ~3 MB
+REOPEN_COMMAND = "nox -s report -- RESULTS_DIR OUT_DIR --questions"
 
 
 def page(title: str, body: str, script: str = "") -> str:
@@ -173,12 +222,6 @@ def table(head: Sequence[str], rows: Sequence[Sequence[str]], row_classes: Seque
     return "".join(out) + "</tbody></table>"
 
 
-def json_block(element_id: str, data: Any) -> str:
-    # `<` escaped inside the JSON: no `</script>` or `<!--` in the data can end the block.
-    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False).replace("<", "\\u003c")
-    return f"<script type='application/json' id='{element_id}'>{text}</script>"
-
-
 # JSON rows of the page's data blocks: a question [doc_id, question, target]; an answer [question id,
 # response, strict answer, flexible answer, strict right (0/1), flexible right (0/1)].
 Row = list[str | int]
@@ -194,20 +237,24 @@ def _rows(samples: Sequence[Mapping[str, Any]], questions: dict[str, Row]) -> li
     return rows
 
 
-def page_data(documents: Sequence[Mapping[str, Any]], deltas: Sequence[Mapping[str, Any]]
+def page_data(documents: Sequence[Mapping[str, Any]], deltas: Sequence[Mapping[str, Any]],
+              view: overview.Overview | None = None
               ) -> tuple[list[dict[str, Any]], dict[str, Row], dict[str, list[Row]]]:
     """(session rows, question id -> [doc_id, question, target], data key -> answer rows)."""
+    cells = (view or overview.build(documents, deltas, None)).by_session
     sessions: list[dict[str, Any]] = []
     questions: dict[str, Row] = {}
     blocks: dict[str, list[Row]] = {}
     key_of: dict[str, str] = {}
     for index, doc in enumerate(documents):
-        key, config = str(index), doc.get("config") or {}
+        key, config, cell = str(index), doc.get("config") or {}, cells[doc["session"]]
         metrics, verdict = doc.get("metrics") or {}, (doc.get("gate") or {}).get("verdict")
         key_of[doc["session"]] = key
         entry = {"key": key, "session": doc["session"], "status": doc.get("status"),
                  "verdict": verdict or doc.get("status"), "strict": metrics.get("strict_match"),
                  "flexible": metrics.get("flexible_extract"), "n": metrics.get("n"), "compare": [],
+                 "outcome": cell.outcome, "outcome_label": overview.label(cell.outcome),
+                 "outcome_class": overview.css_class(cell.outcome), "reason": cell.reason, "embedded": True,
                  **{k: config.get(k) for k in ("model", *siblings.AXES)}}
         blocks[key] = _rows(doc.get("samples") or [], questions)
         block = doc.get("concurrency") or {}
@@ -228,9 +275,24 @@ def page_data(documents: Sequence[Mapping[str, Any]], deltas: Sequence[Mapping[s
     return sessions, questions, blocks
 
 
-def _image(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f"<img alt='{html.escape(path.name)}' src='data:image/png;base64,{data}'>"
+def plots_html(plots: Sequence[Path], budget: int) -> str:
+    """The plots as data URIs while their PNG bytes fit `budget`; the rest as links to the files beside
+    the page (a 1,000-session matrix draws ~30 MB of them)."""
+    out, used, linked = [], 0, 0
+    for path in plots:
+        size = path.stat().st_size
+        if used + size <= budget:
+            data = base64.b64encode(path.read_bytes()).decode("ascii")
+            out.append(f"<img alt='{html.escape(path.name)}' src='data:image/png;base64,{data}'>")
+            used += size
+        else:
+            out.append(f"<p><a href='{html.escape(path.name)}'><img alt='{html.escape(path.name)}' "
+                       f"src='{html.escape(path.name)}' loading='lazy'></a></p>")
+            linked += 1
+    note = (f"<p>{linked} of {len(plots)} plots are not in this page (it embeds at most {budget / 1e6:.0f} MB of "
+            "them): they are the PNG files beside report.html, shown here while the folder is kept together.</p>"
+            if linked else "")
+    return note + "".join(out)
 
 
 def sibling_table(deltas: Sequence[Mapping[str, Any]]) -> str:
@@ -244,15 +306,105 @@ def sibling_table(deltas: Sequence[Mapping[str, Any]]) -> str:
                  ["flag" if d["significant"] else "" for d in compared])
 
 
+def _json_text(data: Any) -> str:
+    # `<` escaped inside the JSON: no `</script>` or `<!--` in the data can end the block.
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).replace("<", "\\u003c")
+
+
+def json_block(element_id: str, data: Any) -> str:
+    return f"<script type='application/json' id='{element_id}'>{_json_text(data)}</script>"
+
+
+def embedded_blocks(sessions: list[dict[str, Any]], blocks: Mapping[str, list[Row]], budget: int,
+                    first: Sequence[str] = ()) -> dict[str, str]:
+    """Data key -> JSON text of the answers the page embeds: whole sessions (with their concurrency
+    levels) until `budget` bytes, those named by `first` (fnmatch patterns) first, then regressions,
+    errors and unknown verdicts, then the rest by name.  Marks each session's `embedded`."""
+    def rank(s: dict[str, Any]) -> tuple[int, int, str]:
+        named = any(fnmatch.fnmatchcase(s["session"], pattern) for pattern in first)
+        routine = s["outcome"] in (overview.PASSED, overview.NOT_GATED)
+        return (0 if named else 1, 1 if routine else 0, s["session"])
+
+    out: dict[str, str] = {}
+    used = 0
+    for s in sorted(sessions, key=rank):
+        keys = [s["key"], *(key for key, _ in s["compare"] if key.startswith(s["key"] + "@"))]
+        texts = {key: _json_text(blocks[key]) for key in keys if key in blocks}
+        size = sum(len(t.encode()) for t in texts.values())
+        s["embedded"] = used + size <= budget
+        if s["embedded"]:
+            out.update(texts)
+            used += size
+    return out
+
+
+def _cell(cell: overview.Cell | None, keys: Mapping[str, str]) -> str:
+    if cell is None:
+        return "<td class='none'></td>"
+    attrs = (f"class='cell {overview.css_class(cell.outcome)}' data-outcome='{html.escape(cell.outcome)}' "
+             f"title='{html.escape(cell.hover())}'")
+    if cell.session in keys:
+        attrs += f" data-key='{keys[cell.session]}'"
+    if cell.outcome == overview.NOT_RUN:
+        return f"<td {attrs}></td>"
+    number = f"{cell.accuracy:.3f}" if cell.accuracy is not None else html.escape(overview.label(cell.outcome))
+    delta = f"<small>{cell.difference.difference * 100:+.1f}</small>" if cell.difference is not None else ""
+    return f"<td {attrs}>{number}{delta}</td>"
+
+
+def overview_html(view: overview.Overview, keys: Mapping[str, str], size_note: str) -> str:
+    """The counts (each a filter), the regressions and errors with their reason, a grid per model."""
+    buttons = "".join(f"<button class='{overview.css_class(k)}' data-outcome='{html.escape(k)}'><b>{n}</b> "
+                      f"{html.escape(overview.label(k))}</button>" for k, n in view.headline())
+    of = f" of {view.matrix_size} sessions in matrix.yaml" if view.matrix_size is not None else ""
+    out = [f"<div id='counts'>{buttons}<span>{of}</span></div>", "<ul id='attention'>"]
+    for c in view.attention:
+        link = (f"<a href='#detail' data-key='{keys[c.session]}'>{html.escape(c.session)}</a>"
+                if c.session in keys else html.escape(c.session))
+        out.append(f"<li class='{overview.css_class(c.outcome)}' title='{html.escape(c.reason)}'><b>"
+                   f"{html.escape(overview.label(c.outcome))}</b> {link}: {html.escape(overview.brief(c.reason))}</li>")
+    out.append("</ul><section id='overview'><p class='legend'>Each cell: strict-match accuracy and, below, the "
+               "paired difference in points against the session's reference (else its fp16 sibling); hover for "
+               "the bounds, click for the questions. "
+               + "".join(f"<span class='{overview.css_class(k)}'>{html.escape(overview.label(k))}</span>"
+                         for k in overview.HEADLINE) + "</p><div class='grids'>")
+    for grid in view.grids:
+        head = "".join(f"<th>{html.escape(r)}<br>{html.escape(f)}</th>" for r, f in grid.columns)
+        rows = "".join(f"<tr><th>{html.escape(p)} tp{tp}</th>"
+                       + "".join(_cell(grid.cells.get(((p, tp), c)), keys) for c in grid.columns) + "</tr>"
+                       for p, tp in grid.rows)
+        out.append(f"<div><h3>{html.escape(grid.model)}</h3><table class='grid'><thead><tr><th>precision tp</th>"
+                   f"{head}</tr></thead><tbody>{rows}</tbody></table></div>")
+    out.append("</div>")
+    if view.unplaced:
+        out.append("<p>Not in a grid (no config, not in matrix.yaml): " + ", ".join(
+            f"<a href='#detail' data-key='{keys[c.session]}'>{html.escape(c.session)}</a>" for c in view.unplaced)
+            + "</p>")
+    out.append(f"<p id='size-note'>{html.escape(size_note)}</p></section>")
+    return "\n".join(out)
+
+
 def render(documents: Sequence[Mapping[str, Any]], deltas: Sequence[Mapping[str, Any]],
-           plots: Sequence[Path]) -> str:
-    sessions, questions, blocks = page_data(documents, deltas)
+           plots: Sequence[Path], view: overview.Overview | None = None,
+           budget: int | None = None, first: Sequence[str] = ()) -> str:
+    view = view or overview.build(documents, deltas, None)
+    budget = QUESTION_BUDGET_BYTES if budget is None else budget
+    sessions, questions, blocks = page_data(documents, deltas, view)
+    embedded = embedded_blocks(sessions, blocks, budget, first)
+    kept = sum(s["embedded"] for s in sessions)
+    size_note = (f"Per-question answers of {kept} of {len(sessions)} sessions are in this page (it embeds at most "
+                 f"{budget / 1e6:.0f} MB of them: regressions and errors first, then by name); "
+                 + ("every session's are here." if kept == len(sessions) else
+                    "the other sessions' stay in their session JSONs. To put chosen sessions' answers in the page "
+                    f"first: {REOPEN_COMMAND} 'PATTERN' (session names or patterns, e.g. 'gsm8k-llama-3.1-8b-*')."))
     filters = "".join(f"<label>{f} <select id='f-{f}'></select></label>" for f in FILTERS)
     body = [
-        "<h1>GSM8k results</h1>",
+        "<h1>GSM8k results</h1>", overview_html(view, {s["session"]: s["key"] for s in sessions}, size_note),
+        "<h2>Sessions</h2>",
         f"<div id='filters'>{filters}<span id='count'></span></div>",
         "<table id='results'><thead><tr></tr></thead><tbody></tbody></table>",
-        "<section id='detail' hidden><h2 id='detail-title'></h2>"
+        "<section id='detail' hidden><h2 id='detail-title'></h2><p id='detail-reason'></p>"
+        "<p id='not-embedded' hidden></p>"
         "<label>compare with <select id='compare-with'></select></label>"
         "<label>show <select id='show'><option value='all'>all</option><option value='flips'>flips only</option>"
         "<option value='changed'>answer changed</option>"
@@ -262,15 +414,17 @@ def render(documents: Sequence[Mapping[str, Any]], deltas: Sequence[Mapping[str,
         "<th>strict</th><th>flexible</th></tr></thead><tbody></tbody></table>"
         "<button id='more' hidden>show more</button></section>",
         "<h2>Sibling deltas (run − reference, paired; bounds one-sided)</h2>", sibling_table(deltas),
-        "<h2>Plots</h2>", *(_image(p) for p in plots),
+        "<h2>Plots</h2>", plots_html(plots, PLOT_BUDGET_BYTES),
         json_block("data-sessions", sessions), json_block("data-questions", questions),
-        *(json_block(f"data-s-{key}", rows) for key, rows in blocks.items()),
+        *(f"<script type='application/json' id='data-s-{key}'>{text}</script>" for key, text in embedded.items()),
     ]
-    script = SCRIPT % {"page": QUESTION_PAGE, "filters": json.dumps(list(FILTERS))}
+    not_embedded = f"This session's answers are not in this page (the note under the grid says why): {REOPEN_COMMAND}"
+    script = SCRIPT % {"page": QUESTION_PAGE, "filters": json.dumps(list(FILTERS)),
+                       "not_embedded": _json_text(not_embedded)}
     return page("GSM8k results", "\n".join(body), script)
 
 
 def write(documents: Sequence[Mapping[str, Any]], deltas: Sequence[Mapping[str, Any]], plots: Sequence[Path],
-          path: Path) -> Path:
-    path.write_text(render(documents, deltas, plots), encoding="utf-8")
+          path: Path, view: overview.Overview | None = None, first: Sequence[str] = ()) -> Path:
+    path.write_text(render(documents, deltas, plots, view, first=first), encoding="utf-8")
     return path

@@ -1,5 +1,7 @@
-"""`nox -s report -- [RESULTS_DIR] [OUT_DIR]`: every session JSON -> report.md, report.png, a forest plot
-of sibling deltas per model, report.html and the step summary (OUT_DIR defaults to RESULTS_DIR).
+"""`nox -s report -- [RESULTS_DIR] [OUT_DIR] [--questions PATTERN ...]`: every session JSON -> report.md,
+report.png, a forest plot of sibling deltas per model, report.html and the step summary (OUT_DIR defaults
+to RESULTS_DIR).  Each leads with the matrix overview (overview.py), against the checkout's matrix.yaml
+(or GSM8K_MATRIX) for the sessions not run.
 
 Every file loads through the result's typed model (session_result.py); files that are not session JSONs,
 or do not fit the model, are skipped with a warning that names them (and the keys that do not fit).  The plot needs
@@ -8,6 +10,8 @@ matplotlib, which the report session installs; the Markdown needs nothing.
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -16,7 +20,10 @@ from typing import Any
 from gsm8k_bench.core import results, results_folder
 from gsm8k_bench.core.errors import BenchError
 from gsm8k_bench.core.markdown import escaped
-from gsm8k_bench.reporting import fleet_cost, html_page
+from gsm8k_bench.matrix.loader import load_matrix
+from gsm8k_bench.matrix.types import Matrix
+from gsm8k_bench.reporting import fleet_cost, html_page, overview
+from gsm8k_bench.serving import venvs
 from gsm8k_bench.verdicts import run_comparison, siblings
 
 MAX_SUMMARY_BYTES = 1024 * 1024
@@ -127,14 +134,23 @@ def plot(documents: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(results_dir: Path, out_dir: Path, warn: Callable[[str], None] = print) -> dict[str, Path]:
+def matrix_file() -> Path:
+    """The matrix the sessions came from: GSM8K_MATRIX, else the checkout's matrix.yaml (as noxfile.py)."""
+    return Path(os.environ.get("GSM8K_MATRIX") or venvs.REPO_ROOT / "matrix.yaml")
+
+
+def write_report(results_dir: Path, out_dir: Path, warn: Callable[[str], None] = print,
+                 matrix: Matrix | None = None, questions_first: Sequence[str] = ()) -> dict[str, Path]:
+    """Every output; `matrix` (when given) adds the sessions it lists that have no result as not run."""
     documents = load_results(results_dir, warn)
     results.output_folder(out_dir, "OUT_DIR")
     paths = {"markdown": out_dir / "report.md", "summary": out_dir / "summary.md", "plot": out_dir / "report.png"}
     settings = run_comparison.gate_settings()
     deltas = siblings.deltas(documents, settings)
-    paths["markdown"].write_text(markdown(documents) + siblings.markdown(deltas))
-    paths["summary"].write_text(markdown(documents, MAX_SUMMARY_BYTES // 2) + siblings.markdown(deltas, True))
+    view = overview.build(documents, deltas, matrix)
+    paths["markdown"].write_text(overview.markdown(view) + "\n" + markdown(documents) + siblings.markdown(deltas))
+    paths["summary"].write_text(overview.markdown(view, overview.MAX_SUMMARY_ATTENTION) + "\n"
+                                + markdown(documents, MAX_SUMMARY_BYTES // 2) + siblings.markdown(deltas, True))
     try:
         plot(documents, paths["plot"])
     except BenchError as exc:  # every session failed: the tables above still say so
@@ -142,15 +158,22 @@ def write_report(results_dir: Path, out_dir: Path, warn: Callable[[str], None] =
         del paths["plot"]
     paths.update(siblings.forest_plots(deltas, out_dir, settings.tolerance))
     paths["html"] = html_page.write(documents, deltas, [p for p in paths.values() if p.suffix == ".png"],
-                                      out_dir / "report.html")
+                                      out_dir / "report.html", view, questions_first)
     return paths
 
 
 def main(argv: list[str]) -> int:
-    results_dir = Path(argv[0]) if argv else Path("results")
-    out_dir = Path(argv[1]) if len(argv) > 1 else results_dir
+    parser = argparse.ArgumentParser(prog="nox -s report --", description="report.md, report.html, the plots and "
+                                     "the step summary (summary.md) from a folder of session JSONs")
+    parser.add_argument("results_dir", nargs="?", type=Path, default=Path("results"), help="default: results")
+    parser.add_argument("out_dir", nargs="?", type=Path, help="default: RESULTS_DIR")
+    parser.add_argument("--questions", action="append", default=[], metavar="PATTERN",
+                        help="sessions (names or fnmatch patterns) whose answers report.html embeds first")
+    args = parser.parse_args(argv)
     try:
-        paths = write_report(results_dir, out_dir, lambda message: print(f"warning: {message}", file=sys.stderr))
+        paths = write_report(args.results_dir, args.out_dir or args.results_dir,
+                             lambda message: print(f"warning: {message}", file=sys.stderr),
+                             load_matrix(matrix_file()), args.questions)
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
