@@ -96,7 +96,7 @@ def summary_rows(compared: list[SessionComparison]) -> tuple[list[str], list[lis
     head = ["session", "n"]
     for metric in run_comparison.METRICS:
         label = metric.replace("_", "-")
-        head += [f"{label} A → B", f"{label} B − A [bounds]", "McNemar p", "lost / gained"]
+        head += [f"{label} A → B", f"{label} B − A [bounds]", "one-sided McNemar p", "lost / gained"]
     head.append("verdict")
     rows = []
     for c in compared:

@@ -72,7 +72,7 @@ function buildTable() {
     const tr = document.createElement('tr'); tr.className = 'session-row'; tr.dataset.key = s.key;
     for (const [key] of COLUMNS) {
       const td = document.createElement('td'); td.textContent = fmt(s[key]);
-      if (key === 'verdict' && s.verdict === 'regression') td.className = 'bad';
+      if (key === 'verdict' && ['regression', 'not_comparable'].includes(s.verdict)) td.className = 'bad';
       tr.appendChild(td);
     }
     tr.addEventListener('click', () => openSession(s));
