@@ -281,16 +281,19 @@ def test_lineage_of_a_reference_is_written_and_read_back(tmp_path):
 
 
 def lm_eval_rows(n: int = 3, fewshot: str = "Question: 1+1?\nAnswer: 2\n\n", until: tuple[str, ...] = ("Question:",),
-                 temperature: float = 0.0, question: str = "What is {i} + {i}?") -> list[dict]:
-    """Rows as lm-eval 0.4.13 logs them (evaluator.py): each question once per filter, `arguments` the
-    requests' args, (context, gen_kwargs)."""
+                 temperature: float = 0.0, question: str = "What is {i} + {i}?", chat: bool = False) -> list[dict]:
+    """Rows as lm-eval 0.4.13 writes its samples file (loggers/evaluation_tracker.py): each question once per
+    filter, `arguments` {"gen_args_0": {"arg_0": the request, "arg_1": its generation arguments}}; a chat
+    request is a one-item list holding the messages as JSON."""
     rows = []
     for i in range(n):
         text = question.format(i=i)
+        prompt = f"{fewshot}Question: {text}\nAnswer:"
+        request = [json.dumps([{"role": "user", "content": prompt}])] if chat else prompt
         for flt in ("strict-match", "flexible-extract"):
             rows.append({"doc_id": i, "doc": {"question": text, "answer": f"#### {2 * i}"}, "target": f"#### {2 * i}",
-                         "arguments": [[f"{fewshot}Question: {text}\nAnswer:",
-                                        {"until": list(until), "do_sample": False, "temperature": temperature}]],
+                         "arguments": {"gen_args_0": {"arg_0": request, "arg_1": {
+                             "until": list(until), "do_sample": False, "temperature": temperature}}},
                          "resps": [["..."]], "filtered_resps": ["..."], "filter": flt, "exact_match": 1.0})
     return rows
 
@@ -317,6 +320,12 @@ def test_the_fingerprint_names_the_part_that_changed():
     assert [p for p in fingerprint.PARTS if other_questions["parts"][p] != base["parts"][p]] == ["requests"]
     # A smoke run's first questions have the same template as a full run's.
     assert of(lm_eval_rows(n=2))["parts"]["prompt_template"] == base["parts"]["prompt_template"]
+    # Chat messages (the question inside a JSON string, quotes and newlines escaped): the same blanking.
+    chat = of(lm_eval_rows(chat=True, question='Is "{i}"\na number?'))
+    chat_other = of(lm_eval_rows(chat=True, question='How "many" {i}?'))
+    template = chat["parts"]["prompt_template"]
+    assert template == chat_other["parts"]["prompt_template"] != base["parts"]["prompt_template"]
+    assert chat["parts"]["requests"] != chat_other["parts"]["requests"]
 
 
 def test_a_samples_file_without_rendered_requests_is_refused():

@@ -37,16 +37,15 @@ def sha256(value: Any) -> str:
 
 
 def _request(row: Mapping[str, Any], path: Path) -> tuple[Any, dict[str, Any]]:
-    """A samples row's rendered request and its generation arguments (lm-eval writes `arguments` as
-    [[context, gen_kwargs]], newer versions as {"gen_args_0": {"arg_0": context, "arg_1": gen_kwargs}})."""
+    """A samples row's rendered request and its generation arguments: lm-eval writes `arguments` as
+    {"gen_args_0": {"arg_0": context, "arg_1": gen_kwargs}} (a prompt string, or for chat a one-item list
+    holding the messages as JSON)."""
     arguments = harness.literal(row.get("arguments"))
-    if isinstance(arguments, Mapping):
-        arguments = [[entry.get("arg_0"), entry.get("arg_1")] for entry in arguments.values()]
-    if not isinstance(arguments, list) or not arguments or not isinstance(arguments[0], list | tuple) \
-            or len(arguments[0]) != 2 or not isinstance(arguments[0][1], Mapping):
-        raise EvalError(f"{path}: doc_id {row.get('doc_id')}: no rendered request in `arguments`")
-    context, kwargs = arguments[0]
-    return context, dict(kwargs)
+    request = arguments.get("gen_args_0") if isinstance(arguments, Mapping) else None
+    if not isinstance(request, Mapping) or "arg_0" not in request or not isinstance(request.get("arg_1"), Mapping):
+        raise EvalError(f"{path}: doc_id {row.get('doc_id')}: no rendered request in `arguments` (expected "
+                        "lm-eval's {\"gen_args_0\": {\"arg_0\": request, \"arg_1\": generation arguments}})")
+    return request["arg_0"], dict(request["arg_1"])
 
 
 def _blanked(context: Any, question: str) -> str:
