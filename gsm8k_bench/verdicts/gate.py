@@ -1,10 +1,13 @@
 """Baselines, references and the regression gate: pure functions, no I/O beyond reading baselines.yaml.
 
 First choice is the session's reference (gsm8k_bench/verdicts/references.py): a known-good run's per-question
-outcomes.  With the same protocol, the run is compared with it over the questions both answered,
-question by question (gsm8k_bench/verdicts/paired_stats.py: McNemar's exact p and Newcombe's method-10 score bound on
-the paired difference); a regression is called when even the upper bound on run - reference accuracy
-lies below -tolerance, and the lost questions are named.  Without a usable reference, a scalar baseline
+outcomes.  With the same protocol (and protocol fingerprint, where both record one), the run is compared
+with it over the questions both answered, question by question (gsm8k_bench/verdicts/paired_stats.py:
+McNemar's exact p and Newcombe's method-10 score bound on the paired difference, both one-sided); a
+regression is called when even the upper bound on run - reference accuracy lies below -tolerance, and the
+lost questions are named.  The verdict states its coverage, and judges the run's questions the reference
+lacks too (unpaired, against the reference's accuracy); when too little is compared it is not_comparable,
+which fails the session (MAX_CHANGED_SHARE, MIN_COMPARED_SHARE).  Without a usable reference, a scalar baseline
 from baselines.yaml (published numbers) judges it as below; else the run is not gated, and the verdict
 says which `nox -s promote` command would create the reference.
 
