@@ -187,7 +187,7 @@ Row = list[str | int]
 def _rows(samples: Sequence[Mapping[str, Any]], questions: dict[str, Row]) -> list[Row]:
     rows: list[Row] = []
     for s in samples:
-        qid = paired_stats.question_id(s["doc_id"], s.get("question"))
+        qid = paired_stats.sample_id(s)
         questions.setdefault(qid, [s["doc_id"], s.get("question") or "", str(s.get("target", ""))])
         rows.append([qid, s.get("response") or "", str(s.get("strict_answer")), str(s.get("flexible_answer")),
                      int(bool(s.get("strict_correct"))), int(bool(s.get("flexible_correct")))])
