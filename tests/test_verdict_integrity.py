@@ -5,6 +5,7 @@ fingerprint.  Each test is one finding; pure, no servers."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,62 @@ def test_a_full_run_against_a_smoke_reference_judges_the_questions_the_reference
         gate.describe_failure(verdict)
 
 
+def test_the_run_only_check_and_the_reason_exactly(tmp_path):
+    # 30 questions, 24 right (0.8) in the reference; the run asks 8 more: 4 right strict (0.5), 8 flexible.
+    reference = reference_of([i % 5 != 0 for i in range(30)], tmp_path)
+    run = session_doc([i % 5 != 0 for i in range(30)] + [True] * 4 + [False] * 4)
+    for s in run["samples"][30:]:
+        s["flexible_correct"] = True
+    verdict = judge(against(reference), run)
+    z = paired_stats.z_one_sided(0.95)
+    strict_bounds = paired_stats.independent_interval(0.5, 8, 0.8, 30, z)
+    flexible_bounds = paired_stats.independent_interval(1.0, 8, 0.8, 30, z)
+    assert -0.02 < strict_bounds[1] < 0  # a drop, not past the tolerance: a pass
+    assert verdict["coverage"]["run_only_checks"] == [
+        {"metric": "strict_match", "n": 8, "observed": 0.5, "reference": 0.8, "lower_bound": strict_bounds[0],
+         "upper_bound": strict_bounds[1], "threshold": -0.02, "regression": False},
+        {"metric": "flexible_extract", "n": 8, "observed": 1.0, "reference": 0.8, "lower_bound": flexible_bounds[0],
+         "upper_bound": flexible_bounds[1], "threshold": -0.02, "regression": False}]
+    assert verdict["verdict"] == "pass"
+    assert verdict["reason"].endswith(
+        f"; 8 questions the reference lacks, against its accuracy (unpaired): strict_match 0.5000 vs 0.8000, upper "
+        f"bound {gate.inequality(strict_bounds[1], -0.02)}; flexible_extract 1.0000 vs 0.8000, upper bound "
+        f"{gate.inequality(flexible_bounds[1], -0.02)}")
+    # An accuracy of more than 4 decimals is stored to 4, as the paired checks' are.
+    third = session_doc([i % 5 != 0 for i in range(30)] + [True, False, False])
+    assert judge(against(reference), third)["coverage"]["run_only_checks"][0]["observed"] == 0.3333
+
+
+@pytest.mark.parametrize("past", [True, False])
+def test_a_run_only_bound_just_past_the_tolerance_and_on_it(tmp_path, past):
+    reference = reference_of([i % 5 != 0 for i in range(30)], tmp_path)
+    run = session_doc([i % 5 != 0 for i in range(30)] + [True] * 5 + [False] * 5)
+    upper = paired_stats.independent_interval(0.5, 10, 0.8, 30, paired_stats.z_one_sided(0.95))[1]
+    tolerance = -upper - 1e-12 if past else -upper
+    verdict = gate.judge(gate.Baselines(gate.GateSettings(0.95, tolerance), (), reference),
+                         parse(MINIMAL).get(SESSION), PROTOCOL, run["metrics"], run["samples"])
+    assert verdict["coverage"]["run_only_checks"][0]["regression"] is past
+    assert verdict["verdict"] == ("regression" if past else "pass")
+
+
+def test_the_reason_names_every_part_of_the_coverage(tmp_path):
+    # Reference 40 questions; the run asks the first 38 (2 reference-only), one under another answer key.
+    reference = reference_of([True] * 40, tmp_path)
+    run = session_doc([True] * 38)
+    run["samples"][4]["target"] = "five"
+    verdict = judge(against(reference), run)
+    assert verdict["verdict"] == "pass"
+    assert verdict["reason"].endswith("-0.0200); 1 doc_ids have another question text or answer key than the "
+                                      "reference's and are not compared: 4; 2 reference questions not asked")
+
+
+def test_an_older_verdict_without_coverage_is_still_described(tmp_path):
+    reference = reference_of([True] * 20, tmp_path)
+    verdict = judge(against(reference), session_doc([False] * 10 + [True] * 10))
+    del verdict["coverage"]  # as a session JSON written before coverage existed
+    assert gate.describe_failure(verdict).startswith(f"regression against {reference.path}: strict_match 0.5000")
+
+
 def test_run_only_questions_as_good_as_the_reference_pass(tmp_path):
     reference = reference_of([i % 5 != 0 for i in range(200)], tmp_path)
     verdict = judge(against(reference), session_doc([i % 5 != 0 for i in range(FULL)]))
@@ -84,6 +141,21 @@ def test_the_changed_share_threshold(tmp_path, changed, verdict):
     for s in run["samples"][:changed]:
         s["target"] += "0"  # the answer key alone changed
     assert judge(against(reference), run)["verdict"] == verdict
+
+
+@pytest.mark.parametrize(("run", "changed", "verdict"), [(40, 2, "pass"), (40, 3, "not_comparable")])
+def test_exactly_5_percent_changed_is_still_comparable(tmp_path, run, changed, verdict):
+    reference = reference_of([True] * run, tmp_path)
+    doc = session_doc([True] * run)
+    for s in doc["samples"][:changed]:
+        s["question"] += " (v2)"
+    assert judge(against(reference), doc)["verdict"] == verdict
+
+
+@pytest.mark.parametrize(("reference_n", "verdict"), [(39, "not_comparable"), (40, "pass")])
+def test_exactly_10_percent_compared_is_comparable(tmp_path, reference_n, verdict):
+    reference = reference_of([True] * reference_n, tmp_path)
+    assert judge(against(reference), session_doc([True] * 400))["verdict"] == verdict
 
 
 @pytest.mark.parametrize(("reference_n", "verdict"), [(131, "not_comparable"), (132, "pass")])
@@ -133,7 +205,8 @@ def test_a_reference_of_question_text_ids_still_pairs(tmp_path):
     assert not old.ids_cover_target and old.lineage == () and old.fingerprint is None
     verdict = judge(against(old), session_doc(outcomes))
     assert verdict["verdict"] == "pass" and verdict["coverage"]["compared"] == 40
-    assert "the reference's question ids predate the answer key" in verdict["reason"]
+    assert verdict["reason"].endswith("; the reference's question ids predate the answer key (identity by question "
+                                      "text only)")
 
 
 # --------------------------------------------------------------------------- one level, full precision
@@ -145,6 +218,10 @@ def test_inequalities_print_enough_digits_to_be_true():
     assert gate.inequality(-0.01999, -0.02) == "-0.0200 >= -0.0200"  # rounds equal: >= is still true
     assert gate.inequality(-0.02001, -0.02) == "-0.02001 < -0.02000"
     assert gate.inequality(0.78, 0.7800000001, "") == "0.7800000000 < 0.7800000001"
+    # Floats a bit apart need all their digits; the printed comparison still holds.
+    below = math.nextafter(-0.02, -1)
+    assert gate.inequality(below, -0.02) == "-0.020000000000000004 < -0.020000000000000000"
+    assert gate.precise(0.5, 0.5, "") == ("0.5000", "0.5000")
 
 
 @pytest.mark.parametrize("past", [True, False])

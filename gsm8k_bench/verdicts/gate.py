@@ -307,15 +307,14 @@ def describe_coverage(coverage: Mapping[str, Any]) -> str:
     return "".join(f"; {part}" for part in parts)
 
 
-def precise(value: float, threshold: float, sign: str = "+") -> tuple[str, str]:
+def precise(value: float, threshold: float, sign: str) -> tuple[str, str]:
     """Both numbers with as many decimals (at least 4) as it takes for the printed ones to compare as the
-    exact ones do: never "-0.0200 < -0.0200".  `sign` "+" prints differences signed, "" accuracies."""
-    below = value < threshold
-    for digits in range(4, 18):
-        shown_value, shown_threshold = f"{value:{sign}.{digits}f}", f"{threshold:{sign}.{digits}f}"
-        if (float(shown_value) < float(shown_threshold)) == below:
-            break
-    return shown_value, shown_threshold
+    exact ones do: never "-0.0200 < -0.0200".  `sign` "+" prints differences signed, "" accuracies.
+    Ends: two different floats print differently at enough decimals (formatting is exact)."""
+    digits = 4
+    while (float(f"{value:{sign}.{digits}f}") < float(f"{threshold:{sign}.{digits}f}")) != (value < threshold):
+        digits += 1
+    return f"{value:{sign}.{digits}f}", f"{threshold:{sign}.{digits}f}"
 
 
 def inequality(value: float, threshold: float, sign: str = "+") -> str:
