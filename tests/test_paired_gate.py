@@ -282,12 +282,13 @@ def test_a_changed_question_text_or_answer_key_is_not_paired(tmp_path, field):
     assert "(the dataset changed: doc_ids 0, 1, 2" in everything_changed["reason"]
 
 
-def test_no_overlap_falls_back_to_not_gated(tmp_path):
+def test_no_overlap_is_not_comparable(tmp_path):
+    # Not a fall back to not_gated (a session that passes): a reference that shares nothing judges nothing.
     reference = reference_of([True] * 5, tmp_path)
     doc = session_doc([True] * 10)
     doc["samples"] = doc["samples"][5:]
     verdict = judge(against(reference), doc)
-    assert verdict["verdict"] == "not_gated" and "not used: no question in common" in verdict["reason"]
+    assert verdict["verdict"] == "not_comparable" and verdict["coverage"]["compared"] == 0
 
 
 def test_protocol_mismatch_falls_back_to_the_scalar_baseline(tmp_path):
@@ -368,8 +369,9 @@ def test_no_question_in_common_exactly(tmp_path):
     doc = session_doc([True] * 10)
     doc["samples"] = doc["samples"][5:]
     verdict = judge(against(reference), doc)
-    assert verdict["reason"].startswith(f"reference {tmp_path / (SESSION + '.json')} not used: no question in "
-                                        "common; no baseline for ")
+    assert verdict["reason"] == (f"not comparable with {tmp_path / (SESSION + '.json')}: only 0 of the run's 5 "
+                                 "questions (0.0%, less than 10%) are in the reference; to judge runs of this size, "
+                                 "promote one (--force)")
     doc = session_doc([True] * 5)
     for s in doc["samples"]:
         s["question"] += " (v2)"
@@ -377,7 +379,7 @@ def test_no_question_in_common_exactly(tmp_path):
     assert verdict["reason"] == (
         f"not comparable with {tmp_path / (SESSION + '.json')}: 5 of the run's 5 questions (100.0%, more than 5%) "
         "have another question text or answer key than the reference's (the dataset changed: doc_ids 0, 1, 2, 3, "
-        "4); promote a run of the new dataset (nox -s promote -- --force)")
+        "4); to judge runs of this dataset, promote one (--force)")
     assert verdict["coverage"] == {"run": 5, "reference": 5, "compared": 0, "run_only": 0, "reference_only": 0,
                                    "changed": 5, "changed_doc_ids": [0, 1, 2, 3, 4], "ids_cover_target": True,
                                    "run_only_checks": []}

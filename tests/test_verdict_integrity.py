@@ -312,7 +312,8 @@ def test_promote_needs_force_for_a_run_with_no_question_in_common(tmp_path):
         promote_(tmp_path, run_file(tmp_path, "b", other))
     disjoint = session_doc([True] * 80)
     disjoint["samples"] = disjoint["samples"][40:]
-    with pytest.raises(BenchError, match="no question in common with the current reference"):
+    with pytest.raises(BenchError, match=r"only 0 of the run's 40 questions \(0\.0%, less than 10%\) are in the "
+                                         "reference"):
         promote_(tmp_path, run_file(tmp_path, "c", disjoint))
 
 
@@ -425,9 +426,9 @@ def test_the_gate_compare_and_promote_refuse_to_pair_other_fingerprints(tmp_path
     other = fingerprinted([True] * 40, fewshot="Question: 2+2?\nAnswer: 4\n\n")
     verdict = gate.judge(against(reference), parse(MINIMAL).get(SESSION), PROTOCOL,
                          other["metrics"], other["samples"], None, other["config"]["fingerprint"])
-    assert verdict["verdict"] == "not_gated"
-    assert ("not used: protocol fingerprints differ in prompt_template, requests (reference, run): "
-            "prompt_template ") in verdict["reason"]
+    assert verdict["verdict"] == "not_comparable" and verdict["checks"] == []
+    assert verdict["reason"].startswith(f"not comparable with {reference.path}: protocol fingerprints differ in "
+                                        "prompt_template, requests (reference, run): prompt_template ")
     same = judge(against(reference), fingerprinted([True] * 40))
     assert same["verdict"] == "pass"
     compared = run_comparison.compare_documents(fingerprinted([True] * 40), other, SETTINGS)

@@ -6,10 +6,11 @@ with it over the questions both answered, question by question (gsm8k_bench/verd
 McNemar's exact p and Newcombe's method-10 score bound on the paired difference, both one-sided); a
 regression is called when even the upper bound on run - reference accuracy lies below -tolerance, and the
 lost questions are named.  The verdict states its coverage, and judges the run's questions the reference
-lacks too (unpaired, against the reference's accuracy); when too little is compared it is not_comparable,
-which fails the session (MAX_CHANGED_SHARE, MIN_COMPARED_SHARE).  Without a usable reference, a scalar baseline
-from baselines.yaml (published numbers) judges it as below; else the run is not gated, and the verdict
-says which `nox -s promote` command would create the reference.
+lacks too (unpaired, against the reference's accuracy); when too little is compared (MAX_CHANGED_SHARE,
+MIN_COMPARED_SHARE) or the protocol fingerprints differ, it is not_comparable, which fails the session.
+Without a usable reference (none, or one of another protocol), a scalar baseline from baselines.yaml
+(published numbers) judges it as below; else the run is not gated, and the verdict says which
+`nox -s promote` command would create the reference.
 
 A run against a scalar baseline is compared only with a baseline of the same protocol (endpoint, chat
 template, few-shot format, token limit, stop sequences, and for reasoning models the reasoning parser,
@@ -216,10 +217,10 @@ def too_little_compared(coverage: Mapping[str, Any]) -> str:
     if changed > MAX_CHANGED_SHARE * run:
         return (f"{changed} of the run's {run} questions ({changed / run:.1%}, more than {MAX_CHANGED_SHARE:.0%}) "
                 f"have another question text or answer key than the reference's (the dataset changed: doc_ids "
-                f"{shown(coverage['changed_doc_ids'])}); promote a run of the new dataset (nox -s promote -- --force)")
+                f"{shown(coverage['changed_doc_ids'])}); to judge runs of this dataset, promote one (--force)")
     if compared < MIN_COMPARED_SHARE * run:
         return (f"only {compared} of the run's {run} questions ({compared / run:.1%}, less than "
-                f"{MIN_COMPARED_SHARE:.0%}) are in the reference; promote a reference of this size")
+                f"{MIN_COMPARED_SHARE:.0%}) are in the reference; to judge runs of this size, promote one (--force)")
     return ""
 
 
@@ -228,18 +229,15 @@ def judge_outcomes(reference: Reference, protocol: Mapping[str, Any], outcomes: 
     """judge_paired on a run's outcomes (metric -> question id -> right)."""
     if dict(reference.protocol) != dict(protocol):
         return f"protocol differs (reference, run): {protocol_difference(reference.protocol, protocol)}"
-    fingerprints = fingerprint_difference(reference.fingerprint, fingerprint)
-    if fingerprints:
-        return fingerprints
     coverage = coverage_of(reference, outcomes[METRICS[0]])
-    if not coverage["compared"] and not coverage["changed"]:
-        return "no question in common"
     base = {"confidence": settings.confidence, "tolerance": settings.tolerance, "baseline": None,
             "method": PAIRED_METHOD, "changed_doc_ids": coverage["changed_doc_ids"], "coverage": coverage,
             "reference": {"path": str(reference.path), "n": reference.n, "compared": coverage["compared"],
                           "accuracy": dict(reference.accuracy), "git_commit": reference.provenance.get("git_commit"),
                           "date": reference.provenance.get("date")}}
-    why = too_little_compared(coverage)
+    # The same protocol record but another fingerprint: the model was sent something else (another few-shot
+    # source, prompt format, template): refused like another dataset, never passed unpaired.
+    why = fingerprint_difference(reference.fingerprint, fingerprint) or too_little_compared(coverage)
     if why:
         return {**base, "verdict": "not_comparable", "checks": [],
                 "reason": f"not comparable with {reference.path}: {why}"}

@@ -138,9 +138,8 @@ def review(new: references.Reference, current: Path, settings: gate.GateSettings
                      f"{old.n - new.n} of them")
     if not needs:
         verdict = gate.judge_outcomes(old, new.protocol, new.outcomes, settings)
-        if isinstance(verdict, str):
-            needs.append(f"{verdict} with the current reference: it could judge none of this run's questions")
-        elif verdict["verdict"] == "not_comparable":
+        assert isinstance(verdict, dict)  # only another protocol gives a string, and that was listed above
+        if verdict["verdict"] == "not_comparable":
             needs.append(verdict["reason"])
         else:
             change += "".join(f"\n    {c['metric']}: gained {_counted(c['gained_doc_ids'])}; "
