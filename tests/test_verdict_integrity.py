@@ -299,8 +299,12 @@ def test_promote_needs_force_for_a_protocol_change(tmp_path):
     with pytest.raises(BenchError, match=r"the protocol changes \(reference, run\): \{'num_fewshot': \(5, 8\)\}"):
         promote_(tmp_path, eight_shot)
     assert references.find(tmp_path / "references", SESSION).protocol["num_fewshot"] == 5
-    promote_(tmp_path, eight_shot, "--force")
-    assert references.find(tmp_path / "references", SESSION).protocol["num_fewshot"] == 8
+    log: list[str] = []
+    promote_(tmp_path, eight_shot, "--force", log=log)
+    forced = references.find(tmp_path / "references", SESSION)
+    assert forced.protocol["num_fewshot"] == 8
+    # The 5-shot references' accuracies say nothing about 8-shot runs: the lineage starts again.
+    assert forced.lineage == () and "the lineage starts again (another protocol)" in log[0]
 
 
 def test_promote_needs_force_for_a_run_with_no_question_in_common(tmp_path):

@@ -114,7 +114,7 @@ class Review:
 
     change: str
     needs_force: list[str]
-    replaced: references.Reference | None
+    ancestor: references.Reference | None  # the replaced reference, when the lineage continues through it
 
 
 def review(new: references.Reference, current: Path, settings: gate.GateSettings) -> Review:
@@ -127,18 +127,18 @@ def review(new: references.Reference, current: Path, settings: gate.GateSettings
     if old is None:
         return Review(f"new reference: {_accuracy_change(None, new)}", [], None)
     change = _accuracy_change(old, new)
-    needs: list[str] = []
-    if dict(old.protocol) != dict(new.protocol):
-        needs.append(f"the protocol changes (reference, run): {gate.protocol_difference(old.protocol, new.protocol)}")
+    fewer = [f"the reference has {old.n} questions, this run {new.n}: promoting it would drop {old.n - new.n} of "
+             "them"] if old.n > new.n else []
+    another = [f"the protocol changes (reference, run): {gate.protocol_difference(old.protocol, new.protocol)}"
+               ] if dict(old.protocol) != dict(new.protocol) else []
     fingerprints = protocol.fingerprint_difference(old.fingerprint, new.fingerprint)
-    if fingerprints:
-        needs.append(f"the {fingerprints}")
-    if old.n > new.n:
-        needs.append(f"the reference has {old.n} questions, this run {new.n}: promoting it would drop "
-                     f"{old.n - new.n} of them")
+    another += [f"the {fingerprints}"] if fingerprints else []
+    if another:  # the old lineage's accuracies say nothing about another protocol's
+        return Review(f"{change}\n    the lineage starts again (another protocol)", another + fewer, None)
+    needs = fewer
     if not needs:
         verdict = gate.judge_outcomes(old, new.protocol, new.outcomes, settings)
-        assert isinstance(verdict, dict)  # only another protocol gives a string, and that was listed above
+        assert isinstance(verdict, dict)  # only another protocol gives a string, and that returned above
         if verdict["verdict"] == "not_comparable":
             needs.append(verdict["reason"])
         else:
@@ -202,7 +202,7 @@ def promote(argv: list[str], default_dir: Path, settings: gate.GateSettings,
             refused.append(f"{candidate.session} ({candidate.source}): " + "; ".join(needs) + " (--force to promote)")
             log(f"{candidate.session}: refused; {result.change}")
             continue
-        references.write(target, references.with_lineage(candidate.document, result.replaced))
+        references.write(target, references.with_lineage(candidate.document, result.ancestor))
         written.append(target)
         log(f"{candidate.session}: {result.change}" + "".join(f"\n    forced: {why}" for why in needs)
             + f"\n    -> {target}")
