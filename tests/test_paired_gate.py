@@ -22,6 +22,9 @@ PROTOCOL = {"endpoint": "/v1/completions", "apply_chat_template": False, "fewsho
             "answer_extraction": "stock"}
 SETTINGS = gate.GateSettings(confidence=0.95, tolerance=0.02)
 SESSION = "gsm8k-tiny-h100-vllm-fp8-tp1"
+# These documents carry no protocol fingerprint: a paired verdict says so (gsm8k_bench/verdicts/protocol.py).
+NO_FINGERPRINTS = ("the reference and the run recorded no protocol fingerprint (written before fingerprints): paired "
+                   "on the protocol record alone")
 
 
 # --------------------------------------------------------------------------- statistics against oracles
@@ -338,10 +341,11 @@ def test_a_paired_verdict_exactly(tmp_path):
                    f"{', '.join(map(str, lost))}], gained 0, one-sided McNemar p 9.54e-07, upper bound -0.3593 < "
                    "-0.0200); flexible_extract 0.9487 vs 0.9231 (lost 0, gained 1, one-sided McNemar p 1, upper "
                    "bound +0.1108 >= -0.0200); 1 doc_ids have another question text or answer key than the "
-                   "reference's and are not compared: 5"),
+                   "reference's and are not compared: 5; " + NO_FINGERPRINTS),
         "method": gate.PAIRED_METHOD, "changed_doc_ids": [5],
         "coverage": {"run": 40, "reference": 40, "compared": 39, "run_only": 0, "reference_only": 0, "changed": 1,
-                     "changed_doc_ids": [5], "ids_cover_target": True, "run_only_checks": []},
+                     "changed_doc_ids": [5], "ids_cover_target": True, "run_only_checks": [],
+                     "fingerprint_note": NO_FINGERPRINTS},
         "reference": {"path": str(path), "n": 40, "compared": 39,
                       "accuracy": {"strict_match": 0.925, "flexible_extract": 0.925}, "git_commit": "0123abc",
                       "date": "2026-11-27T02:00:00+00:00"}}
@@ -356,7 +360,8 @@ def test_both_metrics_regressing_are_both_named(tmp_path):
     path = tmp_path / f"{SESSION}.json"
     check = ("0.5000 vs 1.0000 (lost 10 [doc_ids 0, 1, 2, 3, 4, 5, 6, 7, 8, 9], gained 0, one-sided McNemar p "
              "0.000977, upper bound -0.2903 < -0.0200)")
-    assert verdict["reason"] == f"paired with {path} over 20 questions: strict_match {check}; flexible_extract {check}"
+    assert verdict["reason"] == (f"paired with {path} over 20 questions: strict_match {check}; flexible_extract "
+                                 f"{check}; {NO_FINGERPRINTS}")
     assert verdict["changed_doc_ids"] == []
     failing = ("0.5000 vs 1.0000 over 20 questions (upper bound -0.2903 < -0.0200 at 95% one-sided, McNemar p "
                "0.000977 one-sided); lost 10: doc_ids 0, 1, 2, 3, 4, 5, 6, 7, 8, 9")
@@ -382,7 +387,7 @@ def test_no_question_in_common_exactly(tmp_path):
         "4); to judge runs of this dataset, promote one (--force)")
     assert verdict["coverage"] == {"run": 5, "reference": 5, "compared": 0, "run_only": 0, "reference_only": 0,
                                    "changed": 5, "changed_doc_ids": [0, 1, 2, 3, 4], "ids_cover_target": True,
-                                   "run_only_checks": []}
+                                   "run_only_checks": [], "fingerprint_note": NO_FINGERPRINTS}
 
 
 def test_a_run_without_samples_is_not_paired(tmp_path):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import MINIMAL, parse
 from test_paired_gate import (
+    NO_FINGERPRINTS,
     PROTOCOL,
     SESSION,
     SETTINGS,
@@ -74,7 +75,7 @@ def test_the_run_only_check_and_the_reason_exactly(tmp_path):
     assert verdict["reason"].endswith(
         f"; 8 questions the reference lacks, against its accuracy (unpaired): strict_match 0.5000 vs 0.8000, upper "
         f"bound {gate.inequality(strict_bounds[1], -0.02)}; flexible_extract 1.0000 vs 0.8000, upper bound "
-        f"{gate.inequality(flexible_bounds[1], -0.02)}")
+        f"{gate.inequality(flexible_bounds[1], -0.02)}; {NO_FINGERPRINTS}")
     # An accuracy of more than 4 decimals is stored to 4, as the paired checks' are.
     third = session_doc([i % 5 != 0 for i in range(30)] + [True, False, False])
     assert judge(against(reference), third)["coverage"]["run_only_checks"][0]["observed"] == 0.3333
@@ -100,7 +101,8 @@ def test_the_reason_names_every_part_of_the_coverage(tmp_path):
     verdict = judge(against(reference), run)
     assert verdict["verdict"] == "pass"
     assert verdict["reason"].endswith("-0.0200); 1 doc_ids have another question text or answer key than the "
-                                      "reference's and are not compared: 4; 2 reference questions not asked")
+                                      "reference's and are not compared: 4; 2 reference questions not asked; "
+                                      f"{NO_FINGERPRINTS}")
 
 
 def test_an_older_verdict_without_coverage_is_still_described(tmp_path):
@@ -206,7 +208,7 @@ def test_a_reference_of_question_text_ids_still_pairs(tmp_path):
     verdict = judge(against(old), session_doc(outcomes))
     assert verdict["verdict"] == "pass" and verdict["coverage"]["compared"] == 40
     assert verdict["reason"].endswith("; the reference's question ids predate the answer key (identity by question "
-                                      "text only)")
+                                      f"text only); {NO_FINGERPRINTS}")
 
 
 # --------------------------------------------------------------------------- one level, full precision
@@ -435,11 +437,20 @@ def test_the_gate_compare_and_promote_refuse_to_pair_other_fingerprints(tmp_path
                                         "prompt_template, requests (reference, run): prompt_template ")
     same = judge(against(reference), fingerprinted([True] * 40))
     assert same["verdict"] == "pass"
+    assert run_comparison.compare_documents(fingerprinted([True] * 40), fingerprinted([True] * 40),
+                                            SETTINGS)["reason"] == ""
+    older = run_comparison.compare_documents(session_doc([True] * 40), fingerprinted([True] * 40), SETTINGS)
+    assert older["verdict"] == "within_tolerance" and older["reason"] == (
+        "the reference recorded no protocol fingerprint (written before fingerprints): paired on the protocol record "
+        "alone")
     compared = run_comparison.compare_documents(fingerprinted([True] * 40), other, SETTINGS)
     assert compared["verdict"] == "not_compared"
     assert compared["reason"].startswith("protocol fingerprints differ in prompt_template")
     with pytest.raises(BenchError, match="the protocol fingerprints differ in prompt_template"):
         promote_(tmp_path, run_file(tmp_path, "b", other))
+    log: list[str] = []
+    promote_(tmp_path, run_file(tmp_path, "c", session_doc([True] * 40)), log=log)  # an older JSON: said so
+    assert "the run recorded no protocol fingerprint (written before fingerprints)" in log[0]
 
 
 def test_runs_without_a_fingerprint_fall_back_to_the_protocol_record(tmp_path):

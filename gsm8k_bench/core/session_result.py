@@ -273,6 +273,8 @@ class Coverage(Part):
     changed_doc_ids: list[int] = Field(default_factory=list, description="Those doc_ids.")
     ids_cover_target: bool = Field(
         description="False for a reference written before the answer key was part of a question's id.")
+    fingerprint_note: str = Field(default="", description="Which side recorded no protocol fingerprint (paired on "
+                                                          "the protocol record alone); empty when both did.")
     run_only_checks: list[RunOnlyCheck] = Field(default_factory=list,
                                                 description="Per metric, the run-only questions' check.")
 

@@ -138,6 +138,9 @@ def markdown(compared: list[SessionComparison], a_label: str, b_label: str, sett
     skipped = [c for c in compared if c.result["verdict"] == run_comparison.NOT_COMPARED]
     if skipped:
         lines += ["### Not compared", ""] + [f"- `{c.session}`: {c.result['reason']}" for c in skipped] + [""]
+    noted = [c for c in compared if c.result["verdict"] != run_comparison.NOT_COMPARED and c.result["reason"]]
+    if noted:
+        lines += ["### Compared, with a note", ""] + [f"- `{c.session}`: {c.result['reason']}" for c in noted] + [""]
     for c in compared:
         flips, changed = c.result["flips"], c.result["changed"]
         if not flips and not changed:

@@ -35,7 +35,13 @@ from gsm8k_bench.core.yaml_reader import LineNumberLoader, NodeChecker
 from gsm8k_bench.matrix.names import COMBO_KEYS
 from gsm8k_bench.matrix.types import Combination
 from gsm8k_bench.verdicts import paired_stats
-from gsm8k_bench.verdicts.protocol import METRICS, PROTOCOL_KEYS, REASONING_DEFAULTS, fingerprint_difference
+from gsm8k_bench.verdicts.protocol import (
+    METRICS,
+    PROTOCOL_KEYS,
+    REASONING_DEFAULTS,
+    fingerprint_difference,
+    fingerprint_missing,
+)
 
 if TYPE_CHECKING:
     from gsm8k_bench.verdicts.references import Reference
@@ -229,7 +235,8 @@ def judge_outcomes(reference: Reference, protocol: Mapping[str, Any], outcomes: 
     """judge_paired on a run's outcomes (metric -> question id -> right)."""
     if dict(reference.protocol) != dict(protocol):
         return f"protocol differs (reference, run): {protocol_difference(reference.protocol, protocol)}"
-    coverage = coverage_of(reference, outcomes[METRICS[0]])
+    coverage = {**coverage_of(reference, outcomes[METRICS[0]]),
+                "fingerprint_note": fingerprint_missing(reference.fingerprint, fingerprint)}
     base = {"confidence": settings.confidence, "tolerance": settings.tolerance, "baseline": None,
             "method": PAIRED_METHOD, "changed_doc_ids": coverage["changed_doc_ids"], "coverage": coverage,
             "reference": {"path": str(reference.path), "n": reference.n, "compared": coverage["compared"],
@@ -302,6 +309,8 @@ def describe_coverage(coverage: Mapping[str, Any]) -> str:
         parts.append(f"{coverage['reference_only']} reference questions not asked")
     if not coverage["ids_cover_target"]:
         parts.append("the reference's question ids predate the answer key (identity by question text only)")
+    if coverage["fingerprint_note"]:
+        parts.append(coverage["fingerprint_note"])
     return "".join(f"; {part}" for part in parts)
 
 

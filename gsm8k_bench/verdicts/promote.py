@@ -133,6 +133,8 @@ def review(new: references.Reference, current: Path, settings: gate.GateSettings
                ] if dict(old.protocol) != dict(new.protocol) else []
     fingerprints = protocol.fingerprint_difference(old.fingerprint, new.fingerprint)
     another += [f"the {fingerprints}"] if fingerprints else []
+    missing = protocol.fingerprint_missing(old.fingerprint, new.fingerprint)
+    change += f"\n    {missing}" if missing else ""
     if another:  # the old lineage's accuracies say nothing about another protocol's
         return Review(f"{change}\n    the lineage starts again (another protocol)", another + fewer, None)
     needs = fewer

@@ -37,3 +37,11 @@ def fingerprint_difference(reference: Mapping[str, Any] | None, run: Mapping[str
     return ("protocol fingerprints differ in " + ", ".join(differ) + " (reference, run): "
             + "; ".join(f"{part} {str(reference['parts'].get(part))[:12]} vs {str(run['parts'].get(part))[:12]}"
                         for part in differ))
+
+
+def fingerprint_missing(reference: Mapping[str, Any] | None, run: Mapping[str, Any] | None) -> str:
+    """Which side was recorded before fingerprints ('' when both have one): such runs are paired on the
+    protocol record alone, and the verdict says so."""
+    missing = [side for side, record in (("the reference", reference), ("the run", run)) if not record]
+    return (f"{' and '.join(missing)} recorded no protocol fingerprint (written before fingerprints): paired on "
+            "the protocol record alone") if missing else ""

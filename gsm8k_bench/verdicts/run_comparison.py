@@ -157,7 +157,11 @@ def compare_documents(reference: Mapping[str, Any], run: Mapping[str, Any],
               or protocol_difference(reference, run))
     if reason:
         return {"verdict": NOT_COMPARED, "reason": reason, "metrics": {}, "flips": [], "changed": []}
-    return pair_samples(reference["samples"], run["samples"], settings)
+    result = pair_samples(reference["samples"], run["samples"], settings)
+    if result["verdict"] != NOT_COMPARED:  # compared: say when only the protocol record vouched for the pairing
+        result["reason"] = protocol.fingerprint_missing(
+            *((document.get("config") or {}).get("fingerprint") for document in (reference, run)))
+    return result
 
 
 def describe(result: Mapping[str, Any]) -> str:
