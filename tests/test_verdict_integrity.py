@@ -453,10 +453,23 @@ def test_the_gate_compare_and_promote_refuse_to_pair_other_fingerprints(tmp_path
     assert "the run recorded no protocol fingerprint (written before fingerprints)" in log[0]
 
 
-def test_runs_without_a_fingerprint_fall_back_to_the_protocol_record(tmp_path):
+def test_runs_without_a_fingerprint_fall_back_to_the_protocol_record_and_say_so(tmp_path):
     reference = reference_of([True] * 40, tmp_path)
     assert reference.fingerprint is None
-    assert judge(against(reference), fingerprinted([True] * 40))["verdict"] == "pass"
+    run = fingerprinted([True] * 40)
+    verdict = gate.judge(against(reference), parse(MINIMAL).get(SESSION), PROTOCOL, run["metrics"], run["samples"],
+                         None, run["config"]["fingerprint"])
+    assert verdict["verdict"] == "pass" and verdict["coverage"]["fingerprint_note"] == (
+        "the reference recorded no protocol fingerprint (written before fingerprints): paired on the protocol record "
+        "alone")
+    promote_(tmp_path, run_file(tmp_path, "a", fingerprinted([True] * 40)))
+    fingerprinted_reference = references.find(tmp_path / "references", SESSION)
+    older = session_doc([True] * 40)
+    older_run = gate.judge(against(fingerprinted_reference), parse(MINIMAL).get(SESSION), PROTOCOL,
+                           older["metrics"], older["samples"])
+    assert older_run["verdict"] == "pass" and older_run["reason"].endswith(
+        "; the run recorded no protocol fingerprint (written before fingerprints): paired on the protocol record "
+        "alone")
     assert promote.protocol.fingerprint_difference(None, of(lm_eval_rows())) == ""
     # Requests are compared only between runs of the same questions (a smoke run against a full reference).
     smoke, full = of(lm_eval_rows(n=2)), of(lm_eval_rows(n=3))
