@@ -67,7 +67,7 @@ def test_paired_numbers_flips_and_answers_side_by_side():
     strict = result["metrics"]["strict_match"]
     assert (strict["lost"], strict["gained"], strict["n"]) == (30, 4, 400)
     assert strict["upper"] == pytest.approx(expected.upper, abs=1e-6)
-    assert strict["mcnemar_p"] == expected.mcnemar_p < 0.001
+    assert strict["mcnemar_p"] == expected.drop_p == paired_stats.mcnemar_drop_p(30, 4) < 0.001
     assert result["verdict"] == run_comparison.REGRESSION and strict["regressed"] and strict["significant"]
     assert len(result["flips"]) == 34 and result["changed"] == []
     lost = next(f for f in result["flips"] if f["moves"]["strict_match"] == "lost")

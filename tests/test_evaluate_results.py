@@ -12,7 +12,7 @@ from conftest import SHARED_GSM8K, require
 
 from gsm8k_bench.core import results
 from gsm8k_bench.core.errors import ConfigError, EvalError
-from gsm8k_bench.evaluation import harness
+from gsm8k_bench.evaluation import fingerprint, harness
 from gsm8k_bench.serving import venvs
 
 
@@ -61,6 +61,15 @@ def test_parse_outputs_of_a_real_lm_eval_run_and_the_newest_wins(tmp_path):
     assert output.lm_eval_version == "0.4.13"
     assert output.generation == newest["configs"][task]["generation_kwargs"]
     assert output.generation["until"] == ["Question:", "</s>", "<|im_end|>"]
+    # The protocol fingerprint of what lm-eval sent, from its own samples file: the smoke run of 2 and the
+    # run of 3 share the template (few-shot examples, format), not the requests.
+    smaller = sorted(output_dir.rglob(f"samples_{task}_*.jsonl"))[0]
+    three = fingerprint.of_outputs(output.samples_file, output.results_file)
+    two = fingerprint.of_outputs(smaller, results_files[0])
+    assert (three["n"], two["n"]) == (3, 2) and three["parts"]["chat_template"] is None
+    assert {p for p in fingerprint.PARTS if three["parts"][p] != two["parts"][p]} == {"requests"}
+    first = json.loads(output.samples_file.read_text(encoding="utf-8").splitlines()[0])
+    assert first["arguments"]["gen_args_0"]["arg_1"]["until"] == ["Question:", "</s>", "<|im_end|>"]
     rows = [json.loads(line) for line in (SHARED_GSM8K / "test.jsonl").open(encoding="utf-8")][:3]
     assert output.samples == [
         {"doc_id": i, "question": row["question"], "target": row["answer"], "response": "lol",

@@ -76,24 +76,24 @@ def test_a_full_verdict_against_an_independent_bound(combo):
     upper = scipy_upper(k, n, 0.95)
     verdict = gate.judge(baselines(entry(strict=0.80, flexible=0.80, source="run 7")), combo, PROTOCOL,
                          metrics(k / n, n, 1100 / n))
-    strict_upper, flexible_upper = round(upper, 4), round(scipy_upper(1100, n, 0.95), 4)
+    strict_upper, flexible_upper = upper, scipy_upper(1100, n, 0.95)
     assert verdict == {
         "verdict": "regression", "confidence": 0.95, "tolerance": 0.02,
         "baseline": {"filters": {"model": "tiny"}, "n": 1319,
                      "accuracy": {"strict_match": 0.80, "flexible_extract": 0.80}, "source": "run 7"},
         "checks": [
             {"metric": "strict_match", "observed": k / n, "baseline": 0.80, "threshold": 0.80 - 0.02,
-             "upper_bound": strict_upper, "regression": True},
+             "upper_bound": pytest.approx(strict_upper, abs=1e-9), "regression": True},
             {"metric": "flexible_extract", "observed": 1100 / n, "baseline": 0.80, "threshold": 0.80 - 0.02,
-             "upper_bound": flexible_upper, "regression": False},
+             "upper_bound": pytest.approx(flexible_upper, abs=1e-9), "regression": False},
         ],
-        "reason": f"strict_match 0.7202: upper bound {strict_upper:.4f} < baseline 0.8000 - 0.02; "
-                  f"flexible_extract 0.8340: upper bound {flexible_upper:.4f} >= baseline 0.8000 - 0.02",
+        "reason": f"strict_match 0.7202: upper bound {strict_upper:.4f} < 0.7800 (baseline 0.8000 - 0.02); "
+                  f"flexible_extract 0.8340: upper bound {flexible_upper:.4f} >= 0.7800 (baseline 0.8000 - 0.02)",
         "method": "scalar baseline: one-sided Wilson score bound",
     }
-    assert strict_upper == 0.7401
+    assert round(strict_upper, 4) == 0.7401
     assert gate.describe_regression(verdict) == (
-        "regression: strict_match 0.7202 (upper bound 0.7401 at 95%) below baseline 0.8000 - 0.02")
+        "regression: strict_match 0.7202 (upper bound 0.7401 < 0.7800 at 95% one-sided; baseline 0.8000 - 0.02)")
 
 
 def exactly_at_the_tolerance(tolerance: float) -> tuple[int, int, float]:
@@ -355,9 +355,11 @@ def test_a_scalar_verdict_and_its_regression_message_exactly(combo):
                                    "accuracy": {"strict_match": 0.8, "flexible_extract": 0.9}, "source": ""}
     upper_strict = round(gate.wilson_upper(0.5, 1319, 0.95), 4)
     upper_flexible = round(gate.wilson_upper(0.6, 1319, 0.95), 4)
-    assert verdict["reason"] == (f"strict_match 0.5000: upper bound {upper_strict:.4f} < baseline 0.8000 - 0.02; "
-                                 f"flexible_extract 0.6000: upper bound {upper_flexible:.4f} < baseline 0.9000 - 0.02")
+    assert verdict["reason"] == (
+        f"strict_match 0.5000: upper bound {upper_strict:.4f} < 0.7800 (baseline 0.8000 - 0.02); "
+        f"flexible_extract 0.6000: upper bound {upper_flexible:.4f} < 0.8800 (baseline 0.9000 - 0.02)")
     assert gate.describe_regression(verdict) == (
-        f"regression: strict_match 0.5000 (upper bound {upper_strict:.4f} at 95%) below baseline 0.8000 - 0.02; "
-        f"flexible_extract 0.6000 (upper bound {upper_flexible:.4f} at 95%) below baseline 0.9000 - 0.02")
+        f"regression: strict_match 0.5000 (upper bound {upper_strict:.4f} < 0.7800 at 95% one-sided; baseline "
+        f"0.8000 - 0.02); flexible_extract 0.6000 (upper bound {upper_flexible:.4f} < 0.8800 at 95% one-sided; "
+        "baseline 0.9000 - 0.02)")
 

@@ -22,33 +22,40 @@ PROTOCOL = {"endpoint": "/v1/completions", "apply_chat_template": False, "fewsho
             "answer_extraction": "stock"}
 SETTINGS = gate.GateSettings(confidence=0.95, tolerance=0.02)
 SESSION = "gsm8k-tiny-h100-vllm-fp8-tp1"
+# These documents carry no protocol fingerprint: a paired verdict says so (gsm8k_bench/verdicts/protocol.py).
+NO_FINGERPRINTS = ("the reference and the run recorded no protocol fingerprint (written before fingerprints): paired "
+                   "on the protocol record alone")
 
 
 # --------------------------------------------------------------------------- statistics against oracles
 
 
-def brute_force_mcnemar(lost: int, gained: int) -> float:
-    """Every way the discordant questions could have split with no real change (each 1/2): the share at
-    least as lopsided as observed, on either side."""
+def brute_force_mcnemar_drop(lost: int, gained: int) -> float:
+    """Every way the discordant questions could have split with no real change (each 1/2): the share with
+    at least as many lost as observed (one-sided, a drop)."""
     discordant = lost + gained
-    extreme = min(lost, gained)
-    tail = sum(1 for signs in itertools.product((0, 1), repeat=discordant) if sum(signs) <= extreme)
-    return min(1.0, 2 * tail / 2**discordant)
+    return sum(1 for signs in itertools.product((0, 1), repeat=discordant) if sum(signs) >= lost) / 2**discordant
 
 
 @pytest.mark.parametrize(("lost", "gained"), [(0, 0), (1, 0), (0, 5), (3, 3), (7, 1), (2, 11), (9, 4)])
-def test_mcnemar_exact_p_equals_brute_force_enumeration(lost, gained):
-    assert paired_stats.mcnemar_exact_p(lost, gained) == pytest.approx(brute_force_mcnemar(lost, gained), abs=1e-15)
+def test_mcnemar_drop_p_equals_brute_force_enumeration(lost, gained):
+    assert paired_stats.mcnemar_drop_p(lost, gained) == pytest.approx(brute_force_mcnemar_drop(lost, gained),
+                                                                       abs=1e-15)
 
 
-def test_mcnemar_exact_p_equals_statsmodels():
+def test_mcnemar_drop_p_equals_scipy_and_is_half_the_two_sided_statsmodels_p():
+    from scipy.stats import binomtest
     from statsmodels.stats.contingency_tables import mcnemar
 
     for lost, gained in itertools.product(range(0, 40, 3), range(0, 60, 7)):
-        table = [[50, lost], [gained, 30]]  # rows: reference right/wrong; columns: run right/wrong
-        expected = mcnemar(table, exact=True).pvalue
-        assert paired_stats.mcnemar_exact_p(lost, gained) == pytest.approx(expected, rel=1e-9, abs=1e-15), \
+        if lost + gained == 0:
+            continue
+        expected = binomtest(lost, lost + gained, 0.5, alternative="greater").pvalue
+        assert paired_stats.mcnemar_drop_p(lost, gained) == pytest.approx(expected, rel=1e-9, abs=1e-15), \
             (lost, gained)
+        if lost > gained:  # the one-sided p of the side observed is half the two-sided one
+            two_sided = mcnemar([[50, lost], [gained, 30]], exact=True).pvalue
+            assert paired_stats.mcnemar_drop_p(lost, gained) == pytest.approx(two_sided / 2, rel=1e-9)
 
 
 def test_newcombe_interval_reproduces_the_published_worked_example():
@@ -97,23 +104,24 @@ def test_upper_bound_exact_coverage_is_near_nominal(cells):
 def test_identical_runs():
     outcome = [True, False, True, True, False] * 8
     comparison = paired_stats.compare(outcome, outcome, 0.95)
-    assert (comparison.table.lost, comparison.table.gained, comparison.mcnemar_p) == (0, 0, 1.0)
+    assert (comparison.table.lost, comparison.table.gained, comparison.drop_p) == (0, 0, 1.0)
     assert comparison.lower < 0 < comparison.upper and not comparison.regressed(0.02)
 
 
 def test_every_question_flipped():
     reference = [True, False] * 10
     swapped = paired_stats.compare(reference, [not r for r in reference], 0.95)
-    assert (swapped.table.lost, swapped.table.gained, swapped.mcnemar_p) == (10, 10, 1.0)
+    assert (swapped.table.lost, swapped.table.gained) == (10, 10)
+    assert swapped.drop_p == pytest.approx(sum(math.comb(20, k) for k in range(10, 21)) / 2**20)
     assert not swapped.regressed(0.02)
     collapsed = paired_stats.compare([True] * 20, [False] * 20, 0.95)
-    assert collapsed.mcnemar_p == pytest.approx(2 / 2**20) and collapsed.regressed(0.02)
+    assert collapsed.drop_p == pytest.approx(1 / 2**20) and collapsed.regressed(0.02)
     assert not paired_stats.compare([False] * 20, [True] * 20, 0.95).regressed(0.02)
 
 
 def test_one_question():
     comparison = paired_stats.compare([True], [False], 0.95)
-    assert comparison.mcnemar_p == 1.0 and -1 <= comparison.lower < comparison.upper <= 1
+    assert comparison.drop_p == 0.5 and -1 <= comparison.lower < comparison.upper <= 1
     assert not comparison.regressed(0.02)  # one lost question proves nothing
 
 
@@ -160,7 +168,7 @@ def test_reference_from_a_session_round_trips(tmp_path):
     outcomes = [True, False, True, True] * 10
     ref = reference_of(outcomes, tmp_path)
     assert ref.n == 40 and ref.accuracy == {"strict_match": 0.75, "flexible_extract": 0.75}
-    assert ref.outcomes["strict_match"][paired_stats.question_id(2, "What is 2 + 2?")] is True
+    assert ref.outcomes["strict_match"][paired_stats.question_id(2, "What is 2 + 2?", "4")] is True
     assert ref.protocol == PROTOCOL and ref.provenance["git_commit"] == "0123abc"
     assert ref.provenance["image_id"] == "sha256:abc" and ref.provenance["server_command"] == "vllm serve org/tiny"
     text = (tmp_path / f"{SESSION}.json").read_text()
@@ -169,9 +177,11 @@ def test_reference_from_a_session_round_trips(tmp_path):
 
 
 @pytest.mark.parametrize(("edit", "message"), [
-    (lambda d: d.update(schema=0), r"schema: written by an older gsm8k-bench \(schema 0; this one reads 1\)"),
+    (lambda d: d.update(schema=0), r"schema: written by an older gsm8k-bench \(schema 0; this one reads 1, 2\)"),
     (lambda d: d.pop("schema"), r"schema: written by an older gsm8k-bench \(schema None"),
-    (lambda d: d.update(schema=2), "written by a newer gsm8k-bench"),
+    (lambda d: d.update(schema=3), "written by a newer gsm8k-bench"),
+    (lambda d: d.update(lineage=[{"n": 0, "accuracy": {}}]), r"lineage\[0\]\.n: "),
+    (lambda d: d.update(fingerprint={"sha256": "ab", "parts": {}}), r"fingerprint\.parts: missing required key"),
     (lambda d: d.update(kind="other"), "kind: not a gsm8k-bench reference"),
     (lambda d: d.update(questoins={}), r"unknown key 'questoins'; did you mean 'questions'"),
     (lambda d: d["questions"].update({"3:abc": "11"}), r"questions\.3:abc: a question id is"),
@@ -227,9 +237,9 @@ def test_a_healthy_rerun_passes_question_by_question(tmp_path):
     strict = verdict["checks"][0]
     assert (strict["metric"], strict["n"], strict["lost"], strict["gained"]) == ("strict_match", 40, 1, 1)
     assert strict["lost_doc_ids"] == [0] and strict["gained_doc_ids"] == [1] and strict["difference"] == 0
-    assert strict["mcnemar_p"] == 1.0 and strict["upper_bound"] > 0 > strict["lower_bound"]
+    assert strict["mcnemar_p"] == 0.75 and strict["upper_bound"] > 0 > strict["lower_bound"]
     assert verdict["reference"]["compared"] == 40 and str(tmp_path) in verdict["reference"]["path"]
-    assert "strict_match 0.7500 vs 0.7500 (lost 1 [doc_ids 0], gained 1, McNemar p 1" in verdict["reason"]
+    assert "strict_match 0.7500 vs 0.7500 (lost 1 [doc_ids 0], gained 1, one-sided McNemar p 0.75" in verdict["reason"]
     # The session JSON's gate keeps its keys; new ones are added.
     assert {"verdict", "confidence", "tolerance", "baseline", "checks", "reason"} <= verdict.keys()
 
@@ -244,7 +254,7 @@ def test_a_real_drop_is_a_regression_naming_the_lost_questions(tmp_path):
     assert verdict["verdict"] == "regression"
     strict = verdict["checks"][0]
     assert strict["lost_doc_ids"] == lost and strict["gained"] == 0 and strict["upper_bound"] < -0.02
-    assert strict["mcnemar_p"] == pytest.approx(2 / 2**10)
+    assert strict["mcnemar_p"] == pytest.approx(1 / 2**10)
     message = gate.describe_regression(verdict)
     assert message.startswith("regression against ") and "lost 10: doc_ids 0, 1, 4, 5, 8, 9, 12, 13, 16, 17" in message
 
@@ -258,27 +268,30 @@ def test_a_smoke_run_is_paired_with_the_same_questions_of_a_larger_reference(tmp
     assert verdict["baseline"] is None
 
 
-def test_a_changed_question_text_is_not_paired(tmp_path):
-    reference = reference_of([True] * 10, tmp_path)
-    doc = session_doc([True] * 10)
-    doc["samples"][3]["question"] = "What is 3 + 3, really?"
+@pytest.mark.parametrize("field", ["question", "target"])
+def test_a_changed_question_text_or_answer_key_is_not_paired(tmp_path, field):
+    reference = reference_of([True] * 40, tmp_path)
+    doc = session_doc([True] * 40)
+    doc["samples"][3][field] += " (v2)"
     verdict = judge(against(reference), doc)
-    assert verdict["verdict"] == "pass" and verdict["checks"][0]["n"] == 9 and verdict["changed_doc_ids"] == [3]
-    assert "1 doc_ids have other question texts" in verdict["reason"]
+    assert verdict["verdict"] == "pass" and verdict["checks"][0]["n"] == 39 and verdict["changed_doc_ids"] == [3]
+    assert "1 doc_ids have another question text or answer key than the reference's" in verdict["reason"]
     for s in doc["samples"]:
-        s["question"] += " (v2)"
+        s[field] += " (v2)"
     everything_changed = judge(against(reference), doc)
-    assert everything_changed["verdict"] == "not_gated"
-    assert "no question in common: doc_ids [0, 1, 2" in everything_changed["reason"]
-    assert "(the dataset changed)" in everything_changed["reason"]
+    assert everything_changed["verdict"] == "not_comparable" and everything_changed["checks"] == []
+    assert "40 of the run's 40 questions (100.0%, more than 5%) have another question text or answer key" in \
+        everything_changed["reason"]
+    assert "(the dataset changed: doc_ids 0, 1, 2" in everything_changed["reason"]
 
 
-def test_no_overlap_falls_back_to_not_gated(tmp_path):
+def test_no_overlap_is_not_comparable(tmp_path):
+    # Not a fall back to not_gated (a session that passes): a reference that shares nothing judges nothing.
     reference = reference_of([True] * 5, tmp_path)
     doc = session_doc([True] * 10)
     doc["samples"] = doc["samples"][5:]
     verdict = judge(against(reference), doc)
-    assert verdict["verdict"] == "not_gated" and "not used: no question in common" in verdict["reason"]
+    assert verdict["verdict"] == "not_comparable" and verdict["coverage"]["compared"] == 0
 
 
 def test_protocol_mismatch_falls_back_to_the_scalar_baseline(tmp_path):
@@ -314,37 +327,44 @@ def test_a_paired_verdict_exactly(tmp_path):
     assert verdict == {
         "verdict": "regression", "confidence": 0.95, "tolerance": 0.02, "baseline": None,
         "checks": [
-            # 16/39, 36/39, -20/39 to 4 places; McNemar: 20 lost, 0 gained -> 2 / 2**20
+            # 16/39, 36/39, -20/39 to 4 places; McNemar, one-sided: 20 lost, 0 gained -> 1 / 2**20
             {"metric": "strict_match", "n": 39, "observed": 0.4103, "reference": 0.9231, "difference": -0.5128,
-             "lost": 20, "gained": 0, "mcnemar_p": 2 / 2**20, "lower_bound": -0.6346, "upper_bound": -0.3593,
+             "lost": 20, "gained": 0, "mcnemar_p": 1 / 2**20, "lower_bound": pytest.approx(-0.6346, abs=5e-5),
+             "upper_bound": pytest.approx(-0.3593, abs=5e-5),
              "threshold": -0.02, "regression": True, "lost_doc_ids": lost, "gained_doc_ids": []},
             # 37/39, 36/39, 1/39
             {"metric": "flexible_extract", "n": 39, "observed": 0.9487, "reference": 0.9231, "difference": 0.0256,
-             "lost": 0, "gained": 1, "mcnemar_p": 1.0, "lower_bound": -0.0496, "upper_bound": 0.1108,
+             "lost": 0, "gained": 1, "mcnemar_p": 1.0, "lower_bound": pytest.approx(-0.0496, abs=5e-5),
+             "upper_bound": pytest.approx(0.1108, abs=5e-5),
              "threshold": -0.02, "regression": False, "lost_doc_ids": [], "gained_doc_ids": [0]}],
         "reason": (f"paired with {path} over 39 questions: strict_match 0.4103 vs 0.9231 (lost 20 [doc_ids "
-                   f"{', '.join(map(str, lost))}], gained 0, McNemar p 1.91e-06, upper bound -0.3593 < -0.0200); "
-                   "flexible_extract 0.9487 vs 0.9231 (lost 0, gained 1, McNemar p 1, upper bound +0.1108 >= "
-                   "-0.0200); 1 doc_ids have other question texts than the reference's and are not compared: [5]"),
+                   f"{', '.join(map(str, lost))}], gained 0, one-sided McNemar p 9.54e-07, upper bound -0.3593 < "
+                   "-0.0200); flexible_extract 0.9487 vs 0.9231 (lost 0, gained 1, one-sided McNemar p 1, upper "
+                   "bound +0.1108 >= -0.0200); 1 doc_ids have another question text or answer key than the "
+                   "reference's and are not compared: 5; " + NO_FINGERPRINTS),
         "method": gate.PAIRED_METHOD, "changed_doc_ids": [5],
+        "coverage": {"run": 40, "reference": 40, "compared": 39, "run_only": 0, "reference_only": 0, "changed": 1,
+                     "changed_doc_ids": [5], "ids_cover_target": True, "run_only_checks": [],
+                     "fingerprint_note": NO_FINGERPRINTS},
         "reference": {"path": str(path), "n": 40, "compared": 39,
                       "accuracy": {"strict_match": 0.925, "flexible_extract": 0.925}, "git_commit": "0123abc",
                       "date": "2026-11-27T02:00:00+00:00"}}
     assert gate.describe_regression(verdict) == (
-        f"regression against {path}: strict_match 0.4103 vs 0.9231 over 39 questions (upper bound -0.3593 at 95% "
-        f"< -0.0200, McNemar p 1.91e-06); lost 20: doc_ids {', '.join(map(str, lost))}")
+        f"regression against {path}: strict_match 0.4103 vs 0.9231 over 39 questions (upper bound -0.3593 < "
+        f"-0.0200 at 95% one-sided, McNemar p 9.54e-07 one-sided); lost 20: doc_ids {', '.join(map(str, lost))}")
 
 
 def test_both_metrics_regressing_are_both_named(tmp_path):
     reference = reference_of([True] * 20, tmp_path)
     verdict = judge(against(reference), session_doc([False] * 10 + [True] * 10))
     path = tmp_path / f"{SESSION}.json"
-    check = ("0.5000 vs 1.0000 (lost 10 [doc_ids 0, 1, 2, 3, 4, 5, 6, 7, 8, 9], gained 0, McNemar p 0.00195, "
-             "upper bound -0.2903 < -0.0200)")
-    assert verdict["reason"] == f"paired with {path} over 20 questions: strict_match {check}; flexible_extract {check}"
+    check = ("0.5000 vs 1.0000 (lost 10 [doc_ids 0, 1, 2, 3, 4, 5, 6, 7, 8, 9], gained 0, one-sided McNemar p "
+             "0.000977, upper bound -0.2903 < -0.0200)")
+    assert verdict["reason"] == (f"paired with {path} over 20 questions: strict_match {check}; flexible_extract "
+                                 f"{check}; {NO_FINGERPRINTS}")
     assert verdict["changed_doc_ids"] == []
-    failing = ("0.5000 vs 1.0000 over 20 questions (upper bound -0.2903 at 95% < -0.0200, McNemar p 0.00195); "
-               "lost 10: doc_ids 0, 1, 2, 3, 4, 5, 6, 7, 8, 9")
+    failing = ("0.5000 vs 1.0000 over 20 questions (upper bound -0.2903 < -0.0200 at 95% one-sided, McNemar p "
+               "0.000977 one-sided); lost 10: doc_ids 0, 1, 2, 3, 4, 5, 6, 7, 8, 9")
     assert gate.describe_regression(verdict) == (
         f"regression against {path}: strict_match {failing}; flexible_extract {failing}")
 
@@ -354,15 +374,20 @@ def test_no_question_in_common_exactly(tmp_path):
     doc = session_doc([True] * 10)
     doc["samples"] = doc["samples"][5:]
     verdict = judge(against(reference), doc)
-    assert verdict["reason"].startswith(f"reference {tmp_path / (SESSION + '.json')} not used: no question in "
-                                        "common; no baseline for ")
+    assert verdict["reason"] == (f"not comparable with {tmp_path / (SESSION + '.json')}: only 0 of the run's 5 "
+                                 "questions (0.0%, less than 10%) are in the reference; to judge runs of this size, "
+                                 "promote one (--force)")
     doc = session_doc([True] * 5)
     for s in doc["samples"]:
         s["question"] += " (v2)"
     verdict = judge(against(reference), doc)
-    assert verdict["reason"].startswith(
-        f"reference {tmp_path / (SESSION + '.json')} not used: no question in common: doc_ids [0, 1, 2, 3, 4] have "
-        "other question texts than the reference's (the dataset changed); no baseline for ")
+    assert verdict["reason"] == (
+        f"not comparable with {tmp_path / (SESSION + '.json')}: 5 of the run's 5 questions (100.0%, more than 5%) "
+        "have another question text or answer key than the reference's (the dataset changed: doc_ids 0, 1, 2, 3, "
+        "4); to judge runs of this dataset, promote one (--force)")
+    assert verdict["coverage"] == {"run": 5, "reference": 5, "compared": 0, "run_only": 0, "reference_only": 0,
+                                   "changed": 5, "changed_doc_ids": [0, 1, 2, 3, 4], "ids_cover_target": True,
+                                   "run_only_checks": [], "fingerprint_note": NO_FINGERPRINTS}
 
 
 def test_a_run_without_samples_is_not_paired(tmp_path):
@@ -427,10 +452,16 @@ def test_promote_refuses_failed_runs_runs_without_samples_and_regressions(tmp_pa
     failed = run_file(tmp_path, "failed", session_doc([True] * 30, status="failed"))
     empty = session_doc([True] * 30)
     empty["samples"] = []
-    regressed = run_file(tmp_path, "worse", session_doc([False] * 30))
+    # A real regressed run: the gate called it a regression, so the session failed.
+    worse = session_doc([False] * 30)
+    worse["gate"] = judge(against(references.find(tmp_path / "references", SESSION)), worse)
+    worse["status"], worse["error"] = "failed", {"message": f"gate: {gate.describe_failure(worse['gate'])}",
+                                                 "log_tail": ""}
+    regressed = run_file(tmp_path, "worse", worse)
     for path, message in [(failed, "status failed: gate: regression"),
                           (run_file(tmp_path, "empty", empty), "no per-question samples"),
-                          (regressed, "the current reference calls it a regression against")]:
+                          (regressed, "the run failed only the gate .*the current reference calls it a regression "
+                                      "against")]:
         with pytest.raises(BenchError, match=message):
             promote_(tmp_path, path)
     assert references.find(tmp_path / "references", SESSION).accuracy["strict_match"] == 1.0  # untouched
@@ -457,7 +488,9 @@ def test_promote_a_results_directory_and_the_ci_candidates(tmp_path):
     assert any(line.startswith("gsm8k-b: skipped (status failed") for line in log)
     # A developer promotes the downloaded candidates into the repository's references.
     (promoted,) = promote_(tmp_path, candidates / "gsm8k-a.json")
-    assert promoted.read_text() == written[0].read_text()
+    candidate, kept = json.loads(written[0].read_text()), json.loads(promoted.read_text())
+    assert kept["questions"] == candidate["questions"] and candidate["lineage"] == []
+    assert [entry["n"] for entry in kept["lineage"]] == [4]  # the reference it replaced
     with pytest.raises(BenchError, match="no such file or directory"):
         promote_(tmp_path, tmp_path / "absent.json")
 
@@ -467,8 +500,11 @@ def test_promote_replaces_a_reference_of_an_older_schema(tmp_path):
     target.parent.mkdir()
     target.write_text(json.dumps({**references.from_session(session_doc([True] * 4)), "schema": 0}))
     log = []
-    promote_(tmp_path, run_file(tmp_path, "new", session_doc([False] * 4)), log=log)
-    assert "replaces an unreadable reference" in log[0] and "older gsm8k-bench" in log[0]
+    new = run_file(tmp_path, "new", session_doc([False] * 4))
+    with pytest.raises(BenchError, match=r"it replaces an unreadable reference \(.*older gsm8k-bench.*--force"):
+        promote_(tmp_path, new)
+    promote_(tmp_path, new, "--force", log=log)
+    assert "replaces an unreadable reference" in log[0] and "forced: it replaces an unreadable reference" in log[0]
     assert references.load(target, SESSION).n == 4
 
 

@@ -101,6 +101,17 @@ class ProtocolRecord(Part):
     until: list[str] = Field(default_factory=list, description="Stop sequences, from lm-eval's task config.")
 
 
+class FingerprintRecord(Part):
+    """sha256 of what the model was sent, from lm-eval's samples file (gsm8k_bench/evaluation/fingerprint.py)."""
+
+    sha256: str = Field(description="Of the parts below, in order.")
+    n: int | None = Field(default=None, description="Requests hashed (one per question).")
+    parts: dict[str, str | None] = Field(
+        description="Per part: requests (every rendered request, in doc order), prompt_template (the first "
+                    "question's request with its question text blanked: few-shot examples and format), "
+                    "generation_args, stop_sequences, chat_template (null when lm-eval applied none).")
+
+
 class ReasoningRecord(Part):
     """A reasoning model's settings, as the JSON and --dry-run show them."""
 
@@ -162,6 +173,8 @@ class Config(Part):
     limit: int | None = Field(default=None, description="Questions asked (the first N); null for all 1,319.")
     endpoint: str | None = Field(default=None, description="The API path lm-eval asked.")
     protocol: ProtocolRecord | None = Field(default=None, description="The protocol record the gate compares.")
+    fingerprint: FingerprintRecord | None = Field(
+        default=None, description="What the model actually saw, hashed: the gate pairs only equal fingerprints.")
     generation: dict[str, Any] | None = Field(
         default=None, description="Generation settings: max_gen_toks, and lm-eval's generation_kwargs (until, "
                           "temperature, do_sample, ...) as lm-eval records them.")
@@ -229,13 +242,46 @@ class PairedCheck(Part):
     difference: Number = Field(description="run - reference.")
     lost: int = Field(description="Right in the reference, wrong now.")
     gained: int = Field(description="Wrong in the reference, right now.")
-    mcnemar_p: Number = Field(description="McNemar's exact p-value.")
+    mcnemar_p: Number = Field(description="McNemar's exact p-value of a drop, one-sided like the bounds "
+                                          "(two-sided in JSONs written before the fingerprint existed).")
     lower_bound: Number = Field(description="One-sided lower bound on the difference (Newcombe method 10).")
-    upper_bound: Number = Field(description="One-sided upper bound on the difference.")
+    upper_bound: Number = Field(description="One-sided upper bound on the difference, unrounded.")
     threshold: Number = Field(description="-tolerance.")
     regression: bool = Field(description="True when the upper bound lies below the threshold.")
     lost_doc_ids: list[int] = Field(default_factory=list, description="Every lost question.")
     gained_doc_ids: list[int] = Field(default_factory=list, description="Every gained question.")
+
+
+class RunOnlyCheck(Part):
+    """One metric of the run's questions the reference lacks, against the reference's accuracy (unpaired)."""
+
+    metric: str = Field(description="strict_match or flexible_extract.")
+    n: int = Field(description="The run's questions the reference lacks.")
+    observed: Number = Field(description="The run's accuracy over them.")
+    reference: Number = Field(description="The reference's accuracy over all its questions.")
+    lower_bound: Number = Field(description="One-sided lower bound on observed - reference (Newcombe method 10, "
+                                            "independent samples).")
+    upper_bound: Number = Field(description="One-sided upper bound on observed - reference.")
+    threshold: Number = Field(description="-tolerance.")
+    regression: bool = Field(description="True when the upper bound lies below the threshold.")
+
+
+class Coverage(Part):
+    """What a paired verdict covered: questions are identified by doc_id, question text and answer key."""
+
+    run: int = Field(description="Questions the run answered.")
+    reference: int = Field(description="Questions in the reference.")
+    compared: int = Field(description="Questions both answered (paired).")
+    run_only: int = Field(description="The run's questions the reference lacks (judged unpaired, run_only_checks).")
+    reference_only: int = Field(description="The reference's questions the run did not ask.")
+    changed: int = Field(description="doc_ids both asked under another question text or answer key (not compared).")
+    changed_doc_ids: list[int] = Field(default_factory=list, description="Those doc_ids.")
+    ids_cover_target: bool = Field(
+        description="False for a reference written before the answer key was part of a question's id.")
+    fingerprint_note: str = Field(default="", description="Which side recorded no protocol fingerprint (paired on "
+                                                          "the protocol record alone); empty when both did.")
+    run_only_checks: list[RunOnlyCheck] = Field(default_factory=list,
+                                                description="Per metric, the run-only questions' check.")
 
 
 class BaselineRecord(Part):
@@ -257,7 +303,9 @@ class ReferenceRecord(Part):
 class GateVerdict(Part):
     """The gate's verdict: against the session's reference (paired), else a scalar baseline, else not gated."""
 
-    verdict: Literal["pass", "regression", "not_gated"] | None = Field(default=None, description="The verdict.")
+    verdict: Literal["pass", "regression", "not_comparable", "not_gated"] | None = Field(
+        default=None, description="The verdict; not_comparable (too little of the run compared with its reference, "
+                          "see coverage) fails the session like a regression.")
     confidence: Number | None = Field(default=None, description="One-sided confidence of the bounds.")
     tolerance: Number | None = Field(default=None, description="The drop tolerated.")
     baseline: BaselineRecord | None = Field(
@@ -268,6 +316,7 @@ class GateVerdict(Part):
     changed_doc_ids: list[int] = Field(default_factory=list,
                                        description="Paired: questions whose text differs from the reference's.")
     reference: ReferenceRecord | None = Field(default=None, description="Paired: the reference used.")
+    coverage: Coverage | None = Field(default=None, description="Paired: what the verdict covered.")
 
 
 class Sample(Part):
@@ -345,12 +394,14 @@ class PairedNumbers(Part):
     lower: Number = Field(description="One-sided lower bound on the difference.")
     upper: Number = Field(description="One-sided upper bound on the difference.")
     confidence: Number = Field(description="The bounds' confidence.")
-    mcnemar_p: Number = Field(description="McNemar's exact p-value.")
+    mcnemar_p: Number = Field(description="McNemar's exact p-value, one-sided in the direction of the difference "
+                                          "(two-sided in older JSONs).")
     lost: int = Field(description="Right before, wrong now.")
     gained: int = Field(description="Wrong before, right now.")
     regressed: bool = Field(description="Upper bound below -tolerance.")
     improved: bool = Field(description="Lower bound above +tolerance.")
-    significant: bool = Field(description="The bounds exclude 0.")
+    significant: bool = Field(description="The one-sided bound in the direction of the difference excludes 0 "
+                                          "(the same level as the p-value).")
 
 
 class Flip(Part):

@@ -231,7 +231,7 @@ def _newest(output_dir: Path, pattern: str) -> Path:
     return found[-1]
 
 
-def _literal(value: Any) -> Any:
+def literal(value: Any) -> Any:
     """lm-eval writes some sample fields as Python reprs rather than JSON; read both."""
     if isinstance(value, str):
         try:
@@ -242,7 +242,7 @@ def _literal(value: Any) -> Any:
 
 
 def _first_response(resps: Any) -> str:
-    resps = _literal(resps)
+    resps = literal(resps)
     while isinstance(resps, list | tuple) and resps:
         resps = resps[0]
     return resps if isinstance(resps, str) else ""
@@ -282,7 +282,7 @@ def parse_outputs(output_dir: Path, task: str) -> EvalOutput:
     with samples_file.open(encoding="utf-8") as handle:
         for line in handle:
             row = json.loads(line)
-            doc = _literal(row["doc"])
+            doc = literal(row["doc"])
             entry = by_doc.setdefault(row["doc_id"], {
                 "doc_id": row["doc_id"],
                 "question": doc.get("question") if isinstance(doc, dict) else None,
@@ -291,7 +291,7 @@ def parse_outputs(output_dir: Path, task: str) -> EvalOutput:
                 # Where the chat client found the scored text, and why generation stopped (chat runs).
                 **{f"answer_{k}": v for k, v in (row.get("answer") or {}).items()},
             })
-            filtered = _literal(row["filtered_resps"])
+            filtered = literal(row["filtered_resps"])
             answer = filtered[0] if isinstance(filtered, list) and filtered else filtered
             prefix = {STRICT: "strict", FLEXIBLE: "flexible"}.get(row["filter"])
             if prefix:

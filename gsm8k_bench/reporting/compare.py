@@ -93,7 +93,7 @@ def summary_rows(compared: list[SessionComparison]) -> tuple[list[str], list[lis
     head = ["session", "n"]
     for metric in run_comparison.METRICS:
         label = metric.replace("_", "-")
-        head += [f"{label} A → B", f"{label} B − A [bounds]", "McNemar p", "lost / gained"]
+        head += [f"{label} A → B", f"{label} B − A [bounds]", "one-sided McNemar p", "lost / gained"]
     head.append("verdict")
     rows = []
     for c in compared:
@@ -136,6 +136,10 @@ def markdown(compared: list[SessionComparison], a_label: str, b_label: str, sett
     skipped = [c for c in compared if c.result["verdict"] == run_comparison.NOT_COMPARED]
     if skipped:
         lines += ["### Not compared", ""] + [f"- `{c.session}`: {escaped(c.result['reason'])}" for c in skipped] + [""]
+    noted = [c for c in compared if c.result["verdict"] != run_comparison.NOT_COMPARED and c.result["reason"]]
+    if noted:
+        lines += ["### Compared, with a note", ""] + [f"- `{c.session}`: {escaped(c.result['reason'])}"
+                                                       for c in noted] + [""]
     for c in compared:
         flips, changed = c.result["flips"], c.result["changed"]
         if not flips and not changed:

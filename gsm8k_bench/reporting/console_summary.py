@@ -21,9 +21,8 @@ def _metric_rows(document: dict[str, Any]) -> list[tuple[str, ...]]:
     for metric in protocol.METRICS:
         observed, check = metrics.get(metric), checks.get(metric)
         if check:
-            bound = (f"{check['difference']:+.4f} (<= {check['upper_bound']:+.4f})" if paired
-                     else fmt(check["upper_bound"]))
-            threshold = f"{check['threshold']:+.4f}" if paired else fmt(check["threshold"])
+            upper, threshold = gate.precise(check["upper_bound"], check["threshold"], "+" if paired else "")
+            bound = f"{check['difference']:+.4f} (<= {upper})" if paired else upper
             said = "regression" if check["regression"] else "pass"
         else:  # not gated: the same one-sided bound, for reading the number
             bound = fmt(gate.wilson_upper(observed, n, confidence) if observed is not None and n else None)
@@ -45,10 +44,20 @@ def lines(document: dict[str, Any], result_file: Path) -> list[str]:
     verdict = document.get("gate") or {}
     if verdict.get("verdict") == "not_gated":
         out.append(f"  not gated: {verdict['reason']}")
+    elif verdict.get("verdict") == "not_comparable":
+        out.append(f"  NOT COMPARABLE (fails the session): {verdict['reason']}")
     elif verdict.get("reference"):
         lost = {c["metric"]: c["lost_doc_ids"] for c in verdict.get("checks", []) if c.get("lost_doc_ids")}
         out.append(f"  paired with {verdict['reference']['path']} ({verdict.get('method')})"
                    + "".join(f"; {m.replace('_', '-')} lost doc_ids {ids}" for m, ids in lost.items()))
+    coverage = verdict.get("coverage")
+    if coverage:
+        out.append(f"  covered: {coverage['compared']} of the run's {coverage['run']} questions paired; "
+                   f"{coverage['run_only']} run-only" + "".join(
+                       f" ({c['metric'].replace('_', '-')} {c['observed']:.4f} vs the reference's "
+                       f"{c['reference']:.4f}: {'regression' if c['regression'] else 'pass'})"
+                       for c in coverage.get("run_only_checks", []))
+                   + f"; {coverage['changed']} changed texts; {coverage['reference_only']} reference-only")
     served, timings = document.get("server_metrics") or {}, document.get("timings") or {}
     out += [f"  output tokens/s  {fmt(served.get('output_tokens_per_s'), '{:.1f}')}",
             f"  time to ready    {fmt(timings.get('server_ready_s'), '{:.1f} s')}",

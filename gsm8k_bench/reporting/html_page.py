@@ -91,7 +91,7 @@ function buildTable() {
     const tr = document.createElement('tr'); tr.className = 'session-row'; tr.dataset.key = s.key;
     for (const [key] of COLUMNS) {
       const td = document.createElement('td'); td.textContent = fmt(s[key]);
-      if (key === 'verdict' && s.verdict === 'regression') td.className = 'bad';
+      if (key === 'verdict' && ['regression', 'not_comparable'].includes(s.verdict)) td.className = 'bad';
       tr.appendChild(td);
     }
     tr.addEventListener('click', () => openSession(s));
@@ -230,7 +230,7 @@ Row = list[str | int]
 def _rows(samples: Sequence[Mapping[str, Any]], questions: dict[str, Row]) -> list[Row]:
     rows: list[Row] = []
     for s in samples:
-        qid = paired_stats.question_id(s["doc_id"], s.get("question"))
+        qid = paired_stats.sample_id(s)
         questions.setdefault(qid, [s["doc_id"], s.get("question") or "", str(s.get("target", ""))])
         rows.append([qid, s.get("response") or "", str(s.get("strict_answer")), str(s.get("flexible_answer")),
                      int(bool(s.get("strict_correct"))), int(bool(s.get("flexible_correct")))])

@@ -22,6 +22,7 @@ from gsm8k_bench.core.session_result import (
     Artifacts,
     Config,
     ErrorRecord,
+    FingerprintRecord,
     GateVerdict,
     Metrics,
     ProtocolRecord,
@@ -32,7 +33,7 @@ from gsm8k_bench.core.session_result import (
     Timings,
     utc_now,
 )
-from gsm8k_bench.evaluation import harness, progress, server_metrics
+from gsm8k_bench.evaluation import fingerprint, harness, progress, server_metrics
 from gsm8k_bench.serving import models, procs, venvs
 from gsm8k_bench.serving.launchers import Server, reserve_port, wait_ready
 from gsm8k_bench.session import provenance
@@ -45,7 +46,8 @@ GO_FILE, ANSWERED_FILE = ".start-eval", ".answered"  # in the level's work dir
 
 
 class GateFailed(BenchError):
-    """The run scored, and scored significantly below its baseline."""
+    """The run scored, and scored significantly below its reference or baseline, or too little of it
+    could be compared with its reference (not_comparable)."""
 
 
 class SessionFailed(BenchError):
@@ -276,6 +278,8 @@ def run_session(plan: Plan, log: Callable[[str], None] = print) -> dict[str, Any
                 scored = _read_outputs(gating_plan, config)
                 result.metrics, result.samples = scored.metrics, scored.samples
                 config.generation, config.protocol = scored.generation, scored.protocol_record
+                config.fingerprint = FingerprintRecord.model_validate(
+                    fingerprint.of_outputs(scored.output.samples_file, scored.output.results_file))
                 environment.lm_eval = scored.lm_eval_version
                 artifacts.lm_eval_results, artifacts.lm_eval_samples, artifacts.lm_eval_log = scored.files
                 scored.check()
@@ -285,9 +289,9 @@ def run_session(plan: Plan, log: Callable[[str], None] = print) -> dict[str, Any
             phase = "gate"
             result.gate = GateVerdict.model_validate(gate.judge(
                 plan.baselines, plan.combo, scored.protocol, scored.metrics.document(), scored.output.samples,
-                plan.result_file))
-            if result.gate.verdict == "regression":
-                raise GateFailed(gate.describe_regression(result.gate.document()))
+                plan.result_file, config.fingerprint.document() if config.fingerprint else None))
+            if result.gate.verdict in ("regression", "not_comparable"):
+                raise GateFailed(gate.describe_failure(result.gate.document()))
             result.status = "passed"
         except KeyboardInterrupt as exc:
             result.error = ErrorRecord(message=f"interrupted during {phase} ({str(exc) or 'Ctrl-C'})", log_tail="")

@@ -1,12 +1,16 @@
 """Baselines, references and the regression gate: pure functions, no I/O beyond reading baselines.yaml.
 
 First choice is the session's reference (gsm8k_bench/verdicts/references.py): a known-good run's per-question
-outcomes.  With the same protocol, the run is compared with it over the questions both answered,
-question by question (gsm8k_bench/verdicts/paired_stats.py: McNemar's exact p and Newcombe's method-10 score bound on
-the paired difference); a regression is called when even the upper bound on run - reference accuracy
-lies below -tolerance, and the lost questions are named.  Without a usable reference, a scalar baseline
-from baselines.yaml (published numbers) judges it as below; else the run is not gated, and the verdict
-says which `nox -s promote` command would create the reference.
+outcomes.  With the same protocol (and protocol fingerprint, where both record one), the run is compared
+with it over the questions both answered, question by question (gsm8k_bench/verdicts/paired_stats.py:
+McNemar's exact p and Newcombe's method-10 score bound on the paired difference, both one-sided); a
+regression is called when even the upper bound on run - reference accuracy lies below -tolerance, and the
+lost questions are named.  The verdict states its coverage, and judges the run's questions the reference
+lacks too (unpaired, against the reference's accuracy); when too little is compared (MAX_CHANGED_SHARE,
+MIN_COMPARED_SHARE) or the protocol fingerprints differ, it is not_comparable, which fails the session.
+Without a usable reference (none, or one of another protocol), a scalar baseline from baselines.yaml
+(published numbers) judges it as below; else the run is not gated, and the verdict says which
+`nox -s promote` command would create the reference.
 
 A run against a scalar baseline is compared only with a baseline of the same protocol (endpoint, chat
 template, few-shot format, token limit, stop sequences, and for reasoning models the reasoning parser,
@@ -31,12 +35,27 @@ from gsm8k_bench.core.yaml_reader import LineNumberLoader, NodeChecker
 from gsm8k_bench.matrix.names import COMBO_KEYS
 from gsm8k_bench.matrix.types import Combination
 from gsm8k_bench.verdicts import paired_stats
-from gsm8k_bench.verdicts.protocol import METRICS, PROTOCOL_KEYS, REASONING_DEFAULTS
+from gsm8k_bench.verdicts.protocol import (
+    METRICS,
+    PROTOCOL_KEYS,
+    REASONING_DEFAULTS,
+    fingerprint_difference,
+    fingerprint_missing,
+)
 
 if TYPE_CHECKING:
     from gsm8k_bench.verdicts.references import Reference
 
-PAIRED_METHOD = "paired: exact McNemar p; one-sided Newcombe (1998, method 10) score bound on run - reference"
+PAIRED_METHOD = ("paired: one-sided exact McNemar p; one-sided Newcombe (1998, method 10) score bound on run - "
+                 "reference; the run's questions the reference lacks: one-sided Newcombe bound for independent "
+                 "samples against the reference's accuracy")
+# Coverage: a paired verdict speaks for the run only when the compared questions are most of it.  More
+# than 5% of the run's questions under another text or answer key is another dataset (a typo fix or two
+# is not); under 10% of the run's questions in the reference (a 1,319-question run against a 100-question
+# smoke reference) leaves the verdict to the unpaired check of the rest against an accuracy measured on too
+# few questions.  Either way the verdict is not_comparable, and the session fails.
+MAX_CHANGED_SHARE = 0.05
+MIN_COMPARED_SHARE = 0.10
 SHOWN_DOC_IDS = 30  # lost questions named on the console (the JSON lists them all)
 
 
@@ -57,6 +76,19 @@ class PairedCheck(TypedDict):
     regression: bool
     lost_doc_ids: list[int]
     gained_doc_ids: list[int]
+
+
+class RunOnlyCheck(TypedDict):
+    """One metric of the run's questions that the reference lacks, against the reference's accuracy."""
+
+    metric: str
+    n: int
+    observed: float
+    reference: float
+    lower_bound: float
+    upper_bound: float
+    threshold: float
+    regression: bool
 
 
 class ScalarCheck(TypedDict):
@@ -164,53 +196,138 @@ def protocol_difference(expected: Mapping[str, Any], run: Mapping[str, Any]) -> 
 
 
 def judge_paired(reference: Reference, protocol: Mapping[str, Any], samples: Iterable[Mapping[str, Any]],
-                 settings: GateSettings) -> dict[str, Any] | str:
+                 settings: GateSettings, fingerprint: Mapping[str, Any] | None = None) -> dict[str, Any] | str:
     """The run against its reference over the questions both answered, or why they cannot be paired."""
     samples = list(samples)
     if not samples:
         return "the run has no per-question samples"
-    return judge_outcomes(reference, protocol, {m: paired_stats.outcomes(samples, m) for m in METRICS}, settings)
+    with_target = reference.ids_cover_target
+    return judge_outcomes(reference, protocol, {m: paired_stats.outcomes(samples, m, with_target) for m in METRICS},
+                          settings, fingerprint)
+
+
+def coverage_of(reference: Reference, run: Mapping[str, bool]) -> dict[str, Any]:
+    """Which questions a paired verdict covers: compared (both answered the same text and answer key),
+    run-only, reference-only, and changed (the same doc_id under another text or answer key)."""
+    changed = paired_stats.changed_questions(reference.outcomes[METRICS[0]], run)
+    compared = len(run.keys() & reference.outcomes[METRICS[0]].keys())
+    return {"run": len(run), "reference": reference.n, "compared": compared,
+            "run_only": len(run) - compared - len(changed), "reference_only": reference.n - compared - len(changed),
+            "changed": len(changed), "changed_doc_ids": changed,
+            "ids_cover_target": reference.ids_cover_target, "run_only_checks": []}
+
+
+def too_little_compared(coverage: Mapping[str, Any]) -> str:
+    """Why the compared questions cannot speak for the run ('' when they can): see MAX_CHANGED_SHARE."""
+    run, compared, changed = coverage["run"], coverage["compared"], coverage["changed"]
+    if changed > MAX_CHANGED_SHARE * run:
+        return (f"{changed} of the run's {run} questions ({changed / run:.1%}, more than {MAX_CHANGED_SHARE:.0%}) "
+                f"have another question text or answer key than the reference's (the dataset changed: doc_ids "
+                f"{shown(coverage['changed_doc_ids'])}); to judge runs of this dataset, promote one (--force)")
+    if compared < MIN_COMPARED_SHARE * run:
+        return (f"only {compared} of the run's {run} questions ({compared / run:.1%}, less than "
+                f"{MIN_COMPARED_SHARE:.0%}) are in the reference; to judge runs of this size, promote one (--force)")
+    return ""
 
 
 def judge_outcomes(reference: Reference, protocol: Mapping[str, Any], outcomes: Mapping[str, Mapping[str, bool]],
-                   settings: GateSettings) -> dict[str, Any] | str:
+                   settings: GateSettings, fingerprint: Mapping[str, Any] | None = None) -> dict[str, Any] | str:
     """judge_paired on a run's outcomes (metric -> question id -> right)."""
     if dict(reference.protocol) != dict(protocol):
         return f"protocol differs (reference, run): {protocol_difference(reference.protocol, protocol)}"
-    checks: list[PairedCheck] = []
-    changed: list[int] = []
-    for metric in METRICS:
-        run = outcomes[metric]
-        changed = paired_stats.changed_questions(reference.outcomes[metric], run)
-        ids, before, now = paired_stats.align(reference.outcomes[metric], run)
-        if not ids:
-            return ("no question in common" + (f": doc_ids {changed[:SHOWN_DOC_IDS]} have other question texts "
-                                               "than the reference's (the dataset changed)" if changed else ""))
-        comparison = paired_stats.compare(before, now, settings.confidence)
-        lost, gained = paired_stats.discordant(ids, before, now)
-        table = comparison.table
-        checks.append({
-            "metric": metric, "n": table.n, "observed": round(table.run_accuracy, 4),
-            "reference": round(table.reference_accuracy, 4), "difference": round(table.difference, 4),
-            "lost": table.lost, "gained": table.gained, "mcnemar_p": comparison.mcnemar_p,
-            "lower_bound": round(comparison.lower, 4), "upper_bound": round(comparison.upper, 4),
-            "threshold": -settings.tolerance, "regression": comparison.regressed(settings.tolerance),
-            "lost_doc_ids": lost, "gained_doc_ids": gained})
-    regressed = any(c["regression"] for c in checks)
+    coverage = {**coverage_of(reference, outcomes[METRICS[0]]),
+                "fingerprint_note": fingerprint_missing(reference.fingerprint, fingerprint)}
+    base = {"confidence": settings.confidence, "tolerance": settings.tolerance, "baseline": None,
+            "method": PAIRED_METHOD, "changed_doc_ids": coverage["changed_doc_ids"], "coverage": coverage,
+            "reference": {"path": str(reference.path), "n": reference.n, "compared": coverage["compared"],
+                          "accuracy": dict(reference.accuracy), "git_commit": reference.provenance.get("git_commit"),
+                          "date": reference.provenance.get("date")}}
+    # The same protocol record but another fingerprint: the model was sent something else (another few-shot
+    # source, prompt format, template): refused like another dataset, never passed unpaired.
+    why = fingerprint_difference(reference.fingerprint, fingerprint) or too_little_compared(coverage)
+    if why:
+        return {**base, "verdict": "not_comparable", "checks": [],
+                "reason": f"not comparable with {reference.path}: {why}"}
+    checks = [_paired_check(reference, metric, outcomes[metric], settings) for metric in METRICS]
+    coverage["run_only_checks"] = _run_only_checks(reference, outcomes, settings)
+    regressed = any(c["regression"] for c in [*checks, *coverage["run_only_checks"]])
     summary = "; ".join(
         f"{c['metric']} {c['observed']:.4f} vs {c['reference']:.4f} (lost {c['lost']}"
         f"{' [doc_ids ' + shown(c['lost_doc_ids']) + ']' if c['lost'] else ''}, gained {c['gained']}, "
-        f"McNemar p {c['mcnemar_p']:.3g}, upper bound {c['upper_bound']:+.4f} "
-        f"{'<' if c['regression'] else '>='} {c['threshold']:+.4f})" for c in checks)
-    dataset_note = (f"; {len(changed)} doc_ids have other question texts than the reference's and are not "
-                    f"compared: {changed[:SHOWN_DOC_IDS]}" if changed else "")
-    return {"verdict": "regression" if regressed else "pass", "confidence": settings.confidence,
-            "tolerance": settings.tolerance, "baseline": None, "checks": checks,
-            "reason": f"paired with {reference.path} over {checks[0]['n']} questions: {summary}{dataset_note}",
-            "method": PAIRED_METHOD, "changed_doc_ids": changed,
-            "reference": {"path": str(reference.path), "n": reference.n, "compared": checks[0]["n"],
-                          "accuracy": dict(reference.accuracy), "git_commit": reference.provenance.get("git_commit"),
-                          "date": reference.provenance.get("date")}}
+        f"one-sided McNemar p {c['mcnemar_p']:.3g}, upper bound "
+        f"{inequality(c['upper_bound'], c['threshold'])})" for c in checks)
+    return {**base, "verdict": "regression" if regressed else "pass", "checks": checks,
+            "reason": f"paired with {reference.path} over {coverage['compared']} questions: {summary}"
+                      f"{describe_coverage(coverage)}"}
+
+
+def _paired_check(reference: Reference, metric: str, run: Mapping[str, bool], settings: GateSettings) -> PairedCheck:
+    ids, before, now = paired_stats.align(reference.outcomes[metric], run)
+    comparison = paired_stats.compare(before, now, settings.confidence)
+    lost, gained = paired_stats.discordant(ids, before, now)
+    table = comparison.table
+    return {"metric": metric, "n": table.n, "observed": round(table.run_accuracy, 4),
+            "reference": round(table.reference_accuracy, 4), "difference": round(table.difference, 4),
+            "lost": table.lost, "gained": table.gained, "mcnemar_p": comparison.drop_p,
+            "lower_bound": comparison.lower, "upper_bound": comparison.upper,
+            "threshold": -settings.tolerance, "regression": comparison.regressed(settings.tolerance),
+            "lost_doc_ids": lost, "gained_doc_ids": gained}
+
+
+def _run_only_checks(reference: Reference, outcomes: Mapping[str, Mapping[str, bool]],
+                     settings: GateSettings) -> list[RunOnlyCheck]:
+    """The run's questions the reference lacks, against the reference's accuracy: unpaired (no question
+    in common), one-sided at the same confidence, the same tolerance."""
+    known = reference.outcomes[METRICS[0]]
+    asked = {paired_stats.doc_id_of(qid) for qid in known}
+    extra_ids = [qid for qid in outcomes[METRICS[0]] if paired_stats.doc_id_of(qid) not in asked]
+    checks: list[RunOnlyCheck] = []
+    z = paired_stats.z_one_sided(settings.confidence)
+    for metric in METRICS if extra_ids else ():
+        extra = [outcomes[metric][qid] for qid in extra_ids]
+        observed = sum(extra) / len(extra)
+        lower, upper = paired_stats.independent_interval(observed, len(extra), reference.accuracy[metric],
+                                                         reference.n, z)
+        checks.append({"metric": metric, "n": len(extra), "observed": round(observed, 4),
+                       "reference": reference.accuracy[metric], "lower_bound": lower, "upper_bound": upper,
+                       "threshold": -settings.tolerance, "regression": upper < -settings.tolerance})
+    return checks
+
+
+def describe_coverage(coverage: Mapping[str, Any]) -> str:
+    """What the paired verdict covered beyond the compared questions, in words ('' when nothing)."""
+    parts = []
+    if coverage["run_only_checks"]:
+        parts.append(f"{coverage['run_only']} questions the reference lacks, against its accuracy (unpaired): "
+                     + "; ".join(f"{c['metric']} {c['observed']:.4f} vs {c['reference']:.4f}, upper bound "
+                                 f"{inequality(c['upper_bound'], c['threshold'])}"
+                                 for c in coverage["run_only_checks"]))
+    if coverage["changed"]:
+        parts.append(f"{coverage['changed']} doc_ids have another question text or answer key than the "
+                     f"reference's and are not compared: {shown(coverage['changed_doc_ids'])}")
+    if coverage["reference_only"]:
+        parts.append(f"{coverage['reference_only']} reference questions not asked")
+    if not coverage["ids_cover_target"]:
+        parts.append("the reference's question ids predate the answer key (identity by question text only)")
+    if coverage["fingerprint_note"]:
+        parts.append(coverage["fingerprint_note"])
+    return "".join(f"; {part}" for part in parts)
+
+
+def precise(value: float, threshold: float, sign: str) -> tuple[str, str]:
+    """Both numbers with as many decimals (at least 4) as it takes for the printed ones to compare as the
+    exact ones do: never "-0.0200 < -0.0200".  `sign` "+" prints differences signed, "" accuracies.
+    Ends: two different floats print differently at enough decimals (formatting is exact)."""
+    digits = 4
+    while (float(f"{value:{sign}.{digits}f}") < float(f"{threshold:{sign}.{digits}f}")) != (value < threshold):
+        digits += 1
+    return f"{value:{sign}.{digits}f}", f"{threshold:{sign}.{digits}f}"
+
+
+def inequality(value: float, threshold: float, sign: str = "+") -> str:
+    """`value < threshold` or `value >= threshold`, printed at the precision that makes it true."""
+    shown_value, shown_threshold = precise(value, threshold, sign)
+    return f"{shown_value} {'<' if value < threshold else '>='} {shown_threshold}"
 
 
 def display_path(path: Path) -> str:
@@ -225,13 +342,13 @@ def promote_command(result_file: Path | None, session: str) -> str:
 
 def judge(baselines: Baselines, combo: Combination, protocol: Mapping[str, Any],
           metrics: Mapping[str, Any], samples: Iterable[Mapping[str, Any]] = (),
-          result_file: Path | None = None) -> dict[str, Any]:
-    """The verdict: 'pass', 'regression' or 'not_gated' (with the reason), and the numbers behind it.
-    The session's reference (paired) comes first, then a scalar baseline, else not gated."""
+          result_file: Path | None = None, fingerprint: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The verdict: 'pass', 'regression', 'not_comparable' or 'not_gated' (with the reason), and the
+    numbers behind it.  The session's reference (paired) comes first, then a scalar baseline, else not gated."""
     settings = baselines.settings
     unpaired = "no reference"
     if baselines.reference is not None:
-        verdict = judge_paired(baselines.reference, protocol, samples, settings)
+        verdict = judge_paired(baselines.reference, protocol, samples, settings, fingerprint)
         if isinstance(verdict, dict):
             return verdict
         unpaired = f"reference {baselines.reference.path} not used: {verdict}"
@@ -272,26 +389,37 @@ def _judge_scalar(baselines: Baselines, combo: Combination, protocol: Mapping[st
         regression = upper < threshold
         regressed |= regression
         checks.append({"metric": metric, "observed": observed, "baseline": expected, "threshold": threshold,
-                       "upper_bound": round(upper, 4), "regression": regression})
+                       "upper_bound": upper, "regression": regression})
     return {**base, "verdict": "regression" if regressed else "pass", "checks": checks,
             "baseline": {"filters": dict(baseline.filters), "n": baseline.n, "accuracy": dict(baseline.accuracy),
                          "source": baseline.source},
             "reason": "; ".join(
-                f"{c['metric']} {c['observed']:.4f}: upper bound {c['upper_bound']:.4f} "
-                f"{'<' if c['regression'] else '>='} baseline {c['baseline']:.4f} - {settings.tolerance}"
-                for c in checks)}
+                f"{c['metric']} {c['observed']:.4f}: upper bound {inequality(c['upper_bound'], c['threshold'], '')} "
+                f"(baseline {c['baseline']:.4f} - {settings.tolerance})" for c in checks)}
+
+
+def describe_failure(verdict: Mapping[str, Any]) -> str:
+    """Why the gate failed the run: a regression (the failing checks) or too little compared."""
+    if verdict["verdict"] == "not_comparable":
+        return str(verdict["reason"])
+    return describe_regression(verdict)
 
 
 def describe_regression(verdict: Mapping[str, Any]) -> str:
     failing: Sequence[Mapping[str, Any]] = [c for c in verdict["checks"] if c["regression"]]
     if verdict.get("reference"):
-        return f"regression against {verdict['reference']['path']}: " + "; ".join(
-            f"{c['metric']} {c['observed']:.4f} vs {c['reference']:.4f} over {c['n']} questions (upper bound "
-            f"{c['upper_bound']:+.4f} at {verdict['confidence']:.0%} < {c['threshold']:+.4f}, McNemar p "
-            f"{c['mcnemar_p']:.3g}); lost {c['lost']}: doc_ids {shown(c['lost_doc_ids'])}" for c in failing)
+        run_only = [c for c in (verdict.get("coverage") or {}).get("run_only_checks", []) if c["regression"]]
+        return f"regression against {verdict['reference']['path']}: " + "; ".join([
+            *(f"{c['metric']} {c['observed']:.4f} vs {c['reference']:.4f} over {c['n']} questions (upper bound "
+              f"{inequality(c['upper_bound'], c['threshold'])} at {verdict['confidence']:.0%} one-sided, McNemar p "
+              f"{c['mcnemar_p']:.3g} one-sided); lost {c['lost']}: doc_ids {shown(c['lost_doc_ids'])}"
+              for c in failing),
+            *(f"{c['metric']} {c['observed']:.4f} over the {c['n']} questions the reference lacks vs its "
+              f"{c['reference']:.4f} (unpaired upper bound {inequality(c['upper_bound'], c['threshold'])} at "
+              f"{verdict['confidence']:.0%} one-sided)" for c in run_only)])
     return "regression: " + "; ".join(
-        f"{c['metric']} {c['observed']:.4f} (upper bound {c['upper_bound']:.4f} at "
-        f"{verdict['confidence']:.0%}) below baseline {c['baseline']:.4f} - {verdict['tolerance']}"
+        f"{c['metric']} {c['observed']:.4f} (upper bound {inequality(c['upper_bound'], c['threshold'], '')} at "
+        f"{verdict['confidence']:.0%} one-sided; baseline {c['baseline']:.4f} - {verdict['tolerance']})"
         for c in failing)
 
 

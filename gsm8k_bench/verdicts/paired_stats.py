@@ -5,16 +5,18 @@ reference, wrong in the run) and `gained` (the reverse).  The difference in accu
 (gained - lost) / n, and the questions both got right or both got wrong say nothing about it.
 
 - McNemar's exact test: with no real change, each discordant question is lost or gained with
-  probability 1/2, so `lost` ~ Binomial(lost + gained, 1/2); the two-sided p-value doubles the smaller
-  tail (at most 1).
+  probability 1/2, so `lost` ~ Binomial(lost + gained, 1/2); the p-value is one-sided, like the bounds:
+  P(at least `lost` lost) for a drop.
 - Newcombe's hybrid score interval for a difference of paired proportions (Newcombe 1998, "Improved
   confidence intervals for the difference between binomial proportions based on paired data", method
   10): Wilson score intervals of each run's accuracy, combined through the correlation (phi, with
   Newcombe's continuity correction) of the two runs' outcomes.  Closed form, inside [-1, 1], and sound
   at accuracies of 0 and 1 where a Wald interval collapses.
 
-A bound is one-sided at `confidence`: the interval is computed at the two-sided level 2 * confidence - 1,
-and the gate reads only its upper end (a regression when even that lies below -tolerance).
+One level, one sidedness: a bound is one-sided at `confidence`: the interval is computed at the two-sided
+level 2 * confidence - 1, and the gate reads only its upper end (a regression when even that lies below
+-tolerance); the p-values are one-sided too, and a comparison's "significant" flag is its one-sided p below
+1 - confidence: one level, one sidedness, for the flag, the p-value and the bound.
 """
 
 from __future__ import annotations
@@ -32,11 +34,12 @@ CORRECT_FIELD = {"strict_match": "strict_correct", "flexible_extract": "flexible
 
 
 @functools.lru_cache(maxsize=16384)  # a report pairs the same 1,319 questions across many sessions
-def question_id(doc_id: int, question: str | None) -> str:
-    """`doc_id` plus a short hash of the question text: a changed dataset gives new ids, so its
-    questions are never silently paired with other questions of the same number."""
-    digest = hashlib.sha256((question or "").encode("utf-8")).hexdigest()[:10]
-    return f"{doc_id}:{digest}"
+def question_id(doc_id: int, question: str | None, target: str | None = None, with_target: bool = True) -> str:
+    """`doc_id` plus a short hash of the question text and its answer key (target): a changed dataset
+    gives new ids, so its questions are never silently paired with other questions of the same number.
+    `with_target=False` is the id of references written before the answer key was part of it."""
+    text = (question or "") + (f"\0{target or ''}" if with_target else "")
+    return f"{doc_id}:{hashlib.sha256(text.encode('utf-8')).hexdigest()[:10]}"
 
 
 def doc_id_of(qid: str) -> int:
@@ -44,10 +47,15 @@ def doc_id_of(qid: str) -> int:
     return int(qid.split(":", 1)[0])
 
 
-def outcomes(samples: Iterable[Mapping[str, Any]], metric: str) -> dict[str, bool]:
+def sample_id(sample: Mapping[str, Any], with_target: bool = True) -> str:
+    """A session sample's question id."""
+    return question_id(sample["doc_id"], sample.get("question"), sample.get("target"), with_target)
+
+
+def outcomes(samples: Iterable[Mapping[str, Any]], metric: str, with_target: bool = True) -> dict[str, bool]:
     """A session's samples -> question id -> answered right under `metric`."""
     field = CORRECT_FIELD[metric]
-    return {question_id(s["doc_id"], s.get("question")): bool(s[field]) for s in samples}
+    return {sample_id(s, with_target): bool(s[field]) for s in samples}
 
 
 def align(reference: Mapping[str, bool], run: Mapping[str, bool]) -> tuple[list[str], list[bool], list[bool]]:
@@ -86,13 +94,11 @@ def discordant(ids: Sequence[str], reference: Sequence[bool], run: Sequence[bool
     return lost, gained
 
 
-def mcnemar_exact_p(lost: int, gained: int) -> float:
-    """Two-sided exact McNemar p-value from the discordant counts."""
+def mcnemar_drop_p(lost: int, gained: int) -> float:
+    """One-sided exact McNemar p-value of a drop: P(at least `lost` of the discordant questions are lost)
+    when each is lost or gained with probability 1/2."""
     discordant = lost + gained
-    if discordant == 0:
-        return 1.0
-    tail = sum(math.comb(discordant, k) for k in range(min(lost, gained) + 1))
-    return min(1.0, 2 * tail / (1 << discordant))  # exact integers; the division rounds once
+    return sum(math.comb(discordant, k) for k in range(lost, discordant + 1)) / (1 << discordant)
 
 
 @dataclass(frozen=True)
@@ -142,15 +148,23 @@ class PairedTable:
 
 def newcombe_interval(table: PairedTable, z: float) -> tuple[float, float]:
     """Newcombe's method-10 interval for the run's accuracy minus the reference's."""
-    n = table.n
-    p1, p2 = table.run_accuracy, table.reference_accuracy
-    l1, u1 = wilson_interval(p1, n, z)
-    l2, u2 = wilson_interval(p2, n, z)
-    phi = table.phi()
+    return _square_and_add(table.run_accuracy, table.n, table.reference_accuracy, table.n, table.phi(), z)
+
+
+def independent_interval(run_accuracy: float, run_n: int, reference_accuracy: float, reference_n: int,
+                         z: float) -> tuple[float, float]:
+    """Newcombe's (1998) method-10 interval for a difference of two independent proportions (no
+    question in common: the same square-and-add with no correlation)."""
+    return _square_and_add(run_accuracy, run_n, reference_accuracy, reference_n, 0.0, z)
+
+
+def _square_and_add(p1: float, n1: int, p2: float, n2: int, phi: float, z: float) -> tuple[float, float]:
+    """p1 - p2 bounded by each proportion's Wilson interval, combined through their correlation phi."""
+    l1, u1 = wilson_interval(p1, n1, z)
+    l2, u2 = wilson_interval(p2, n2, z)
     delta = math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
     epsilon = math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
-    d = table.difference
-    return max(-1.0, d - delta), min(1.0, d + epsilon)
+    return max(-1.0, p1 - p2 - delta), min(1.0, p1 - p2 + epsilon)
 
 
 @dataclass(frozen=True)
@@ -161,7 +175,24 @@ class PairedComparison:
     confidence: float
     lower: float  # one-sided lower bound on run - reference accuracy, at `confidence`
     upper: float  # one-sided upper bound, at `confidence`
-    mcnemar_p: float
+
+    @property
+    def drop_p(self) -> float:
+        """One-sided exact McNemar p of a drop (the gate's question)."""
+        return mcnemar_drop_p(self.table.lost, self.table.gained)
+
+    @property
+    def observed_p(self) -> float:
+        """One-sided exact McNemar p in the direction the difference points (a gain's is the mirror)."""
+        table = self.table
+        return mcnemar_drop_p(table.lost, table.gained) if table.lost >= table.gained else \
+            mcnemar_drop_p(table.gained, table.lost)
+
+    def significant(self) -> bool:
+        """The one-sided exact p in the direction observed is below 1 - confidence: the flag and the p-value
+        printed beside it always agree (the score bound, read against the tolerance, may differ from the
+        exact test at the margin)."""
+        return self.observed_p < 1 - self.confidence
 
     def regressed(self, tolerance: float) -> bool:
         """Even the most favourable difference the data allow is a drop of more than `tolerance`."""
@@ -174,4 +205,4 @@ def compare(reference: Sequence[bool], run: Sequence[bool], confidence: float) -
     if table.n == 0:
         raise ValueError("no question in common: nothing to compare")
     lower, upper = newcombe_interval(table, z_one_sided(confidence))
-    return PairedComparison(table, confidence, lower, upper, mcnemar_exact_p(table.lost, table.gained))
+    return PairedComparison(table, confidence, lower, upper)

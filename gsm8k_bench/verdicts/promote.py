@@ -2,23 +2,30 @@
 
 PATH is a session JSON, a results directory (its `<session>.json` files, or one folder per artifact as the
 workflow downloads them: core/results_folder.py) or a candidate reference (the summary job's artifact).
-A run is refused when it did not pass, has no per-question samples, would drop questions from the current
-reference, or (unless --force) is a regression against the current reference; the others are written to
-references/ and the `git add` line to commit them is printed.
+A run is refused when it failed for any reason but the gate's, or has no per-question samples.  A promotion
+that would leave the reference less able to judge needs --force, and the refusal says why: the run failed
+the gate (a regression or not comparable), the protocol or its fingerprint changes, no question is in
+common with the current reference, it has fewer questions, the current reference is unreadable, the current
+reference calls it a regression, or it lies significantly below the best reference of its lineage (no
+ratchet: each promotion may lose up to the tolerance, a chain of them may not).  The others are written to
+references/ with the replaced reference added to their lineage, and the `git add` line to commit them is
+printed.
 """
 
 from __future__ import annotations
 
 import argparse
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gsm8k_bench.core import json_input, results, results_folder, session_result
 from gsm8k_bench.core.errors import BenchError, ConfigError, RaisingArgumentParser
-from gsm8k_bench.verdicts import gate, protocol, references
+from gsm8k_bench.verdicts import gate, paired_stats, protocol, references
+
+GATE_FAILURES = ("regression", "not_comparable")  # verdicts that fail a session that scored
 
 
 def build_parser(default_dir: Path) -> argparse.ArgumentParser:
@@ -26,8 +33,9 @@ def build_parser(default_dir: Path) -> argparse.ArgumentParser:
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH",
                         help="session JSON, results directory or candidate reference")
     parser.add_argument("--force", action="store_true",
-                        help="promote even a run the current reference judges a regression, or one with fewer "
-                             "questions")
+                        help="promote even a run the gate failed as a regression, one the current reference or "
+                             "its lineage judges a regression, one of another protocol, with fewer or no common "
+                             "questions, or over an unreadable reference (each is printed)")
     parser.add_argument("--references-dir", type=Path, default=default_dir,
                         help=f"where references live (default {default_dir})")
     parser.add_argument("--passed-only", action="store_true",
@@ -40,7 +48,7 @@ class Candidate:
     source: Path
     session: str
     document: dict[str, Any] | None  # the reference to write; None when refused
-    problem: str = ""  # why it cannot be promoted
+    problem: str = ""  # why it cannot be promoted (with a document: why only --force promotes it)
     skippable: bool = False  # it did not pass (a --passed-only run skips it)
 
 
@@ -90,14 +98,22 @@ def _unpromotable(document: Mapping[str, Any]) -> str:
 
 def _from_session(path: Path, document: dict[str, Any]) -> Candidate:
     session = document["session"]
-    if document.get("status") != "passed":
-        message = ((document.get("error") or {}).get("message") or "").splitlines()[:1]
-        return Candidate(path, session, None, f"status {document.get('status')}: {''.join(message)}",
-                         skippable=True)
+    message = "".join(((document.get("error") or {}).get("message") or "").splitlines()[:1])
+    if document.get("status") != "passed" and not gate_failure_only(document):
+        return Candidate(path, session, None, f"status {document.get('status')}: {message}", skippable=True)
     problem = _unpromotable(document)
     if problem:
         return Candidate(path, session, None, problem)
-    return Candidate(path, session, references.from_session(document, source=path.name))
+    written = references.from_session(document, source=path.name)
+    if document.get("status") != "passed":
+        return Candidate(path, session, written, f"the run failed only the gate ({message})", skippable=True)
+    return Candidate(path, session, written)
+
+
+def gate_failure_only(document: Mapping[str, Any]) -> bool:
+    """The run scored and its only failure was the gate's verdict (a regression or not comparable)."""
+    return (document.get("status") == "failed" and (document.get("gate") or {}).get("verdict") in GATE_FAILURES
+            and ((document.get("error") or {}).get("message") or "").startswith("gate: "))
 
 
 def _accuracy_change(old: references.Reference | None, new: references.Reference) -> str:
@@ -111,27 +127,77 @@ def _counted(doc_ids: list[int]) -> str:
     return f"{len(doc_ids)} (doc_ids {gate.shown(doc_ids)})" if doc_ids else "0"
 
 
-def review(new: references.Reference, current: Path, settings: gate.GateSettings,
-           force: bool) -> tuple[str, str]:
-    """What promoting `new` over the reference at `current` changes, and why it is refused ('' if not)."""
+@dataclass(frozen=True)
+class Review:
+    """What promoting a run over the current reference changes, and what only --force allows."""
+
+    change: str
+    needs_force: list[str]
+    ancestor: references.Reference | None  # the replaced reference, when the lineage continues through it
+
+
+def review(new: references.Reference, current: Path, settings: gate.GateSettings) -> Review:
+    """Promoting `new` over the reference at `current`: the change, and every reason it needs --force."""
     try:
         old = references.load(current, new.session) if current.is_file() else None
     except ConfigError as exc:
-        return f"replaces an unreadable reference ({exc}); {_accuracy_change(None, new)}", ""
+        return Review(f"replaces an unreadable reference; {_accuracy_change(None, new)}",
+                      [f"it replaces an unreadable reference ({exc})"], None)
     if old is None:
-        return f"new reference: {_accuracy_change(None, new)}", ""
+        return Review(f"new reference: {_accuracy_change(None, new)}", [], None)
     change = _accuracy_change(old, new)
-    if old.n > new.n and not force:
-        return change, (f"the reference has {old.n} questions, this run {new.n}: promoting it would drop "
-                        f"{old.n - new.n} of them (--force to do it)")
-    verdict = gate.judge_outcomes(old, new.protocol, new.outcomes, settings)
-    if isinstance(verdict, str):
-        return f"{change}; not comparable with the current reference: {verdict}", ""
-    change += "".join(f"\n    {c['metric']}: gained {_counted(c['gained_doc_ids'])}; lost {_counted(c['lost_doc_ids'])}"
-                      for c in verdict["checks"])
-    if verdict["verdict"] == "regression" and not force:
-        return change, f"the current reference calls it a {gate.describe_regression(verdict)} (--force to promote)"
-    return change, ""
+    fewer = [f"the reference has {old.n} questions, this run {new.n}: promoting it would drop {old.n - new.n} of "
+             "them"] if old.n > new.n else []
+    another = [f"the protocol changes (reference, run): {gate.protocol_difference(old.protocol, new.protocol)}"
+               ] if dict(old.protocol) != dict(new.protocol) else []
+    fingerprints = protocol.fingerprint_difference(old.fingerprint, new.fingerprint)
+    another += [f"the {fingerprints}"] if fingerprints else []
+    missing = protocol.fingerprint_missing(old.fingerprint, new.fingerprint)
+    change += f"\n    {missing}" if missing else ""
+    if another:  # the old lineage's accuracies say nothing about another protocol's
+        return Review(f"{change}\n    the lineage starts again (another protocol)", another + fewer, None)
+    needs = fewer
+    if not needs:
+        verdict = gate.judge_outcomes(old, new.protocol, new.outcomes, settings)
+        assert isinstance(verdict, dict)  # only another protocol gives a string, and that returned above
+        if verdict["verdict"] == "not_comparable":
+            needs.append(verdict["reason"])
+        else:
+            change += "".join(f"\n    {c['metric']}: gained {_counted(c['gained_doc_ids'])}; "
+                              f"lost {_counted(c['lost_doc_ids'])}" for c in verdict["checks"])
+            if verdict["verdict"] == "regression":
+                needs.append(f"the current reference calls it a {gate.describe_regression(verdict)}")
+    lineage = [*old.lineage, old.lineage_entry()]
+    change += "\n    " + drift(lineage, new)
+    needs += below_best(lineage[:-1], new, settings)  # the current reference itself is judged paired above
+    return Review(change, needs, old)
+
+
+def drift(lineage: Sequence[Mapping[str, Any]], new: references.Reference) -> str:
+    """The cumulative change since the first reference, and the distance to the best of the lineage."""
+    first = lineage[0]
+    return "; ".join(
+        f"{m} drift since the first reference {new.accuracy[m] - first['accuracy'][m]:+.4f} (n {first['n']}), "
+        f"{new.accuracy[m] - max(e['accuracy'][m] for e in lineage):+.4f} from the best of "
+        f"{len(lineage)}" for m in protocol.METRICS)
+
+
+def below_best(ancestors: Sequence[Mapping[str, Any]], new: references.Reference,
+               settings: gate.GateSettings) -> list[str]:
+    """The metrics on which `new` lies significantly below the best earlier reference: the gate's one-sided
+    bound and tolerance, unpaired (a lineage keeps accuracies and n, not questions)."""
+    z = paired_stats.z_one_sided(settings.confidence)
+    found = []
+    for metric in protocol.METRICS if ancestors else ():
+        best = max(ancestors, key=lambda e: e["accuracy"][metric])
+        upper = paired_stats.independent_interval(new.accuracy[metric], new.n, best["accuracy"][metric],
+                                                  best["n"], z)[1]
+        if upper < -settings.tolerance:
+            found.append(f"{metric} {new.accuracy[metric]:.4f} is significantly below the best of its lineage, "
+                         f"{best['accuracy'][metric]:.4f} (n {best['n']}, {best.get('date')}): upper bound "
+                         f"{gate.inequality(upper, -settings.tolerance)} at {settings.confidence:.0%} one-sided, "
+                         "unpaired")
+    return found
 
 
 def promote(argv: list[str], default_dir: Path, settings: gate.GateSettings,
@@ -146,21 +212,26 @@ def promote(argv: list[str], default_dir: Path, settings: gate.GateSettings,
             else:
                 refused.append(f"{candidate.session} ({candidate.source}): {candidate.problem}")
             continue
+        if candidate.problem and args.passed_only:
+            log(f"{candidate.session}: skipped ({candidate.problem})")
+            continue
         try:  # the name comes from the file: a path outside --references-dir is refused here
             target = references.reference_path(args.references_dir, candidate.session)
             new = references.parse(candidate.document, target, candidate.session)
         except BenchError as exc:
             refused.append(f"{candidate.source}: {exc}")
             continue
-        change, problem = review(new, target, settings, args.force)
-        if problem:
-            refused.append(f"{candidate.session} ({candidate.source}): {problem}")
-            log(f"{candidate.session}: refused; {change}")
+        result = review(new, target, settings)
+        needs = ([candidate.problem] if candidate.problem else []) + result.needs_force
+        if needs and not args.force:
+            refused.append(f"{candidate.session} ({candidate.source}): " + "; ".join(needs) + " (--force to promote)")
+            log(f"{candidate.session}: refused; {result.change}")
             continue
         results.output_folder(args.references_dir, "--references-dir")
-        references.write(target, candidate.document)
+        references.write(target, references.with_lineage(candidate.document, result.ancestor))
         written.append(target)
-        log(f"{candidate.session}: {change}\n    -> {target}")
+        log(f"{candidate.session}: {result.change}" + "".join(f"\n    forced: {why}" for why in needs)
+            + f"\n    -> {target}")
     if written:
         log("commit with: git add " + " ".join(gate.display_path(p) for p in written))
     if refused:

@@ -1,9 +1,11 @@
 """References: a known-good run of a session, question by question, kept in the repository.
 
 `references/<session>.json` is small enough to review in a pull request: no responses, one line per
-question, `"<doc_id>:<hash of the question text>": "<strict><flexible>"` with 1 for right and 0 for
-wrong (a changed question text gives another id, so a changed dataset is seen, not silently paired);
-the protocol record, n, the accuracies and where the run came from.  `nox -s promote` writes them
+question, `"<doc_id>:<hash of the question text and answer key>": "<strict><flexible>"` with 1 for right
+and 0 for wrong (a changed question or answer key gives another id, so a changed dataset is seen, not
+silently paired); the protocol record and its fingerprint, n, the accuracies, where the run came from, and
+its lineage: n and accuracies of the references it replaced, oldest (the first) first.  Schema 1 files (ids
+of the question text alone, no fingerprint, no lineage) still load.  `nox -s promote` writes them
 (gsm8k_bench/verdicts/promote.py); the gate pairs a run with its session's reference (gate.judge).
 Loading validates everything and names file and key, like matrix.yaml.
 """
@@ -20,15 +22,19 @@ from gsm8k_bench.core import json_input, paths, results
 from gsm8k_bench.core.errors import BenchError, ConfigError
 from gsm8k_bench.core.yaml_reader import NodeChecker
 from gsm8k_bench.verdicts import paired_stats
-from gsm8k_bench.verdicts.protocol import METRICS, PROTOCOL_KEYS, REASONING_DEFAULTS
+from gsm8k_bench.verdicts.protocol import FINGERPRINT_PARTS, METRICS, PROTOCOL_KEYS, REASONING_DEFAULTS
 
 KIND = "gsm8k-bench reference"
 MAX_FILE_BYTES = 16 * 1024 * 1024  # a full run's reference is about 40 kB
-SCHEMA_VERSION = 1
-QUESTIONS_FORMAT = "doc_id:sha256(question)[:10] -> strict, flexible (1 right, 0 wrong)"
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)  # 1: question ids of the question text alone
+QUESTIONS_FORMAT = "doc_id:sha256(question NUL target)[:10] -> strict, flexible (1 right, 0 wrong)"
 QUESTION_ID = re.compile(r"^\d+:[0-9a-f]{10}$")
 OUTCOME = re.compile(r"^[01]{2}$")
-TOP_KEYS = ("kind", "schema", "session", "n", "accuracy", "protocol", "provenance", "questions_format", "questions")
+REQUIRED_KEYS = ("kind", "schema", "session", "n", "accuracy", "protocol", "provenance", "questions_format",
+                 "questions")
+TOP_KEYS = (*REQUIRED_KEYS, "fingerprint", "lineage")
+LINEAGE_KEYS = ("n", "accuracy", "git_commit", "date", "source")
 PROVENANCE_KEYS = ("framework", "framework_version", "runner", "launcher", "image", "image_id", "image_digests",
                    "server_command", "checkpoint", "model_source", "precision", "concurrency", "dataset",
                    "lm_eval", "gsm8k_bench", "git_commit", "date", "source")
@@ -43,6 +49,14 @@ class Reference:
     accuracy: Mapping[str, float]
     outcomes: Mapping[str, Mapping[str, bool]]  # metric -> question id -> right
     provenance: Mapping[str, Any]
+    ids_cover_target: bool = True  # False: a schema 1 file, ids of the question text alone
+    fingerprint: Mapping[str, Any] | None = None  # None: written before fingerprints
+    lineage: tuple[Mapping[str, Any], ...] = ()  # the references it replaced, oldest first
+
+    def lineage_entry(self) -> dict[str, Any]:
+        """This reference as a line of its successor's lineage."""
+        return {"n": self.n, "accuracy": dict(self.accuracy), "git_commit": self.provenance.get("git_commit"),
+                "date": self.provenance.get("date"), "source": self.provenance.get("source")}
 
 
 def reference_path(directory: Path, session: str) -> Path:
@@ -59,8 +73,8 @@ def from_session(document: Mapping[str, Any], source: str = "") -> dict[str, Any
     config, environment = document["config"], document["environment"]
     server = config.get("server") or {}
     samples = sorted(document["samples"], key=lambda s: s["doc_id"])
-    questions = {paired_stats.question_id(s["doc_id"], s.get("question")):
-                 f"{int(bool(s['strict_correct']))}{int(bool(s['flexible_correct']))}" for s in samples}
+    questions = {paired_stats.sample_id(s): f"{int(bool(s['strict_correct']))}{int(bool(s['flexible_correct']))}"
+                 for s in samples}
     accuracy = {metric: round(sum(v[i] == "1" for v in questions.values()) / len(questions), 4)
                 for i, metric in enumerate(METRICS)}
     provenance = {
@@ -75,7 +89,15 @@ def from_session(document: Mapping[str, Any], source: str = "") -> dict[str, Any
     }
     return {"kind": KIND, "schema": SCHEMA_VERSION, "session": document["session"], "n": len(questions),
             "accuracy": accuracy, "protocol": {k: config["protocol"].get(k) for k in PROTOCOL_KEYS},
-            "provenance": provenance, "questions_format": QUESTIONS_FORMAT, "questions": questions}
+            "provenance": provenance, "fingerprint": config.get("fingerprint"), "lineage": [],
+            "questions_format": QUESTIONS_FORMAT, "questions": questions}
+
+
+def with_lineage(document: Mapping[str, Any], replaced: Reference | None) -> dict[str, Any]:
+    """The reference document to write over `replaced`: its lineage is the replaced one's plus it."""
+    if replaced is None:
+        return dict(document)
+    return {**document, "lineage": [*replaced.lineage, replaced.lineage_entry()]}
 
 
 def write(path: Path, document: Mapping[str, Any]) -> Path:
@@ -88,12 +110,13 @@ def parse(document: Any, path: Path, session: str | None = None) -> Reference:
     if not isinstance(document, dict) or document.get("kind") != KIND:
         raise r.fail("kind", f"not a gsm8k-bench reference (expected kind {KIND!r})")
     schema = document.get("schema")
-    if schema != SCHEMA_VERSION:
+    if schema not in READABLE_SCHEMAS:
         age = "an older" if not isinstance(schema, int) or schema < SCHEMA_VERSION else "a newer"
         raise r.fail("schema", f"written by {age} gsm8k-bench (schema {schema!r}; this one reads "
-                     f"{SCHEMA_VERSION}): promote a run of {document.get('session', 'the session')} again "
+                     f"{', '.join(map(str, READABLE_SCHEMAS))}): promote a run of "
+                     f"{document.get('session', 'the session')} again "
                      "with nox -s promote -- results/<session>.json")
-    r.mapping(document, "(top level)", TOP_KEYS, required=TOP_KEYS)
+    r.mapping(document, "(top level)", TOP_KEYS, required=REQUIRED_KEYS)
     name = r.typed(document["session"], "session", str, document, "session")
     try:
         paths.check_session_name(name)
@@ -124,7 +147,29 @@ def parse(document: Any, path: Path, session: str | None = None) -> Reference:
         if abs(value - counted) > 1e-4:
             raise r.fail(f"accuracy.{metric}", f"is {value} but the questions give {counted:.4f} (edited by hand?)")
     return Reference(session=name, path=path, n=n, protocol=dict(protocol), accuracy=dict(accuracy),
-                     outcomes=outcomes, provenance=dict(provenance))
+                     outcomes=outcomes, provenance=dict(provenance), ids_cover_target=schema >= 2,
+                     fingerprint=_fingerprint(r, document), lineage=_lineage(r, document))
+
+
+def _fingerprint(r: NodeChecker, document: Mapping[str, Any]) -> dict[str, Any] | None:
+    if document.get("fingerprint") is None:
+        return None
+    record = r.mapping(document["fingerprint"], "fingerprint", ("sha256", "n", "parts"), required=("sha256", "parts"))
+    parts = r.mapping(record["parts"], "fingerprint.parts", FINGERPRINT_PARTS, required=FINGERPRINT_PARTS)
+    return {**record, "parts": dict(parts)}
+
+
+def _lineage(r: NodeChecker, document: Mapping[str, Any]) -> tuple[dict[str, Any], ...]:
+    entries = []
+    for index, node in enumerate(r.typed(document.get("lineage", []), "lineage", list, document, "lineage")):
+        key = f"lineage[{index}]"
+        entry = r.mapping(node, key, LINEAGE_KEYS, required=("n", "accuracy"))
+        r.positive_int(entry["n"], f"{key}.n", entry, "n")
+        accuracy = r.mapping(entry["accuracy"], f"{key}.accuracy", METRICS, required=METRICS)
+        for metric in METRICS:
+            r.typed(accuracy[metric], f"{key}.accuracy.{metric}", (int, float), accuracy, metric)
+        entries.append(dict(entry))
+    return tuple(entries)
 
 
 def load(path: Path, session: str | None = None) -> Reference:

@@ -2,9 +2,11 @@
 questions that flipped.  Shared by `nox -s compare` (before/after), the report's sibling cells and a
 session's concurrency levels; the statistics themselves are gsm8k_bench.verdicts.paired_stats's.
 
-A comparison is made only over the questions both runs answered (paired by `paired.question_id`), and
-only when both ran the same protocol (protocol.PROTOCOL_KEYS of `config.protocol`, as the gate reads it);
-otherwise it says why not.
+A comparison is made only over the questions both runs answered (paired by `paired_stats.sample_id`:
+doc_id, question text and answer key), and only when both ran the same protocol (protocol.PROTOCOL_KEYS of
+`config.protocol`, as the gate reads it) and, where both record one, the same protocol fingerprint;
+otherwise it says why not.  Bounds, flags and p-values are one-sided at the gate's confidence: a difference
+is `significant` when the bound on its side excludes 0, and its p-value is the one-sided p of that side.
 """
 
 from __future__ import annotations
@@ -92,17 +94,20 @@ def unpairable(document: Mapping[str, Any], side: str) -> str | None:
 def protocol_difference(reference: Mapping[str, Any], run: Mapping[str, Any]) -> str | None:
     a, b = document_protocol(reference), document_protocol(run)
     diff = {k: (a.get(k), b.get(k)) for k in protocol.PROTOCOL_KEYS if a.get(k) != b.get(k)}
-    return f"protocols differ (reference, run): {diff}" if diff else None
+    if diff:
+        return f"protocols differ (reference, run): {diff}"
+    return protocol.fingerprint_difference((reference.get("config") or {}).get("fingerprint"),
+                                           (run.get("config") or {}).get("fingerprint")) or None
 
 
 def metric_numbers(result: paired_stats.PairedComparison, tolerance: float) -> MetricNumbers:
     table = result.table
     return {
         "n": table.n, "reference": round(table.reference_accuracy, 6), "run": round(table.run_accuracy, 6),
-        "difference": round(table.difference, 6), "lower": round(result.lower, 6), "upper": round(result.upper, 6),
-        "confidence": result.confidence, "mcnemar_p": result.mcnemar_p, "lost": table.lost, "gained": table.gained,
+        "difference": round(table.difference, 6), "lower": result.lower, "upper": result.upper,
+        "confidence": result.confidence, "mcnemar_p": result.observed_p, "lost": table.lost, "gained": table.gained,
         "regressed": result.regressed(tolerance), "improved": result.lower > tolerance,
-        "significant": result.upper < 0 or result.lower > 0,
+        "significant": result.significant(),
     }
 
 
@@ -130,7 +135,7 @@ def pair_samples(reference: Sequence[Mapping[str, Any]], run: Sequence[Mapping[s
                     "flips": [], "changed": []}
         numbers[metric] = metric_numbers(paired_stats.compare(ref_outcomes, run_outcomes, settings.confidence),
                                          settings.tolerance)
-    by_id = [{paired_stats.question_id(s["doc_id"], s["question"]): s for s in side} for side in (reference, run)]
+    by_id = [{paired_stats.sample_id(s): s for s in side} for side in (reference, run)]
     flips: list[ChangedQuestion] = []
     changed: list[ChangedQuestion] = []
     for qid in common:
@@ -152,13 +157,17 @@ def compare_documents(reference: Mapping[str, Any], run: Mapping[str, Any],
               or protocol_difference(reference, run))
     if reason:
         return {"verdict": NOT_COMPARED, "reason": reason, "metrics": {}, "flips": [], "changed": []}
-    return pair_samples(reference["samples"], run["samples"], settings)
+    result = pair_samples(reference["samples"], run["samples"], settings)
+    if result["verdict"] != NOT_COMPARED:  # compared: say when only the protocol record vouched for the pairing
+        result["reason"] = protocol.fingerprint_missing(
+            *((document.get("config") or {}).get("fingerprint") for document in (reference, run)))
+    return result
 
 
 def describe(result: Mapping[str, Any]) -> str:
     """One line: the verdict and, per metric, difference [bound] and McNemar p."""
     if result["verdict"] == NOT_COMPARED:
         return f"not compared: {result['reason']}"
-    parts = [f"{m} {v['difference']:+.4f} [{v['lower']:+.4f}, {v['upper']:+.4f}] p={v['mcnemar_p']:.3g} "
+    parts = [f"{m} {v['difference']:+.4f} [{v['lower']:+.4f}, {v['upper']:+.4f}] one-sided p={v['mcnemar_p']:.3g} "
              f"(-{v['lost']} +{v['gained']})" for m, v in result["metrics"].items()]
     return f"{result['verdict']}: " + "; ".join(parts)
