@@ -224,11 +224,16 @@ class PairedCheck(Part):
     difference: Number = Field(description="run - reference.")
     lost: int = Field(description="Right in the reference, wrong now.")
     gained: int = Field(description="Wrong in the reference, right now.")
-    mcnemar_p: Number = Field(description="McNemar's exact p-value.")
+    mcnemar_p: Number = Field(description="McNemar's exact p-value (two-sided).")
+    p_one_sided: Number | None = Field(
+        default=None, description="One-sided exact McNemar p against a drop: P(Binomial(lost + gained, 1/2) >= lost).")
     lower_bound: Number = Field(description="One-sided lower bound on the difference (Newcombe method 10).")
     upper_bound: Number = Field(description="One-sided upper bound on the difference.")
-    threshold: Number = Field(description="-tolerance.")
-    regression: bool = Field(description="True when the upper bound lies below the threshold.")
+    threshold: Number | None = Field(
+        default=None, description="Results before the per-session level: -tolerance, the upper bound's threshold.")
+    gates: bool | None = Field(default=None, description="True for the metric the verdict is decided on.")
+    regression: bool = Field(description="The gating metric: p_one_sided <= the verdict's level (before: the upper "
+                             "bound below the threshold); false for a metric that is reported, not gated.")
     lost_doc_ids: list[int] = Field(default_factory=list, description="Every lost question.")
     gained_doc_ids: list[int] = Field(default_factory=list, description="Every gained question.")
 
@@ -253,8 +258,13 @@ class GateVerdict(Part):
     """The gate's verdict: against the session's reference (paired), else a scalar baseline, else not gated."""
 
     verdict: Literal["pass", "regression", "not_gated"] | None = Field(default=None, description="The verdict.")
-    confidence: Number | None = Field(default=None, description="One-sided confidence of the bounds.")
-    tolerance: Number | None = Field(default=None, description="The drop tolerated.")
+    confidence: Number | None = Field(
+        default=None, description="One-sided confidence of the bounds; paired: family-wise, over the family.")
+    tolerance: Number | None = Field(default=None, description="Scalar baseline: the drop tolerated.")
+    metric: str | None = Field(default=None, description="Paired: the metric the verdict is decided on.")
+    family: int | None = Field(default=None, description="Paired: sessions judged together (--gate-family).")
+    level: Number | None = Field(
+        default=None, description="Paired: the per-session level, (1 - confidence) / family.")
     baseline: BaselineRecord | None = Field(
         default=None, description="The scalar baseline used (null when paired or none).")
     checks: list[PairedCheck | ScalarCheck] = Field(default_factory=list, description="One check per metric.")

@@ -16,14 +16,17 @@ def _metric_rows(document: dict[str, Any]) -> list[tuple[str, ...]]:
     paired = verdict.get("reference") is not None  # bounds on the change against the reference
     bound_label = f"{'change vs reference' if paired else 'upper bound'} ({confidence:.0%})"
     rows: list[tuple[str, ...]] = [
-        ("metric", "accuracy", bound_label, "threshold" if paired else "baseline - tol", "n", "verdict")]
+        ("metric", "accuracy", bound_label, "p (one-sided) vs level" if paired else "baseline - tol", "n", "verdict")]
     n = metrics.get("n")
     for metric in protocol.METRICS:
         observed, check = metrics.get(metric), checks.get(metric)
-        if check:
-            bound = (f"{check['difference']:+.4f} (<= {check['upper_bound']:+.4f})" if paired
-                     else fmt(check["upper_bound"]))
-            threshold = f"{check['threshold']:+.4f}" if paired else fmt(check["threshold"])
+        if check and paired:  # one metric gates at the verdict's level; the other is reported
+            bound = f"{check['difference']:+.4f} (<= {check['upper_bound']:+.4f})"
+            threshold = (f"{check['p_one_sided']:.3g} {'<=' if check['regression'] else '>'} {verdict['level']:.3g}"
+                         if check["gates"] else f"{check['p_one_sided']:.3g}")
+            said = ("regression" if check["regression"] else "pass") if check["gates"] else "reported"
+        elif check:
+            bound, threshold = fmt(check["upper_bound"]), fmt(check["threshold"])
             said = "regression" if check["regression"] else "pass"
         else:  # not gated: the same one-sided bound, for reading the number
             bound = fmt(gate.wilson_upper(observed, n, confidence) if observed is not None and n else None)

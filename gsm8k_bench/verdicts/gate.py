@@ -2,9 +2,14 @@
 
 First choice is the session's reference (gsm8k_bench/verdicts/references.py): a known-good run's per-question
 outcomes.  With the same protocol, the run is compared with it over the questions both answered,
-question by question (gsm8k_bench/verdicts/paired_stats.py: McNemar's exact p and Newcombe's method-10 score bound on
-the paired difference); a regression is called when even the upper bound on run - reference accuracy
-lies below -tolerance, and the lost questions are named.  Without a usable reference, a scalar baseline
+question by question (gsm8k_bench/verdicts/paired_stats.py).  The decision rule (GateSettings): one metric
+gates (`gate.metric`, strict_match unless baselines.yaml says otherwise; the other is reported); a regression
+is called when the one-sided exact McNemar p against a drop is at most (1 - confidence) / family, family being
+the number of sessions judged together (`--gate-family`, which a workflow dispatch sets to its number of
+sessions; a session run alone is a family of one).  With no tolerance a small true drop is caught, and the
+Bonferroni level keeps the share of dispatches of healthy sessions that report any regression at most
+1 - confidence (benchmarks/pairing_power.py simulates both).  Newcombe's method-10 bounds on the difference
+are reported beside it; the lost questions are named.  Without a usable reference, a scalar baseline
 from baselines.yaml (published numbers) judges it as below; else the run is not gated, and the verdict
 says which `nox -s promote` command would create the reference.
 
@@ -36,7 +41,8 @@ from gsm8k_bench.verdicts.protocol import METRICS, PROTOCOL_KEYS, REASONING_DEFA
 if TYPE_CHECKING:
     from gsm8k_bench.verdicts.references import Reference
 
-PAIRED_METHOD = "paired: exact McNemar p; one-sided Newcombe (1998, method 10) score bound on run - reference"
+PAIRED_METHOD = ("paired: one-sided exact McNemar p against a drop <= (1 - confidence) / family; two-sided exact "
+                 "McNemar p and one-sided Newcombe (1998, method 10) bounds on run - reference reported")
 SHOWN_DOC_IDS = 30  # lost questions named on the console (the JSON lists them all)
 
 
@@ -51,9 +57,10 @@ class PairedCheck(TypedDict):
     lost: int
     gained: int
     mcnemar_p: float
+    p_one_sided: float
     lower_bound: float
     upper_bound: float
-    threshold: float
+    gates: bool
     regression: bool
     lost_doc_ids: list[int]
     gained_doc_ids: list[int]
@@ -72,8 +79,18 @@ class ScalarCheck(TypedDict):
 
 @dataclass(frozen=True)
 class GateSettings:
-    confidence: float = 0.95
-    tolerance: float = 0.02
+    """How the gate decides.  The paired rule: `metric` alone gates, at the per-session `level`."""
+
+    confidence: float = 0.95  # paired gate: family-wise; scalar baselines and compare: per comparison
+    tolerance: float = 0.02  # scalar baselines and compare only: the paired gate has none
+    metric: str = METRICS[0]  # the one metric a paired verdict is decided on
+    family: int = 1  # sessions judged together (a dispatch's --gate-family); a session run alone is one
+
+    @property
+    def level(self) -> float:
+        """The per-session level of the paired gate: Bonferroni over the family, so that a dispatch of
+        healthy sessions reports any regression with probability at most 1 - confidence."""
+        return (1 - self.confidence) / self.family
 
 
 @dataclass(frozen=True)
@@ -111,13 +128,16 @@ def load_baselines(path: Path) -> Baselines:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path.name}: YAML syntax error: {exc}") from None
     data = r.mapping(data, "(top level)", ("version", "gate", "baselines"), required=("version",))
-    gate = r.mapping(data.get("gate", {}), "gate", ("confidence", "tolerance"))
+    gate = r.mapping(data.get("gate", {}), "gate", ("confidence", "tolerance", "metric"))
     confidence = float(r.typed(gate.get("confidence", 0.95), "gate.confidence", (int, float), gate, "confidence"))
     tolerance = float(r.typed(gate.get("tolerance", 0.02), "gate.tolerance", (int, float), gate, "tolerance"))
     if not 0.5 <= confidence < 1:
         raise r.fail("gate.confidence", f"must be in [0.5, 1), got {confidence}", gate, "confidence")
     if not 0 <= tolerance < 1:
         raise r.fail("gate.tolerance", f"must be in [0, 1), got {tolerance}", gate, "tolerance")
+    gating_metric = gate.get("metric", METRICS[0])
+    if gating_metric not in METRICS:
+        raise r.fail("gate.metric", f"must be one of {', '.join(METRICS)}, got {gating_metric!r}", gate, "metric")
     entries = []
     for index, node in enumerate(r.typed(data.get("baselines", []), "baselines", list, data, "baselines")):
         key = f"baselines[{index}]"
@@ -143,7 +163,7 @@ def load_baselines(path: Path) -> Baselines:
             accuracy=accuracy,
             source=str(node.get("source", "")),
         ))
-    return Baselines(GateSettings(confidence, tolerance), tuple(entries))
+    return Baselines(GateSettings(confidence, tolerance, gating_metric), tuple(entries))
 
 
 def wilson_upper(p: float, n: int, confidence: float) -> float:
@@ -189,24 +209,29 @@ def judge_outcomes(reference: Reference, protocol: Mapping[str, Any], outcomes: 
         comparison = paired_stats.compare(before, now, settings.confidence)
         lost, gained = paired_stats.discordant(ids, before, now)
         table = comparison.table
+        p_drop = paired_stats.mcnemar_one_sided_p(table.lost, table.gained)
         checks.append({
             "metric": metric, "n": table.n, "observed": round(table.run_accuracy, 4),
             "reference": round(table.reference_accuracy, 4), "difference": round(table.difference, 4),
-            "lost": table.lost, "gained": table.gained, "mcnemar_p": comparison.mcnemar_p,
+            "lost": table.lost, "gained": table.gained, "mcnemar_p": comparison.mcnemar_p, "p_one_sided": p_drop,
             "lower_bound": round(comparison.lower, 4), "upper_bound": round(comparison.upper, 4),
-            "threshold": -settings.tolerance, "regression": comparison.regressed(settings.tolerance),
+            "gates": metric == settings.metric, "regression": metric == settings.metric and p_drop <= settings.level,
             "lost_doc_ids": lost, "gained_doc_ids": gained})
     regressed = any(c["regression"] for c in checks)
     summary = "; ".join(
         f"{c['metric']} {c['observed']:.4f} vs {c['reference']:.4f} (lost {c['lost']}"
         f"{' [doc_ids ' + shown(c['lost_doc_ids']) + ']' if c['lost'] else ''}, gained {c['gained']}, "
-        f"McNemar p {c['mcnemar_p']:.3g}, upper bound {c['upper_bound']:+.4f} "
-        f"{'<' if c['regression'] else '>='} {c['threshold']:+.4f})" for c in checks)
+        f"one-sided McNemar p {c['p_one_sided']:.4g} "
+        + (f"{'<=' if c['regression'] else '>'} {settings.level:.4g})" if c["gates"] else "reported, not gated)")
+        for c in checks)
     dataset_note = (f"; {len(changed)} doc_ids have other question texts than the reference's and are not "
                     f"compared: {changed[:SHOWN_DOC_IDS]}" if changed else "")
     return {"verdict": "regression" if regressed else "pass", "confidence": settings.confidence,
-            "tolerance": settings.tolerance, "baseline": None, "checks": checks,
-            "reason": f"paired with {reference.path} over {checks[0]['n']} questions: {summary}{dataset_note}",
+            "metric": settings.metric, "family": settings.family, "level": settings.level,
+            "baseline": None, "checks": checks,
+            "reason": f"paired with {reference.path} over {checks[0]['n']} questions, {settings.metric} gating at "
+                      f"(1 - {settings.confidence}) / {settings.family} = {settings.level:.4g}: "
+                      f"{summary}{dataset_note}",
             "method": PAIRED_METHOD, "changed_doc_ids": changed,
             "reference": {"path": str(reference.path), "n": reference.n, "compared": checks[0]["n"],
                           "accuracy": dict(reference.accuracy), "git_commit": reference.provenance.get("git_commit"),
@@ -286,9 +311,10 @@ def describe_regression(verdict: Mapping[str, Any]) -> str:
     failing: Sequence[Mapping[str, Any]] = [c for c in verdict["checks"] if c["regression"]]
     if verdict.get("reference"):
         return f"regression against {verdict['reference']['path']}: " + "; ".join(
-            f"{c['metric']} {c['observed']:.4f} vs {c['reference']:.4f} over {c['n']} questions (upper bound "
-            f"{c['upper_bound']:+.4f} at {verdict['confidence']:.0%} < {c['threshold']:+.4f}, McNemar p "
-            f"{c['mcnemar_p']:.3g}); lost {c['lost']}: doc_ids {shown(c['lost_doc_ids'])}" for c in failing)
+            f"{c['metric']} {c['observed']:.4f} vs {c['reference']:.4f} over {c['n']} questions (lost {c['lost']}, "
+            f"gained {c['gained']}: one-sided McNemar p {c['p_one_sided']:.4g} <= {verdict['level']:.4g} = (1 - "
+            f"{verdict['confidence']}) / {verdict['family']} sessions); lost {c['lost']}: doc_ids "
+            f"{shown(c['lost_doc_ids'])}" for c in failing)
     return "regression: " + "; ".join(
         f"{c['metric']} {c['observed']:.4f} (upper bound {c['upper_bound']:.4f} at "
         f"{verdict['confidence']:.0%}) below baseline {c['baseline']:.4f} - {verdict['tolerance']}"

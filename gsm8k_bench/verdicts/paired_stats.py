@@ -95,6 +95,13 @@ def mcnemar_exact_p(lost: int, gained: int) -> float:
     return min(1.0, 2 * tail / (1 << discordant))  # exact integers; the division rounds once
 
 
+def mcnemar_one_sided_p(lost: int, gained: int) -> float:
+    """One-sided exact McNemar p-value against a drop: P(Binomial(lost + gained, 1/2) >= lost), the chance
+    of losing at least this many of the discordant questions when nothing changed."""
+    tail = sum(math.comb(lost + gained, k) for k in range(gained + 1))  # P(... <= gained): the same tail
+    return tail / (1 << (lost + gained))  # exact integers; the division rounds once
+
+
 @dataclass(frozen=True)
 class PairedTable:
     """Outcomes of the same n questions in a reference run and a run."""
