@@ -233,8 +233,8 @@ ENTRY_HEAD = f"version: 1\nbaselines:\n  - model: tiny\n    n: 5\n    {FULL_PROT
      "baselines.yaml:4: gate.confidence: must be in [0.5, 1), got 0.3"),
     ("version: 1\ngate: {tolerence: 0.1}\n", "baselines.yaml:2: gate.tolerence: unknown key 'tolerence'; did you "
      "mean 'tolerance'? Allowed: confidence, metric, tolerance"),
-    ("version: 1\ngate: {metric: exact_match}\n", "baselines.yaml:2: gate.metric: must be one of strict_match, "
-     "flexible_extract, got 'exact_match'"),
+    ("version: 1\ngate:\n  tolerance: 0.02\n  metric: exact_match\n", "baselines.yaml:4: gate.metric: must be one "
+     "of strict_match, flexible_extract, got 'exact_match'"),
     ("gate: {}\n", "baselines.yaml:1: (top level): missing required key 'version'"),
     ("version: 1\nmodels: {}\n", "baselines.yaml:2: (top level).models: unknown key 'models' Allowed: baselines, "
      "gate, version"),
