@@ -621,3 +621,18 @@ def test_one_metric_gates_the_other_is_reported(tmp_path):
     assert flexible_gates["verdict"] == "regression" and flexible_gates["metric"] == "flexible_extract"
     assert [c["regression"] for c in flexible_gates["checks"]] == [False, True]
     assert gate.describe_regression(flexible_gates).count("McNemar") == 1
+
+
+def test_the_console_table_shows_the_gating_p_against_its_level_and_the_other_metric_as_reported(tmp_path):
+    from gsm8k_bench.reporting import console_summary
+
+    reference = reference_of([True] * 40, tmp_path)
+    doc = session_doc([True] * 40)
+    for sample in doc["samples"][:30]:
+        sample["flexible_correct"] = False
+    doc["gate"] = judge(gate.Baselines(gate.GateSettings(family=106), (), reference), doc)
+    doc["metrics"] = {"strict_match": 1.0, "flexible_extract": 0.25, "n": 40}
+    assert console_summary.lines(doc, tmp_path / "result.json")[1:4] == [
+        "  metric            accuracy  change vs reference (95%)  p (one-sided) vs level   n  verdict",
+        "  strict-match        1.0000       +0.0000 (<= +0.0634)            1 > 0.000472  40  pass",
+        "  flexible-extract    0.2500       -0.7500 (<= -0.6090)                9.31e-10  40  reported"]
