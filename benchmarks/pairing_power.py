@@ -15,7 +15,8 @@ Default output: for each decision rule below, the share of runs that call a true
 regression (power) at flip rates 0.01-0.05 and n = 200 / 500 / 1,319, and the share of dispatches of the
 whole matrix (every session healthy, at the row's n and f, each with its own noisy reference) that
 report any regression.  Every rule works at the family-wise level alpha = 1 - confidence, each session at
-alpha / K (Bonferroni) for a dispatch of K sessions.  Monte Carlo: the standard error of every share is printed with the table.
+alpha / K (Bonferroni) for a dispatch of K sessions.  Monte Carlo: the standard errors are printed with the
+tables.
 - one-run reference (the gate): one-sided exact McNemar, p = P(Bin(lost + gained, 1/2) >= lost) <= alpha/K;
 - confirmation pass: sessions with McNemar p <= --screen are asked the same questions again on the same server;
   the regression is called by one exact test of the reference against both passes (three exchangeable runs
