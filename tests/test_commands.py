@@ -214,8 +214,9 @@ def test_matrix_session_prints_ci_json(tmp_path):
     assert set(rows[0]) == {"session", "model", "checkpoint", "runner", "runner_label", "vendor",
                             "framework", "precision", "tp"}
     assert rows[0]["runner_label"] == "b200-nv"
-    written = out_file.read_text()
-    assert written.startswith("matrix=") and json.loads(written[len("matrix="):]) == rows
+    matrix_line, sessions_line = out_file.read_text().splitlines()
+    assert matrix_line.startswith("matrix=") and json.loads(matrix_line[len("matrix="):]) == rows
+    assert sessions_line == f"sessions={len(rows)}"  # the gate's family, for the summary job's verdict
 
 
 def test_nox_lists_sessions_and_a_broken_matrix_gives_one_message(tmp_path):
@@ -402,3 +403,18 @@ def test_exact_create_arguments_match_the_printed_command():
     assert (cpu["entrypoint"], cpu["command"], cpu["shm_size"]) == (["python3"], ["-m", "x"], "2g")
     assert cpu["volumes"] == {"/hf": {"bind": "/root/.cache/huggingface", "mode": "rw"}}  # no warm folder given
     assert not {"devices", "device_requests", "group_add", "security_opt", "ipc_mode"} & cpu.keys()
+
+
+def test_the_gate_family_comes_from_the_command_line_and_a_session_alone_is_one(matrix):
+    from gsm8k_bench.session import commands
+
+    name = "gsm8k-smollm2-135m-cpu-vllm-fp16-tp1"
+    alone = commands._plan(matrix, matrix.get(name), parse_session_args(name, []))
+    dispatched = commands._plan(matrix, matrix.get(name), parse_session_args(name, ["--gate-family", "106"]))
+    assert (alone.baselines.settings.family, alone.baselines.settings.level) == (1, (1 - 0.95) / 1)
+    assert (dispatched.baselines.settings.family, dispatched.baselines.settings.level) == (106, (1 - 0.95) / 106)
+    assert "paired gate: strict_match, one-sided exact McNemar p <= (1 - 0.95) / 1 session = 0.05\n" \
+        in dry_run_text(alone)
+    assert "p <= (1 - 0.95) / 106 sessions = 0.0004717\n" in dry_run_text(dispatched)
+    with pytest.raises(BenchError, match="--gate-family: must be >= 1, got '0'"):
+        parse_session_args(name, ["--gate-family", "0"])

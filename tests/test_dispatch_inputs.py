@@ -34,12 +34,12 @@ def test_session_names_give_one_row_each_with_its_nox_call(matrix):
          "vendor": "cpu", "framework": "vllm", "precision": "fp16", "tp": 1,
          "nox_session": "gsm8k-smollm2-135m-cpu-vllm-fp16-tp1", "image": "gsm8k-bench/vllm-cpu:0.32.0",
          # the eval's limit: the job's 360 minutes less 30 of setup and the runner's 600 s start timeout
-         "session_args": "--num-fewshot 5 --limit 20 --eval-timeout 19200"},
+         "session_args": "--num-fewshot 5 --limit 20 --eval-timeout 19200 --gate-family 2"},
         {"session": "gsm8k-llama-3.1-8b-b200-sglang-fp4-tp1", "model": "llama-3.1-8b",
          "checkpoint": "nvidia/Llama-3.1-8B-Instruct-FP4", "runner": "b200", "runner_label": "b200-nv",
          "vendor": "nvidia", "framework": "sglang", "precision": "fp4", "tp": 1,
          "nox_session": "gsm8k-llama-3.1-8b-b200-sglang-fp4-tp1", "image": "lmsysorg/sglang:v0.5.23",
-         "session_args": "--num-fewshot 5 --limit 20 --eval-timeout 18000"},
+         "session_args": "--num-fewshot 5 --limit 20 --eval-timeout 18000 --gate-family 2"},
     ]
 
 
@@ -56,7 +56,7 @@ def test_tags_and_keyword_expressions_select_like_nox(matrix):
         "gsm8k-llama-3.3-70b-b200-vllm-fp4-tp4", "gsm8k-llama-3.3-70b-b200-vllm-fp4-tp8",
         "gsm8k-gpt-oss-120b-b200-vllm-fp4-tp1", "gsm8k-gpt-oss-120b-b200-vllm-fp4-tp8",
         "gsm8k-deepseek-r1-b200-vllm-fp8-tp8", "gsm8k-deepseek-r1-b200-vllm-fp4-tp8"]
-    assert {r["session_args"] for r in keyword} == {"--num-fewshot 5 --eval-timeout 18000"}
+    assert {r["session_args"] for r in keyword} == {"--num-fewshot 5 --eval-timeout 18000 --gate-family 10"}
 
 
 def test_an_adhoc_hub_model_row(matrix):
@@ -69,7 +69,7 @@ def test_an_adhoc_hub_model_row(matrix):
         "image": "vllm/vllm-openai:dev",
         "session_args": "--model qwen3-8b-instruct.v2 --runner h200 --framework vllm --precision fp8 --tp 2 "
                         "--checkpoint Qwen/Qwen3_8B-Instruct.v2 --num-fewshot 0 --image vllm/vllm-openai:dev "
-                        "--eval-timeout 18000"}
+                        "--eval-timeout 18000 --gate-family 1"}
 
 
 def test_a_hub_name_loses_its_trailing_separators(matrix):
@@ -83,7 +83,8 @@ def test_an_adhoc_row_without_an_image_input_runs_the_matrix_image(matrix):
                                               precision="fp16"))
     assert row["nox_session"] == "gsm8k" and row["image"] == "lmsysorg/sglang:v0.5.23-rocm720-mi30x"
     assert row["session_args"] == ("--model model --runner mi300x --framework sglang --precision fp16 --tp 1 "
-                                   "--checkpoint org/Model_ --num-fewshot 5 --eval-timeout 18000")
+                                   "--checkpoint org/Model_ --num-fewshot 5 --eval-timeout 18000 "
+                                   "--gate-family 1")
 
 
 def test_an_adhoc_matrix_model_is_its_matrix_session(matrix):
@@ -91,7 +92,7 @@ def test_an_adhoc_matrix_model_is_its_matrix_session(matrix):
                                           precision="fp8"))
     assert row["checkpoint"] == "RedHatAI/Meta-Llama-3.1-8B-Instruct-FP8" and row["tp"] == 1
     assert row["nox_session"] == row["session"] == "gsm8k-llama-3.1-8b-mi300x-sglang-fp8-tp1"
-    assert row["session_args"] == "--num-fewshot 5 --eval-timeout 18000"
+    assert row["session_args"] == "--num-fewshot 5 --eval-timeout 18000 --gate-family 1"
 
 
 @pytest.mark.parametrize(("given", "message"), [
@@ -133,10 +134,10 @@ def test_bad_inputs_are_refused_with_the_exact_reason(matrix, given, message):
 def test_the_limits_are_inclusive(matrix):
     row = workflow_plan.job_rows(matrix, inputs(sessions="gsm8k-smollm2-135m-cpu-vllm-fp16-tp1", num_fewshot="25",
                                        limit="100000"))[0]
-    assert row["session_args"] == "--num-fewshot 25 --limit 100000 --eval-timeout 19200"
+    assert row["session_args"] == "--num-fewshot 25 --limit 100000 --eval-timeout 19200 --gate-family 1"
     row = workflow_plan.job_rows(matrix, inputs(sessions="gsm8k-smollm2-135m-cpu-vllm-fp16-tp1", num_fewshot="0",
                                        limit="1"))[0]
-    assert row["session_args"] == "--num-fewshot 0 --limit 1 --eval-timeout 19200"
+    assert row["session_args"] == "--num-fewshot 0 --limit 1 --eval-timeout 19200 --gate-family 1"
     (adhoc,) = workflow_plan.job_rows(matrix, inputs(model="llama-3.3-70b", runner="mi355x", framework="vllm",
                                             precision="fp16", tp="8"))
     assert adhoc["tp"] == 8

@@ -422,7 +422,7 @@ def test_non_finite_numbers_are_usage_errors(flag, value):
 
 def test_numeric_flags_are_all_checked():
     numeric = {a.dest for a in build_parser("s")._actions if getattr(a.type, "__name__", "") in NUMERIC_PARSERS}
-    assert numeric == {"limit", "num_fewshot", "concurrency", "gate_concurrency", "start_timeout_s",
+    assert numeric == {"limit", "num_fewshot", "concurrency", "gate_concurrency", "gate_family", "start_timeout_s",
                        "request_timeout_s", "eval_timeout_s", "max_gen_toks", "progress_interval_s",
                        "stall_timeout_s"}
 

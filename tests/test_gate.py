@@ -55,11 +55,13 @@ def test_wilson_upper_bound_matches_scipy(k, n, confidence):
 
 def test_the_gate_settings_are_pinned():
     # A doubled tolerance or a looser confidence would let real drops pass: the numbers are fixed here.
-    assert gate.GateSettings() == gate.GateSettings(confidence=0.95, tolerance=0.02)
-    assert gate.load_baselines(ROOT / "baselines.yaml").settings == gate.GateSettings(0.95, 0.02)
-    assert baselines_file_settings("version: 1\n") == gate.GateSettings(0.95, 0.02)
+    # One metric gates (strict_match); a session run alone is a family of one.
+    assert gate.GateSettings() == gate.GateSettings(confidence=0.95, tolerance=0.02, metric="strict_match", family=1)
+    assert gate.load_baselines(ROOT / "baselines.yaml").settings == gate.GateSettings(0.95, 0.02, "strict_match")
+    assert baselines_file_settings("version: 1\n") == gate.GateSettings(0.95, 0.02, "strict_match")
     assert baselines_file_settings("version: 1\ngate: {confidence: 0.5, tolerance: 0}\n") == \
         gate.GateSettings(0.5, 0.0)
+    assert baselines_file_settings("version: 1\ngate: {metric: flexible_extract}\n").metric == "flexible_extract"
 
 
 def baselines_file_settings(text: str) -> gate.GateSettings:
@@ -230,7 +232,9 @@ ENTRY_HEAD = f"version: 1\nbaselines:\n  - model: tiny\n    n: 5\n    {FULL_PROT
     ("version: 1\ngate:\n  tolerance: 0.1\n  confidence: 0.3\n",
      "baselines.yaml:4: gate.confidence: must be in [0.5, 1), got 0.3"),
     ("version: 1\ngate: {tolerence: 0.1}\n", "baselines.yaml:2: gate.tolerence: unknown key 'tolerence'; did you "
-     "mean 'tolerance'? Allowed: confidence, tolerance"),
+     "mean 'tolerance'? Allowed: confidence, metric, tolerance"),
+    ("version: 1\ngate:\n  tolerance: 0.02\n  metric: exact_match\n", "baselines.yaml:4: gate.metric: must be one "
+     "of strict_match, flexible_extract, got 'exact_match'"),
     ("gate: {}\n", "baselines.yaml:1: (top level): missing required key 'version'"),
     ("version: 1\nmodels: {}\n", "baselines.yaml:2: (top level).models: unknown key 'models' Allowed: baselines, "
      "gate, version"),

@@ -131,3 +131,17 @@ def test_sigint_stops_every_running_session_and_each_gets_a_json(matrix, tmp_pat
         assert document["status"] == "failed" and "exited with code" in document["error"]["message"]
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
     assert leftovers == []
+
+
+def test_the_packed_sessions_are_one_family_for_the_gate(matrix, tmp_path, monkeypatch):
+    commands = []
+
+    def record(combos, node_gpus, results_dir, command, table):
+        commands.extend(command(combo, (0,)) for combo in combos)
+        return []
+
+    monkeypatch.setattr(pack, "run_packed", record)
+    pack.run(matrix, ["-k", "h100 and fp8 and tp1", "--gpus", "0-7", "--results-dir", str(tmp_path), "--limit", "5"])
+    assert len(commands) > 1
+    for argv in commands:
+        assert argv[-4:] == ["--gate-family", str(len(commands)), "--limit", "5"]

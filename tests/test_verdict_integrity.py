@@ -100,8 +100,8 @@ def test_the_reason_names_every_part_of_the_coverage(tmp_path):
     run["samples"][4]["target"] = "five"
     verdict = judge(against(reference), run)
     assert verdict["verdict"] == "pass"
-    assert verdict["reason"].endswith("-0.0200); 1 doc_ids have another question text or answer key than the "
-                                      "reference's and are not compared: 4; 2 reference questions not asked; "
+    assert verdict["reason"].endswith("reported, not gated); 1 doc_ids have another question text or answer key "
+                                      "than the reference's and are not compared: 4; 2 reference questions not asked; "
                                       f"{NO_FINGERPRINTS}")
 
 
@@ -189,7 +189,7 @@ def test_the_console_states_the_coverage(tmp_path):
     (line,) = [line for line in console_summary.lines(run, tmp_path / "r.json") if "covered:" in line]
     assert line == ("  covered: 200 of the run's 300 questions paired; 100 run-only (strict-match 0.0000 vs the "
                     "reference's 0.8000: regression) (flexible-extract 0.0000 vs the reference's 0.8000: "
-                    "regression); 0 changed texts; 0 reference-only")
+                    "reported); 0 changed texts; 0 reference-only")
 
 
 def test_a_reference_of_question_text_ids_still_pairs(tmp_path):
@@ -224,25 +224,6 @@ def test_inequalities_print_enough_digits_to_be_true():
     below = math.nextafter(-0.02, -1)
     assert gate.inequality(below, -0.02) == "-0.020000000000000004 < -0.020000000000000000"
     assert gate.precise(0.5, 0.5, "") == ("0.5000", "0.5000")
-
-
-@pytest.mark.parametrize("past", [True, False])
-def test_a_paired_bound_just_past_the_tolerance_and_just_short_of_it(tmp_path, past):
-    reference = reference_of([True] * 200, tmp_path)
-    run = session_doc([False] * 10 + [True] * 190)
-    upper = paired_stats.compare([True] * 200, [False] * 10 + [True] * 190, 0.95).upper
-    # The tolerance that puts the threshold a hair above the bound (a regression) or on it (a pass).
-    tolerance = -upper - 1e-12 if past else -upper
-    verdict = gate.judge(gate.Baselines(gate.GateSettings(0.95, tolerance), (), reference),
-                         parse(MINIMAL).get(SESSION), PROTOCOL,
-                         run["metrics"], run["samples"])
-    check = verdict["checks"][0]
-    assert check["upper_bound"] == upper and check["threshold"] == -tolerance  # stored unrounded
-    assert check["regression"] is past and verdict["verdict"] == ("regression" if past else "pass")
-    printed = gate.inequality(upper, -tolerance)
-    assert f"upper bound {printed})" in verdict["reason"]
-    shown_bound, sign, shown_threshold = printed.split(" ")
-    assert (float(shown_bound) < float(shown_threshold)) is past and sign == ("<" if past else ">=")
 
 
 def test_comparison_flags_and_p_values_share_one_level_and_sidedness():
@@ -323,33 +304,46 @@ def test_promote_needs_force_for_a_run_with_no_question_in_common(tmp_path):
         promote_(tmp_path, run_file(tmp_path, "c", disjoint))
 
 
-def chain_step(previous: list[bool], lose: int) -> list[bool]:
+def chain_step(previous: list[bool], lose: int, gain: int) -> list[bool]:
+    """The previous run with its first `lose` right answers wrong and its first `gain` wrong answers right."""
     out = list(previous)
     for i in [i for i, ok in enumerate(previous) if ok][:lose]:
         out[i] = False
+    for i in [i for i, ok in enumerate(previous) if not ok][:gain]:
+        out[i] = True
     return out
 
 
 def test_no_ratchet_a_chain_of_small_losses_is_refused_against_the_best_of_its_lineage(tmp_path):
+    # Each step loses 24 questions and gains 14 (net 0.76 points): too small for the paired gate against the
+    # reference it replaces (one-sided McNemar p 0.07 > 0.05), so every step alone would pass; the chain may
+    # not drift down by that much again and again.
     first = [i % 5 != 0 for i in range(FULL)]  # 0.80
     chain, log = [first], []
     promote_(tmp_path, run_file(tmp_path, "0", session_doc(first)))
-    for step in (1, 2):  # each loses 26 questions (about 2 points): within the tolerance of the previous one
-        chain.append(chain_step(chain[-1], 26))
-        promote_(tmp_path, run_file(tmp_path, str(step), session_doc(chain[-1])), log=log)
-    lineage = references.find(tmp_path / "references", SESSION).lineage
-    assert [(entry["n"], entry["accuracy"]["strict_match"]) for entry in lineage] == [(FULL, 0.7998), (FULL, 0.7801)]
-    third = chain_step(chain[-1], 26)  # within the tolerance of the current reference, 6 points below the first
-    assert gate.judge_outcomes(references.find(tmp_path / "references", SESSION), PROTOCOL,
-                               {m: paired_stats.outcomes(session_doc(third)["samples"], m)
-                                for m in ("strict_match", "flexible_extract")}, SETTINGS)["verdict"] == "pass"
-    log.clear()
-    with pytest.raises(BenchError, match=r"strict_match 0\.7407 is significantly below the best of its lineage, "
-                                         r"0\.7998 \(n 1319"):
-        promote_(tmp_path, run_file(tmp_path, "3", session_doc(third)), log=log)
-    assert "strict_match drift since the first reference -0.0591 (n 1319), -0.0591 from the best of 3" in log[0]
-    promote_(tmp_path, run_file(tmp_path, "3", session_doc(third)), "--force")
-    assert len(references.find(tmp_path / "references", SESSION).lineage) == 3
+    for step in range(1, 20):
+        candidate = chain_step(chain[-1], 24, 14)
+        current = references.find(tmp_path / "references", SESSION)
+        assert gate.judge_outcomes(current, PROTOCOL,
+                                   {m: paired_stats.outcomes(session_doc(candidate)["samples"], m)
+                                    for m in ("strict_match", "flexible_extract")}, SETTINGS)["verdict"] == "pass"
+        log.clear()
+        try:
+            promote_(tmp_path, run_file(tmp_path, str(step), session_doc(candidate)), log=log)
+        except BenchError as exc:
+            refused = exc
+            break
+        chain.append(candidate)
+    else:
+        raise AssertionError("a chain of 19 small losses was never refused")
+    best = round(sum(first) / FULL, 4)
+    accuracy = round(sum(candidate) / FULL, 4)
+    assert step >= 3 and len(current.lineage) == step - 1  # it took several promotions, each of them accepted
+    assert f"strict_match {accuracy:.4f} is significantly below the best of its lineage, {best:.4f} (n 1319" in \
+        str(refused)
+    assert f"strict_match drift since the first reference {accuracy - best:+.4f} (n 1319)" in log[0]
+    promote_(tmp_path, run_file(tmp_path, str(step), session_doc(candidate)), "--force")
+    assert len(references.find(tmp_path / "references", SESSION).lineage) == step
 
 
 def test_lineage_of_a_reference_is_written_and_read_back(tmp_path):

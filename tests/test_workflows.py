@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -97,6 +98,12 @@ def test_benchmark_workflow_wiring(matrix):
     assert candidates["run"] == "nox -s promote -- results --passed-only --references-dir candidate-references"
     upload = next(s for s in summary["steps"] if s.get("name") == "Upload the candidate references")
     assert upload["with"]["path"] == "candidate-references/" and "candidate-references" in upload["with"]["name"]
+    # The summary job's own status is the dispatch's verdict, judged over as many sessions as were dispatched.
+    assert jobs["plan"]["outputs"]["sessions"] == "${{ steps.plan.outputs.sessions }}"
+    verdict = summary["steps"][-1]
+    assert verdict["name"] == "Verdict" and verdict["if"] == "always()"
+    assert verdict["env"] == {"DISPATCHED": "${{ needs.plan.outputs.sessions }}"}
+    assert verdict["run"] == 'python -m gsm8k_bench.reporting.dispatch_verdict results --dispatched "$DISPATCHED"'
 
 
 def run_plan_step(tmp_path, **inputs):
@@ -121,15 +128,18 @@ def run_plan_step(tmp_path, **inputs):
 def test_plan_step_yields_the_benchmark_matrix(tmp_path, matrix):
     out = run_plan_step(tmp_path, sessions="gsm8k")  # -k gsm8k: every session
     assert out.returncode == 0, out.stdout + out.stderr
-    rows = json.loads((tmp_path / "output").read_text().removeprefix("matrix="))
-    assert len(rows) == len(matrix.combinations)
+    matrix_line, sessions_line = (tmp_path / "output").read_text().splitlines()
+    rows = json.loads(matrix_line.removeprefix("matrix="))
+    assert len(rows) == len(matrix.combinations) and sessions_line == f"sessions={len(rows)}"
+    # The whole dispatch is one family: every session is gated at (1 - confidence) / len(rows).
+    assert all(row["session_args"].endswith(f" --gate-family {len(rows)}") for row in rows)
     names = {c.name for c in matrix.combinations}
     assert len({r["session"] for r in rows}) == len(rows)
     for row in rows:
         assert row["session"] in names and row["nox_session"] == row["session"]  # one nox -s per cell
         assert ARTIFACT_NAME.match(f"{row['session']}-attempt2")
         assert row["runner_label"] == matrix.runners[row["runner"]].label
-        assert re.fullmatch(r"--num-fewshot 5 --eval-timeout \d+", row["session_args"])
+        assert re.fullmatch(r"--num-fewshot 5 --eval-timeout \d+ --gate-family \d+", row["session_args"])
         assert row["image"] == matrix.get(row["session"]).image
 
 
@@ -147,10 +157,11 @@ def test_the_documented_example_runs_the_matrix_session(tmp_path):
                        "image": "vllm/vllm-openai:latest", "framework": "vllm", "precision": "fp16"}
     out = run_plan_step(tmp_path, **example)
     assert out.returncode == 0, out.stdout + out.stderr
-    (row,) = json.loads((tmp_path / "output").read_text().removeprefix("matrix="))
+    (row,) = json.loads((tmp_path / "output").read_text().splitlines()[0].removeprefix("matrix="))
     assert row["session"] == row["nox_session"] == "gsm8k-llama-3.1-8b-h100-vllm-fp16-tp1"
     assert (row["runner"], row["runner_label"], row["image"]) == ("h100", "h100-cr", "vllm/vllm-openai:latest")
-    assert re.fullmatch(r"--num-fewshot 5 --image vllm/vllm-openai:latest --eval-timeout \d+", row["session_args"])
+    assert re.fullmatch(r"--num-fewshot 5 --image vllm/vllm-openai:latest --eval-timeout \d+ --gate-family 1",
+                        row["session_args"])
 
 
 def adhoc_inputs(**inputs) -> dict[str, str]:
@@ -185,13 +196,13 @@ def test_plan_step_adhoc_combination(tmp_path):
     out = run_plan_step(tmp_path, model="Qwen/Qwen3-8B", runner="mi355x-amd", framework="sglang",
                         precision="fp8", tp="2", limit="100", image="lmsysorg/sglang:v9-rocm")
     assert out.returncode == 0, out.stderr
-    (row,) = json.loads((tmp_path / "output").read_text().removeprefix("matrix="))
+    (row,) = json.loads((tmp_path / "output").read_text().splitlines()[0].removeprefix("matrix="))
     assert row["session"] == "gsm8k-qwen3-8b-mi355x-sglang-fp8-tp2" and row["nox_session"] == "gsm8k"
     assert row["runner_label"] == "mi355x-amd" and row["image"] == "lmsysorg/sglang:v9-rocm"
     assert row["session_args"].split() == [
         "--model", "qwen3-8b", "--runner", "mi355x", "--framework", "sglang", "--precision", "fp8", "--tp", "2",
         "--checkpoint", "Qwen/Qwen3-8B", "--num-fewshot", "5", "--limit", "100", "--image",
-        "lmsysorg/sglang:v9-rocm", "--eval-timeout", row["session_args"].split()[-1]]
+        "lmsysorg/sglang:v9-rocm", "--eval-timeout", row["session_args"].split()[-3], "--gate-family", "1"]
 
 
 @pytest.mark.parametrize(("inputs", "message"), [
@@ -247,3 +258,61 @@ def test_candidate_references_step_reads_the_folders_download_artifact_makes(tmp
     assert [p.name for p in (tmp_path / "candidate-references").iterdir()] == [f"{passed}.json"]
     assert references.load(tmp_path / "candidate-references" / f"{passed}.json", passed).n == 4
     assert f"{failed}: skipped (status failed" in out.stderr
+
+
+def dispatched_results(tmp_path, statuses: dict[str, str]) -> Path:
+    """Session JSONs as the summary job downloads them: one folder per artifact."""
+    for session, status in statuses.items():
+        verdict = "regression" if status == "regression" else "pass"
+        document = {
+            "schema": 1, "session": session, "status": "failed" if status == "regression" else status,
+            "error": None if status == "passed" else {
+                "message": f"gate: regression against references/{session}.json: strict_match 0.7500 vs 0.8000 ..."
+                if status == "regression" else "server start: exited with code 1", "log_tail": ""},
+            "gate": {"verdict": verdict, "family": 3, "level": 0.05 / 3} if status != "error" else None}
+        folder = tmp_path / "results" / f"{session}-attempt1"
+        folder.mkdir(parents=True)
+        (folder / f"{session}.json").write_text(json.dumps(document))
+    return tmp_path / "results"
+
+
+def run_verdict_step(tmp_path, results, dispatched: int):
+    step = load(BENCHMARK)["jobs"]["summary"]["steps"][-1]
+    env = {**{k: os.environ[k] for k in ("PATH", "HOME") if k in os.environ}, "DISPATCHED": str(dispatched),
+           "GITHUB_STEP_SUMMARY": str(tmp_path / "step-summary.md")}
+    argv = [sys.executable if word == "python" else word.replace('"$DISPATCHED"', str(dispatched))
+            for word in step["run"].replace("results", str(results)).split()]
+    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+SESSIONS = ("gsm8k-a-cpu-vllm-fp16-tp1", "gsm8k-b-cpu-vllm-fp16-tp1", "gsm8k-c-cpu-vllm-fp16-tp1")
+
+
+@pytest.mark.parametrize(("statuses", "dispatched", "said"), [
+    (dict.fromkeys(SESSIONS, "passed"), 3, "**passed**: all 3 dispatched sessions passed."),
+    ({**dict.fromkeys(SESSIONS, "passed"), SESSIONS[1]: "regression"}, 3,
+     "**failed**: of 3 dispatched sessions, 1 regressed."),
+    ({SESSIONS[0]: "regression", SESSIONS[1]: "error", SESSIONS[2]: "passed"}, 3,
+     "**failed**: of 3 dispatched sessions, 1 regressed, 1 failed otherwise."),
+    (dict.fromkeys(SESSIONS[:2], "passed"), 3,
+     "**failed**: of 3 dispatched sessions, 1 wrote no result (killed or never started)."),
+])
+def test_the_summary_jobs_verdict_fails_exactly_when_a_benchmark_job_did(tmp_path, statuses, dispatched, said):
+    # A benchmark job exits non-zero when its session did not pass (a regression is `failed`) or left no JSON.
+    out = run_verdict_step(tmp_path, dispatched_results(tmp_path, statuses), dispatched)
+    jobs_failed = len(statuses) < dispatched or any(status != "passed" for status in statuses.values())
+    assert out.returncode == (1 if jobs_failed else 0), out.stdout + out.stderr
+    assert said in out.stdout and out.stdout in (tmp_path / "step-summary.md").read_text()
+    for session, status in statuses.items():
+        assert (f"- `{session}`: " in out.stdout) is (status != "passed")
+    assert "Paired verdicts are reached at (1 - confidence) / 3 each" in out.stdout
+    if "regression" in statuses.values():
+        assert ": failed: gate: regression against references/" in out.stdout
+
+
+def test_the_summary_names_sessions_judged_as_another_family(tmp_path):
+    results = dispatched_results(tmp_path, dict.fromkeys(SESSIONS, "passed"))
+    out = run_verdict_step(tmp_path, results, 4)  # the sessions were told 3, the dispatch had 4 (one left no JSON)
+    assert out.returncode == 1
+    assert f"Judged as another family size than this dispatch's 4: `{SESSIONS[0]}`, `{SESSIONS[1]}`, " \
+        f"`{SESSIONS[2]}`." in out.stdout

@@ -246,8 +246,11 @@ class PairedCheck(Part):
                                           "(two-sided in JSONs written before the fingerprint existed).")
     lower_bound: Number = Field(description="One-sided lower bound on the difference (Newcombe method 10).")
     upper_bound: Number = Field(description="One-sided upper bound on the difference, unrounded.")
-    threshold: Number = Field(description="-tolerance.")
-    regression: bool = Field(description="True when the upper bound lies below the threshold.")
+    threshold: Number | None = Field(
+        default=None, description="Results before the per-session level: -tolerance, the upper bound's threshold.")
+    gates: bool | None = Field(default=None, description="True for the metric the verdict is decided on.")
+    regression: bool = Field(description="The gating metric: mcnemar_p <= the verdict's level (before: the upper "
+                             "bound below the threshold); false for a metric that is reported, not gated.")
     lost_doc_ids: list[int] = Field(default_factory=list, description="Every lost question.")
     gained_doc_ids: list[int] = Field(default_factory=list, description="Every gained question.")
 
@@ -306,8 +309,14 @@ class GateVerdict(Part):
     verdict: Literal["pass", "regression", "not_comparable", "not_gated"] | None = Field(
         default=None, description="The verdict; not_comparable (too little of the run compared with its reference, "
                           "see coverage) fails the session like a regression.")
-    confidence: Number | None = Field(default=None, description="One-sided confidence of the bounds.")
-    tolerance: Number | None = Field(default=None, description="The drop tolerated.")
+    confidence: Number | None = Field(
+        default=None, description="One-sided confidence of the bounds; paired: family-wise, over the family.")
+    tolerance: Number | None = Field(default=None, description="The drop tolerated: scalar baselines, and the "
+                                     "unpaired check of the run's questions the reference lacks.")
+    metric: str | None = Field(default=None, description="Paired: the metric the verdict is decided on.")
+    family: int | None = Field(default=None, description="Paired: sessions judged together (--gate-family).")
+    level: Number | None = Field(
+        default=None, description="Paired: the per-session level, (1 - confidence) / family.")
     baseline: BaselineRecord | None = Field(
         default=None, description="The scalar baseline used (null when paired or none).")
     checks: list[PairedCheck | ScalarCheck] = Field(default_factory=list, description="One check per metric.")

@@ -168,10 +168,11 @@ def run(matrix: Matrix, argv: list[str], log: Callable[[str], None] = print) -> 
     combos = selected(matrix, args)
     node_gpus = gpus.parse_ids(args.gpus, "--gpus")
     results_dir = args.results_dir.expanduser().resolve()
+    extra = ["--gate-family", str(len(combos)), *rest]  # one family for the paired gate; a later one wins
     started = time.monotonic()
     with procs.interrupts_unwind_once():  # a cancelled CI job stops the sessions like Ctrl-C
         documents = run_packed(combos, node_gpus, results_dir,
-                               lambda combo, ids: session_argv(combo, ids, results_dir, rest), Table(log))
+                               lambda combo, ids: session_argv(combo, ids, results_dir, extra), Table(log))
     for line in fleet_cost.summary_lines(documents, time.monotonic() - started):
         log(line)
     failed = [d["session"] for d in documents if d["status"] != "passed"]

@@ -64,10 +64,12 @@ def parse_args(matrix: Matrix, argv: list[str]) -> tuple[list[Combination], Slur
     args, rest = parser.parse_known_args(argv)
     if "--results-dir" in rest or "--gpus" in rest:
         raise BenchError("nox -s slurm: --results-dir is the run's, and GPUs come from each job's allocation")
+    combos = selected(matrix, args)
+    # The submitted sessions are one family for the paired gate (a later --gate-family in `rest` wins).
     options = SlurmOptions(args.partition, args.account, args.time, args.container,
                            args.results_dir.expanduser().resolve(), args.squashfs_dir.expanduser().resolve(),
-                           args.poll_s, tuple(rest))
-    return selected(matrix, args), options
+                           args.poll_s, ("--gate-family", str(len(combos)), *rest))
+    return combos, options
 
 
 # --------------------------------------------------------------------------- pure plan

@@ -127,4 +127,6 @@ def job_rows(matrix: Matrix, inputs: dict[str, str]) -> list[dict[str, str]]:
     job_minutes = dispatch_policy.job_timeout_minutes()
     for row, combo in zip(rows, combos, strict=True):
         row["session_args"] += f" --eval-timeout {dispatch_policy.eval_timeout_s(combo, matrix.defaults, job_minutes)}"
+        # The dispatch is one family: each session's gate level is (1 - confidence) / len(rows).
+        row["session_args"] += f" --gate-family {len(rows)}"
     return rows

@@ -16,19 +16,30 @@ def _metric_rows(document: dict[str, Any]) -> list[tuple[str, ...]]:
     paired = verdict.get("reference") is not None  # bounds on the change against the reference
     bound_label = f"{'change vs reference' if paired else 'upper bound'} ({confidence:.0%})"
     rows: list[tuple[str, ...]] = [
-        ("metric", "accuracy", bound_label, "threshold" if paired else "baseline - tol", "n", "verdict")]
+        ("metric", "accuracy", bound_label, "p (one-sided) vs level" if paired else "baseline - tol", "n", "verdict")]
     n = metrics.get("n")
     for metric in protocol.METRICS:
         observed, check = metrics.get(metric), checks.get(metric)
-        if check:
-            upper, threshold = gate.precise(check["upper_bound"], check["threshold"], "+" if paired else "")
-            bound = f"{check['difference']:+.4f} (<= {upper})" if paired else upper
+        if check and paired:  # one metric gates at the verdict's level; the other is reported
+            bound = f"{check['difference']:+.4f} (<= {check['upper_bound']:+.4f})"
+            threshold = (f"{check['mcnemar_p']:.3g} {'<=' if check['regression'] else '>'} {verdict['level']:.3g}"
+                         if check["gates"] else f"{check['mcnemar_p']:.3g}")
+            said = ("regression" if check["regression"] else "pass") if check["gates"] else "reported"
+        elif check:
+            bound, threshold = gate.precise(check["upper_bound"], check["threshold"], "")
             said = "regression" if check["regression"] else "pass"
         else:  # not gated: the same one-sided bound, for reading the number
             bound = fmt(gate.wilson_upper(observed, n, confidence) if observed is not None and n else None)
             threshold, said = fmt(None), verdict.get("verdict", "–").replace("_", " ")
         rows.append((metric.replace("_", "-"), fmt(observed), bound, threshold, fmt(n, "{}"), said))
     return rows
+
+
+def _said(check: dict[str, Any], verdict: dict[str, Any]) -> str:
+    """A check's word: only the gating metric passes or regresses (older verdicts gated both)."""
+    if verdict.get("metric") not in (None, check["metric"]):
+        return "reported"
+    return "regression" if check["regression"] else "pass"
 
 
 def lines(document: dict[str, Any], result_file: Path) -> list[str]:
@@ -55,8 +66,7 @@ def lines(document: dict[str, Any], result_file: Path) -> list[str]:
         out.append(f"  covered: {coverage['compared']} of the run's {coverage['run']} questions paired; "
                    f"{coverage['run_only']} run-only" + "".join(
                        f" ({c['metric'].replace('_', '-')} {c['observed']:.4f} vs the reference's "
-                       f"{c['reference']:.4f}: {'regression' if c['regression'] else 'pass'})"
-                       for c in coverage.get("run_only_checks", []))
+                       f"{c['reference']:.4f}: {_said(c, verdict)})" for c in coverage.get("run_only_checks", []))
                    + f"; {coverage['changed']} changed texts; {coverage['reference_only']} reference-only")
     served, timings = document.get("server_metrics") or {}, document.get("timings") or {}
     out += [f"  output tokens/s  {fmt(served.get('output_tokens_per_s'), '{:.1f}')}",

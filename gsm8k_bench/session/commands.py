@@ -44,7 +44,7 @@ def print_matrix(matrix: Matrix, argv: list[str], out: TextIO = sys.stdout) -> l
     parser.add_argument("--dispatch", action="store_true",
                         help="select from the workflow's INPUT_* variables instead (validated)")
     parser.add_argument("--github-output", action="store_true",
-                        help="also append matrix=<json> to $GITHUB_OUTPUT")
+                        help="also append matrix=<json> and sessions=<count> to $GITHUB_OUTPUT")
     args = parser.parse_args(argv)
     if args.dispatch:
         rows = workflow_plan.job_rows(matrix, workflow_plan.read_inputs(os.environ))
@@ -58,7 +58,7 @@ def print_matrix(matrix: Matrix, argv: list[str], out: TextIO = sys.stdout) -> l
         if not target:
             raise BenchError("--github-output: GITHUB_OUTPUT is not set")
         with open(target, "a", encoding="utf-8") as handle:
-            handle.write(f"matrix={text}\n")
+            handle.write(f"matrix={text}\nsessions={len(rows)}\n")  # the gate's family (summary's verdict)
     return rows
 
 
@@ -94,8 +94,10 @@ def _plan(matrix: Matrix, combo: Combination, options: SessionOptions, run_id: s
     (baselines.yaml and the session's reference, if any) and the host's (environment, caches, GPUs)."""
     baselines = gate.load_baselines(options.baselines or matrix.path.with_name(BASELINES_FILE))
     reference = references.find(options.references or matrix.path.with_name(REFERENCES_DIR), combo.name)
+    settings = replace(baselines.settings, family=options.gate_family)  # the family comes from the dispatch
     return session_plan.plan_session(combo, options, matrix.defaults, session_plan.host_facts(combo, options),
-                                    baselines=replace(baselines, reference=reference), run_id=run_id)
+                                    baselines=replace(baselines, settings=settings, reference=reference),
+                                    run_id=run_id)
 
 
 def run_combination(matrix: Matrix, combo: Combination, argv: list[str],

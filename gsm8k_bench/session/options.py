@@ -41,6 +41,7 @@ class SessionOptions:
     references: Path | None
     gpus: str | None = None
     gate_concurrency: int | None = None
+    gate_family: int = 1  # sessions judged together: the paired gate's level is (1 - confidence) / this
 
 
 N = TypeVar("N", int, float)
@@ -91,6 +92,10 @@ def build_parser(session: str) -> argparse.ArgumentParser:
                         "on one server start (default: runner's)")
     parser.add_argument("--gate-concurrency", type=_at_least(int, 1),
                         help="the level whose metrics are gated and reported at top level (default: the first)")
+    parser.add_argument("--gate-family", type=_at_least(int, 1), default=1,
+                        help="sessions judged together, e.g. a workflow dispatch's count: each is gated at "
+                        "(1 - confidence) / N, so all N together report a false regression at most 1 - confidence "
+                        "of the time (default 1: a session run alone)")
     parser.add_argument("--start-timeout", dest="start_timeout_s", type=_at_least(float, 1.0),
                         help="seconds for the server to become ready")
     parser.add_argument("--request-timeout", dest="request_timeout_s", type=_at_least(float, 1.0),

@@ -227,8 +227,11 @@ def dry_run_text(plan: Plan) -> str:
     for level in levels.level_plans(plan):
         which = f" (concurrency {level.settings.concurrency})" if len(plan.concurrency_levels) > 1 else ""
         lines += [f"lm-eval command{which}:", "  " + shlex.join(level.lm_eval_argv)]
+    gate = plan.baselines.settings
     lines += [
         f"dataset: {plan.dataset_dir or 'hub (openai/gsm8k)'}",
+        f"paired gate: {gate.metric}, one-sided exact McNemar p <= (1 - {gate.confidence}) / {gate.family} "
+        f"session{'s' * (gate.family > 1)} = {gate.level:.4g}",
         f"result: {plan.result_file}",
     ]
     return results.mask("\n".join(lines))
