@@ -23,14 +23,19 @@ COLUMNS = ("session", "status", "strict-match", "flexible-extract", "n", "baseli
            "output tok/s", "req/s", "latency p50/p90 (s)", "ready (s)", "eval (s)", "total (s)")
 
 
+def session_json_paths(results_dir: Path) -> list[Path]:
+    """The JSON files of a results folder that can be session JSONs: `<session>.json` at its top, or one
+    folder down (downloaded artifacts: `<artifact>/<session>.json`); lm-eval's own files live deeper."""
+    return [path for path in sorted(results_dir.rglob("*.json"))
+            if path.parent == results_dir or path.parent.parent == results_dir]
+
+
 def load_results(results_dir: Path, warn: Callable[[str], None]) -> list[dict[str, Any]]:
     if not results_dir.is_dir():
         raise BenchError(f"{results_dir}: no such results directory (run a session first, or name the "
                          "folder: nox -s report -- DIR)")
     documents = []
-    for path in sorted(results_dir.rglob("*.json")):
-        if path.parent != results_dir and path.parent.parent != results_dir:
-            continue  # lm-eval's own files live deeper
+    for path in session_json_paths(results_dir):
         try:
             document = results.read(path)
         except results.InvalidResult as exc:
