@@ -65,10 +65,11 @@ def run_key(document: Mapping[str, Any]) -> str:
     return f"{document['session']}|{run_id or ''}|{started or ''}|{environment.get('ci_run_attempt') or 0}"
 
 
-def _started_at(path: Path, document: Mapping[str, Any], fallback: dt.datetime) -> dt.datetime:
+def _started_at(path: Path, document: Mapping[str, Any], fallback: dt.datetime | None) -> dt.datetime:
+    """The run's start, UTC; a stub without one: `fallback`, else the file's modification time."""
     value = (document.get("environment") or {}).get("started_at")
     if not value:
-        return fallback
+        return fallback or dt.datetime.fromtimestamp(path.stat().st_mtime, dt.timezone.utc).replace(tzinfo=None)
     try:
         moment = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
@@ -105,7 +106,6 @@ def rows_of(path: Path, document: Mapping[str, Any], *, workflow_run_id: str | N
     environment = document.get("environment") or {}
     server = config.get("server") or {}
     gate = document.get("gate") or {}
-    fallback = fallback_time or dt.datetime.fromtimestamp(path.stat().st_mtime, dt.timezone.utc).replace(tzinfo=None)
     block = document.get("concurrency")
     gate_level = (block or {}).get("gate_level") or config.get("concurrency") or 1
     protocol = config.get("protocol")
@@ -120,7 +120,7 @@ def rows_of(path: Path, document: Mapping[str, Any], *, workflow_run_id: str | N
         "ci_run_attempt": environment.get("ci_run_attempt"), "workflow_run_id": workflow_run_id,
         "protocol": json.dumps(protocol, sort_keys=True) if protocol else None,
         "question_limit": config.get("limit"), "gate_concurrency": gate_level,
-        "started_at": _started_at(path, document, fallback), "source": str(path),
+        "started_at": _started_at(path, document, fallback_time), "source": str(path),
     }
     levels: list[tuple[int, Mapping[str, Any], str, Sequence[Mapping[str, Any]]]] = []
     levels.append((gate_level, document, "samples", document.get("samples") or []))
