@@ -15,8 +15,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Connection, Engine, Table, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from gsm8k_bench.reporting import report
@@ -44,6 +45,26 @@ def candidate_files(paths: Iterable[Path]) -> Iterator[tuple[Path, bool]]:
             raise HistoryError(f"{path}: no such file or results folder")
 
 
+def insert_many(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """INSERT many plain rows (ints, floats, strings, bools) in the connection's transaction, the fast way
+    each database has: PostgreSQL's COPY (executemany costs it a statement per question, ten times
+    slower); SQLite's executemany of the statement compiled once, without SQLAlchemy's per-row
+    parameter processing (half the time of an ingest otherwise)."""
+    if not rows:
+        return
+    names = list(rows[0])
+    if connection.dialect.name == "postgresql":
+        quoted = ", ".join(connection.dialect.identifier_preparer.quote(name) for name in names)
+        cursor: Any = connection.connection.cursor()  # psycopg's, in this same transaction
+        with cursor.copy(f"COPY {table.name} ({quoted}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row([row[name] for name in names])
+        return
+    compiled = insert(table).compile(dialect=connection.dialect, column_keys=names)
+    order = compiled.positiontup or names
+    connection.exec_driver_sql(str(compiled), [tuple(row[name] for name in order) for row in rows])
+
+
 def store_run(engine: Engine, rows: records.RunRows) -> bool:
     """Store one run in one transaction; False when it was there already."""
     with engine.connect().execution_options(writer=True) as connection:
@@ -54,10 +75,8 @@ def store_run(engine: Engine, rows: records.RunRows) -> bool:
                 key = connection.execute(insert(runs).values(rows.run)).inserted_primary_key
                 assert key is not None  # an INSERT of one row always has one
                 run_id = key[0]
-                if rows.metrics:
-                    connection.execute(insert(metrics), [{**row, "run": run_id} for row in rows.metrics])
-                if rows.outcomes:
-                    connection.execute(insert(outcomes), [{**row, "run": run_id} for row in rows.outcomes])
+                insert_many(connection, metrics, [{**row, "run": run_id} for row in rows.metrics])
+                insert_many(connection, outcomes, [{**row, "run": run_id} for row in rows.outcomes])
         except IntegrityError:
             # Another ingest committed the same run between our look and our insert: its copy stands.
             with connection.begin():

@@ -125,7 +125,8 @@ def open_store(url: str | None = None) -> Engine:
     """The configured history, reachable and migrated to the newest schema; else a HistoryError saying why."""
     engine = create(url or configured_url())
     try:
-        upgrade(engine)
+        if current_revision(engine) != head_revision():  # else no lock: a reader never waits for a writer
+            upgrade(engine)
     except OperationalError as exc:
         engine.dispose()
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
