@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, and_, func, select
+from sqlalchemy import Connection, Integer, and_, cast, func, select
 from sqlalchemy.sql import ColumnElement
 
 from gsm8k_bench.reporting.history.schema import metrics, outcomes, runs
@@ -105,7 +105,7 @@ def run_outcomes(connection: Connection, run: StoredRun) -> dict[str, dict[str, 
 def strict_flips(connection: Connection, earlier: StoredRun, later: StoredRun) -> tuple[int, int]:
     """(questions both answered, questions whose strict outcome differs), counted by the database."""
     a, b = outcomes.alias("a"), outcomes.alias("b")
-    query = (select(func.count(), func.sum(func.cast(a.c.strict != b.c.strict, metrics.c.concurrency.type)))
+    query = (select(func.count(), func.sum(cast(a.c.strict != b.c.strict, Integer)))
              .select_from(a.join(b, and_(a.c.doc_id == b.c.doc_id, a.c.question_hash == b.c.question_hash)))
              .where(a.c.run == earlier.id, a.c.concurrency == earlier.gate_concurrency,
                     b.c.run == later.id, b.c.concurrency == later.gate_concurrency))
