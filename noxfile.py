@@ -104,6 +104,13 @@ def report(session: nox.Session) -> None:
     session.run("python", "-m", "gsm8k_bench.reporting.report", *session.posargs)
 
 
+@nox.session(default=False)
+def history(session: nox.Session) -> None:
+    """The results history: -- ingest PATH... | trend SESSION | first-bad SESSION | noise [-k EXPR]."""
+    session.install("-e", ".[history]")
+    session.run("python", "-m", "gsm8k_bench.reporting.history", *session.posargs)
+
+
 @nox.session(venv_backend="none", default=False)
 def compare(session: nox.Session) -> None:
     """B against A, question by question: -- A B [--out DIR] (session JSONs or results folders)."""

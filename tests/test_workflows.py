@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import MINIMAL, ROOT, parse
+from conftest import MINIMAL, ROOT, parse, require_module
 
 from gsm8k_bench.core.errors import ConfigError
 from gsm8k_bench.fleet import workflow_plan
@@ -104,6 +104,55 @@ def test_benchmark_workflow_wiring(matrix):
     assert verdict["name"] == "Verdict" and verdict["if"] == "always()"
     assert verdict["env"] == {"DISPATCHED": "${{ needs.plan.outputs.sessions }}"}
     assert verdict["run"] == 'python -m gsm8k_bench.reporting.dispatch_verdict results --dispatched "$DISPATCHED"'
+
+
+def history_steps():
+    summary = load(BENCHMARK)["jobs"]["summary"]["steps"]
+    masks = next(s for s in summary if s.get("name") == "Register secret masks")
+    ingest = next(s for s in summary if s.get("name") == "Ingest into the history")
+    return summary, masks, ingest
+
+
+def test_the_summary_job_ingests_into_the_history_only_there():
+    summary, masks, ingest = history_steps()
+    secret = "${{ secrets.GSM8K_HISTORY_URL }}"
+    assert masks["env"] == {"GSM8K_HISTORY_URL": secret} and "add-masks" in masks["run"]
+    # After the report's and the candidate references' uploads; only the dispatch's verdict comes later.
+    uploads = [i for i, step in enumerate(summary) if "upload-artifact" in step.get("uses", "")]
+    assert summary.index(masks) < max(uploads) < summary.index(ingest) == len(summary) - 2
+    assert summary[-1]["name"] == "Verdict"
+    assert ingest["if"] == "always()" and ingest["env"] == {"GSM8K_HISTORY_URL": secret}
+    install = next(s for s in summary if s.get("name") == "Install")
+    assert "[history]" in install["run"]
+    jobs = load(BENCHMARK)["jobs"]
+    assert [name for name, job in jobs.items() if "GSM8K_HISTORY_URL" in json.dumps(job)] == ["summary"]
+
+
+def run_ingest_step(tmp_path, url: str | None) -> subprocess.CompletedProcess:
+    """The ingest step's script, as the runner runs it (bash -e), in a folder with downloaded artifacts."""
+    _, _, ingest = history_steps()
+    env = {"PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}", "HOME": os.environ.get("HOME", "/"),
+           "GITHUB_RUN_ID": "4242", "GSM8K_HISTORY_URL": url or ""}
+    return subprocess.run(["bash", "-e", "-c", ingest["run"]], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_the_ingest_step_stores_the_dispatch_or_fails_with_a_clear_message(tmp_path):
+    require_module("sqlalchemy")  # the `history` extra, in `test` too
+    from fakes.history_runs import Nightly
+
+    assert "not kept in a history" in run_ingest_step(tmp_path, None).stdout
+    assert "nothing to ingest" in run_ingest_step(tmp_path, f"sqlite:///{tmp_path}/h.sqlite").stdout
+    for doc in Nightly("gsm8k-llama-3.1-8b-h100-vllm-fp8-tp1", 2, questions=10).documents():
+        artifact = tmp_path / "results" / f"{doc['session']}-{doc['environment']['run_id']}-attempt1"
+        artifact.mkdir(parents=True)
+        (artifact / f"{doc['session']}.json").write_text(json.dumps(doc))
+    stored = run_ingest_step(tmp_path, f"sqlite:///{tmp_path}/h.sqlite")
+    assert stored.returncode == 0 and "2 stored" in stored.stdout, stored.stderr
+    unreachable = run_ingest_step(tmp_path, f"postgresql://bench:n0t-to-be-seen@/h?host={tmp_path}&port=1")
+    assert unreachable.returncode == 2
+    assert "error: cannot open the history database postgresql+psycopg://bench:***@/h" in unreachable.stderr
+    assert "n0t-to-be-seen" not in unreachable.stdout + unreachable.stderr
 
 
 def run_plan_step(tmp_path, **inputs):

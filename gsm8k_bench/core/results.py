@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 from gsm8k_bench.core.errors import BenchError
 from gsm8k_bench.core.paths import check_session_name, inside
@@ -42,8 +42,24 @@ def token_files(environ: Mapping[str, str]) -> list[Path]:
     return [hf_home / "token"]
 
 
+def url_passwords(environ: Mapping[str, str]) -> set[str]:
+    """Passwords inside URLs in the environment (GSM8K_HISTORY_URL=postgresql://user:PASSWORD@host/db):
+    secrets whatever the variable is called."""
+    passwords = set()
+    for value in environ.values():
+        if "://" in value and "@" in value:
+            try:
+                password = urlsplit(value).password
+            except ValueError:  # not a URL after all
+                continue
+            if password:
+                passwords |= {password, unquote(password)}
+    return passwords
+
+
 def secret_values(environ: Mapping[str, str]) -> list[str]:
     values = {v for k, v in environ.items() if SECRET_NAME.search(k) and not WHERE_NAME.search(k)}
+    values |= url_passwords(environ)
     for path in token_files(environ):
         try:
             values.add(path.read_text(encoding="utf-8").strip())

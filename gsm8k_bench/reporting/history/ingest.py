@@ -1,0 +1,110 @@
+"""`nox -s history -- ingest PATH...`: session JSONs, results folders and downloaded artifacts
+(`<folder>/<artifact>/<session>.json`, found by the report's own reader of results folders) into the history.
+
+- Idempotent: a run is stored under its natural key (records.run_key); the same run again is skipped.
+- All or nothing per run: one transaction per run (the run, its metrics, its outcomes); a killed ingest
+  leaves the runs it committed and nothing of the one it was writing.
+- Two ingests at once store each run once: the second to reach a run finds it (or loses the race on the
+  unique key and finds it then).
+- A malformed file is refused with its path and key; nothing of it is written; the others are stored and
+  the command fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from gsm8k_bench.core import results_folder
+from gsm8k_bench.reporting.history import records
+from gsm8k_bench.reporting.history.schema import metrics, outcomes, runs
+from gsm8k_bench.reporting.history.store import HistoryError
+
+
+@dataclass
+class Ingested:
+    stored: list[str] = field(default_factory=list)
+    already: list[str] = field(default_factory=list)
+    refused: list[records.MalformedRun] = field(default_factory=list)
+    not_sessions: list[Path] = field(default_factory=list)
+
+
+def candidate_files(paths: Iterable[Path]) -> Iterator[tuple[Path, bool]]:
+    """(file, named on the command line) for every session JSON to ingest."""
+    for path in paths:
+        if path.is_file():
+            yield path, True
+        elif path.is_dir():
+            yield from ((found, False) for found in results_folder.json_files(path))
+        else:
+            raise HistoryError(f"{path}: no such file or results folder")
+
+
+def insert_many(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """INSERT many plain rows (ints, floats, strings, bools) in the connection's transaction, the fast way
+    each database has: PostgreSQL's COPY (executemany costs it a statement per question: about twice the
+    time of a run's store, measured); SQLite's executemany of the statement compiled once, without
+    SQLAlchemy's per-row parameter processing (which was half of a run's store)."""
+    if not rows:
+        return
+    names = list(rows[0])
+    if connection.dialect.name == "postgresql":
+        quoted = ", ".join(connection.dialect.identifier_preparer.quote(name) for name in names)
+        cursor: Any = connection.connection.cursor()  # psycopg's, in this same transaction
+        with cursor.copy(f"COPY {table.name} ({quoted}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row([row[name] for name in names])
+        return
+    compiled = insert(table).compile(dialect=connection.dialect, column_keys=names)
+    order = compiled.positiontup or names
+    connection.exec_driver_sql(str(compiled), [tuple(row[name] for name in order) for row in rows])
+
+
+def store_run(engine: Engine, rows: records.RunRows) -> bool:
+    """Store one run in one transaction; False when it was there already."""
+    with engine.connect().execution_options(writer=True) as connection:
+        try:
+            with connection.begin():
+                if connection.execute(select(runs.c.id).where(runs.c.run_key == rows.key)).first():
+                    return False
+                key = connection.execute(insert(runs).values(rows.run)).inserted_primary_key
+                assert key is not None  # an INSERT of one row always has one
+                run_id = key[0]
+                insert_many(connection, metrics, [{**row, "run": run_id} for row in rows.metrics])
+                insert_many(connection, outcomes, [{**row, "run": run_id} for row in rows.outcomes])
+        except IntegrityError:
+            # Another ingest committed the same run between our look and our insert: its copy stands.
+            with connection.begin():
+                if connection.execute(select(runs.c.id).where(runs.c.run_key == rows.key)).first():
+                    return False
+            raise
+    return True
+
+
+def ingest(engine: Engine, paths: Iterable[Path], log: Callable[[str], None] = print,
+           workflow_run_id: str | None = None) -> Ingested:
+    """Ingest every session JSON under `paths`, one run at a time."""
+    done = Ingested()
+    for path, named in candidate_files(paths):
+        try:
+            document = records.read(path)
+            rows = records.rows_of(path, document, workflow_run_id=workflow_run_id)
+        except records.MalformedRun as exc:
+            if not named and exc.key == "schema":
+                done.not_sessions.append(path)  # another JSON beside the results, as the report skips them
+                continue
+            done.refused.append(exc)
+            log(f"refused {exc}")
+            continue
+        if store_run(engine, rows):
+            done.stored.append(rows.key)
+            log(f"stored {rows.run['session']} ({rows.run['started_at']:%Y-%m-%d %H:%M} UTC, {path})")
+        else:
+            done.already.append(rows.key)
+            log(f"already stored {rows.run['session']} ({path})")
+    return done

@@ -1,0 +1,1 @@
+"""Alembic migrations of the history's schema, oldest first (store.upgrade runs them)."""

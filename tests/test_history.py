@@ -1,0 +1,316 @@
+"""The results history (gsm8k_bench/reporting/history): the same tests against SQLite and a real
+PostgreSQL (a private cluster, tests/postgres_cluster.py).  Ingests run as real processes where it
+matters: two at once, and one SIGKILLed inside a run's transaction."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, require, require_module
+
+require_module("sqlalchemy")  # the `history` extra (in `test` too)
+
+import postgres_cluster  # noqa: E402
+from fakes.history_runs import Nightly, document, expected_flip_rate  # noqa: E402
+from sqlalchemy import create_engine, func, select, text  # noqa: E402
+
+from gsm8k_bench.core import results  # noqa: E402
+from gsm8k_bench.reporting.history import cli, first_bad, noise, store, trend  # noqa: E402
+from gsm8k_bench.reporting.history.schema import metrics, outcomes, runs  # noqa: E402
+from gsm8k_bench.verdicts import gate  # noqa: E402
+
+SESSION = "gsm8k-llama-3.1-8b-h100-vllm-fp8-tp1"
+SETTINGS = gate.GateSettings()
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    require(postgres_cluster.missing() is None, str(postgres_cluster.missing()))
+    cluster = postgres_cluster.Cluster()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def history_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'history.sqlite'}"
+    return request.getfixturevalue("postgres").new_database()
+
+
+def write_artifacts(folder: Path, documents: list[dict]) -> list[Path]:
+    """As the workflow's summary job downloads them: <folder>/<artifact>/<session>.json."""
+    paths = []
+    for doc in documents:
+        artifact = folder / f"{doc['session']}-{doc['environment']['run_id']}-attempt1"
+        artifact.mkdir(parents=True)
+        path = artifact / f"{doc['session']}.json"
+        path.write_text(json.dumps(doc))
+        paths.append(path)
+    return paths
+
+
+def history(*argv: str, url: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gsm8k_bench.reporting.history", "--url", url, *argv],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def stored(url: str) -> dict[str, tuple[int, int]]:
+    """run_key -> (metric rows, outcome rows), as committed."""
+    engine = store.create(url)
+    try:
+        with engine.connect() as connection:
+            keys = dict(connection.execute(select(runs.c.id, runs.c.run_key)).all())
+            counts = {}
+            for run_id, key in keys.items():
+                counts[key] = tuple(connection.scalar(select(func.count()).select_from(table)
+                                                      .where(table.c.run == run_id)) for table in (metrics, outcomes))
+            return counts
+    finally:
+        engine.dispose()
+
+
+def expected_rows(doc: dict) -> tuple[int, int]:
+    levels = doc["config"]["concurrency_levels"]
+    # the gating level: 5 lm-eval numbers and 2 of the server's; each other level: its 5 lm-eval numbers
+    return 7 + 5 * (len(levels) - 1), len(levels) * len(doc["samples"])
+
+
+def test_ingest_stores_each_run_once_however_often_and_however_named(history_url, tmp_path):
+    docs = Nightly(SESSION, 4, questions=50, levels=(1, 8)).documents()
+    paths = write_artifacts(tmp_path / "results", docs)
+    first = history("ingest", str(tmp_path / "results"), "--workflow-run", "123", url=history_url)
+    assert first.returncode == 0, first.stderr
+    assert "4 stored, 0 already there, 0 refused" in first.stdout
+    # Again, as a folder, as a single file and through another path: nothing new.
+    again = history("ingest", str(tmp_path / "results"), str(paths[0]), str(paths[0].parent), url=history_url)
+    assert again.returncode == 0 and "0 stored, 6 already there" in again.stdout
+    counts = stored(history_url)
+    assert sorted(counts.values()) == sorted(expected_rows(d) for d in docs)
+    with store.create(history_url).connect() as connection:
+        assert set(connection.scalars(select(runs.c.workflow_run_id))) == {"123"}
+        assert sorted(connection.scalars(select(runs.c.image_digest))) == ["sha256:aaa"] * 4
+
+
+def test_two_ingests_at_once_of_overlapping_folders_store_each_run_once(history_url, tmp_path):
+    docs = [*Nightly(SESSION, 12, questions=300).documents(),
+            *Nightly("gsm8k-llama-3.1-8b-mi355x-sglang-fp8-tp1", 12, questions=300, seed=2).documents()]
+    write_artifacts(tmp_path / "a", docs[:16])
+    write_artifacts(tmp_path / "b", docs[8:])
+    store.open_store(history_url).dispose()  # schema first: the race under test is the runs', not the migration's
+    argv = [sys.executable, "-m", "gsm8k_bench.reporting.history", "--url", history_url, "ingest"]
+    procs = [subprocess.Popen([*argv, str(tmp_path / side)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for side in ("a", "b")]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    counts = stored(history_url)
+    assert len(counts) == 24
+    assert sorted(counts.values()) == sorted(expected_rows(d) for d in docs)
+    # Each of the 8 runs in both folders was stored by exactly one of them.
+    said = [o.count("\nstored ") + o.startswith("stored ") for o, _ in outputs]
+    assert sum(said) == 24
+
+
+def writer_transaction_open(url: str) -> bool:
+    """Whether another connection holds an open write transaction on the history right now."""
+    if url.startswith("sqlite"):
+        probe = sqlite3.connect(url.removeprefix("sqlite:///"), timeout=0, isolation_level=None)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
+            return False
+        except sqlite3.OperationalError as exc:
+            assert "locked" in str(exc)
+            return True
+        finally:
+            probe.close()
+    engine = create_engine(store.parse_url(url))
+    try:
+        with engine.connect() as connection:
+            return bool(connection.scalar(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()")))
+    finally:
+        engine.dispose()
+
+
+def test_a_killed_ingest_leaves_no_partial_run(history_url, tmp_path):
+    docs = Nightly(SESSION, 30, levels=(1, 16, 64, 128)).documents()  # 5,276 outcome rows per run
+    write_artifacts(tmp_path / "results", docs)
+    store.open_store(history_url).dispose()
+    proc = subprocess.Popen([sys.executable, "-m", "gsm8k_bench.reporting.history", "--url", history_url, "ingest",
+                             str(tmp_path / "results")], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    caught = False
+    deadline = time.monotonic() + 120
+    while not caught and proc.poll() is None and time.monotonic() < deadline:
+        os.kill(proc.pid, signal.SIGSTOP)
+        if stored(history_url) and writer_transaction_open(history_url):
+            caught = True  # stopped inside a run's transaction, after at least one run was committed
+        else:
+            os.kill(proc.pid, signal.SIGCONT)
+            time.sleep(0.01)
+    assert caught, "the ingest was never seen inside a run's transaction"
+    os.kill(proc.pid, signal.SIGKILL)
+    os.kill(proc.pid, signal.SIGCONT)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    counts = stored(history_url)
+    assert 0 < len(counts) < len(docs)
+    assert set(counts.values()) == {expected_rows(docs[0])}  # every stored run whole
+    # The next ingest stores the rest, and what was stored stays as it was.
+    rerun = history("ingest", str(tmp_path / "results"), url=history_url)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{len(docs) - len(counts)} stored, {len(counts)} already there" in rerun.stdout
+    assert set(stored(history_url).values()) == {expected_rows(docs[0])}
+
+
+def test_a_malformed_json_is_refused_naming_file_and_key_and_nothing_of_it_is_written(history_url, tmp_path):
+    good, wrong_type, missing_outcome, not_json = Nightly(SESSION, 4, questions=20).documents()
+    wrong_type["samples"][3]["strict_correct"] = "maybe"
+    missing_outcome["samples"][5]["flexible_correct"] = None
+    paths = write_artifacts(tmp_path / "results", [good, wrong_type, missing_outcome, not_json])
+    paths[3].write_text(json.dumps(not_json)[:500])
+    result = history("ingest", str(tmp_path / "results"), url=history_url)
+    assert result.returncode == 1
+    assert f"refused {paths[1]}: samples.3.strict_correct: " in result.stdout
+    assert f"refused {paths[2]}: samples.5.flexible_correct: missing (true or false expected)" in result.stdout
+    assert f"refused {paths[3]}: (the file): JSON syntax error" in result.stdout
+    assert "1 stored, 0 already there, 3 refused" in result.stdout
+    assert list(stored(history_url)) == [f"{SESSION}|{good['environment']['run_id']}|"
+                                         f"{good['environment']['started_at']}|1"]
+
+
+def test_an_old_schema_database_migrates_with_its_data(history_url, tmp_path):
+    engine = store.create(history_url)
+    store.upgrade(engine, "0001")
+    assert store.current_revision(engine) == "0001"
+    with engine.begin() as connection:  # a run stored by the first schema, in its own columns
+        connection.execute(text("INSERT INTO runs (run_key, session, status, started_at, source, gate_concurrency) "
+                                "VALUES ('old|r1|2025-12-31T02:00:00+00:00|1', :s, 'passed', :t, 'old.json', 1)"),
+                           {"s": SESSION, "t": "2025-12-31 02:00:00"})
+        run_id = connection.scalar(text("SELECT id FROM runs"))
+        connection.execute(text("INSERT INTO metrics VALUES (:r, 1, 'strict_match', 0.75), (:r, 1, 'n', 4)"),
+                           {"r": run_id})
+    with pytest.raises(Exception, match="workflow_run_id"), engine.connect() as connection:
+        connection.execute(select(runs.c.workflow_run_id)).all()
+    engine.dispose()
+    store.open_store(history_url).dispose()  # brings it to the newest schema
+    engine = store.create(history_url)
+    assert store.current_revision(engine) == store.head_revision() == "0002"
+    write_artifacts(tmp_path / "results", Nightly(SESSION, 2, questions=10).documents())
+    assert history("ingest", str(tmp_path / "results"), url=history_url).returncode == 0
+    with engine.connect() as connection:
+        points = trend.trend(connection, SESSION, SETTINGS)
+    assert points[0].run.started_at == dt.datetime(2025, 12, 31, 2) and points[0].run.run_id is None
+    assert points[0].run.strict_match == 0.75 and points[0].run.workflow_run_id is None
+    assert len(points) == 3
+    engine.dispose()
+
+
+def ingest_documents(url: str, folder: Path, documents: list[dict]) -> None:
+    write_artifacts(folder, documents)
+    result = cli.main(["--url", url, "ingest", str(folder)], out=open(os.devnull, "w"))  # noqa: SIM115
+    assert result == 0
+
+
+def test_first_bad_names_the_run_of_the_image_bump_that_dropped_accuracy(history_url, tmp_path):
+    nightly = Nightly(SESSION, 20, bump_day=13, drop=0.06, seed=5)
+    docs = nightly.documents()
+    ingest_documents(history_url, tmp_path / "results", docs)
+    engine = store.create(history_url)
+    with engine.connect() as connection:
+        found, walked = first_bad.first_bad(connection, SESSION, SETTINGS)
+        points = trend.trend(connection, SESSION, SETTINGS)
+    engine.dispose()
+    assert found is not None
+    assert found.bad.run_id == docs[13]["environment"]["run_id"]
+    assert found.healthy.run_id == docs[12]["environment"]["run_id"]
+    assert (found.healthy.image, found.bad.image) == ("vllm/vllm:v1", "vllm/vllm:v2")
+    right_before = {s["doc_id"] for s in docs[12]["samples"] if s["strict_correct"]}
+    dropped = set(range(0, 1319, round(1 / 0.06)))
+    assert dropped & right_before <= set(found.lost["strict_match"])
+    text_out = first_bad.describe(found, SESSION, walked)
+    assert "* image              vllm/vllm:v1" in text_out and "lost under strict_match" in text_out
+    # trend marks the bump on that run and on no other
+    assert [i for i, p in enumerate(points) if p.changes] == [13]
+    assert points[13].changes == ["image: vllm/vllm:v1 -> vllm/vllm:v2", "image_digest: sha256:aaa -> sha256:bbb"]
+    assert all(p.lower <= p.run.strict_match <= p.upper for p in points)
+    assert trend.plot(points, SESSION, tmp_path / "trend.png").stat().st_size > 10_000
+
+
+def test_first_bad_finds_nothing_when_an_image_bump_changed_nothing(history_url, tmp_path):
+    ingest_documents(history_url, tmp_path / "results", Nightly(SESSION, 20, bump_day=13, seed=5).documents())
+    engine = store.create(history_url)
+    with engine.connect() as connection:
+        assert first_bad.first_bad(connection, SESSION, SETTINGS) == (None, 20)
+    engine.dispose()
+
+
+def test_noise_reports_the_flip_rate_the_history_was_built_with(history_url, tmp_path):
+    steady = Nightly(SESSION, 16, borderline=0.12, seed=7)
+    creeping = Nightly("gsm8k-llama-3.1-8b-mi355x-sglang-fp8-tp1", 16, borderline=0.12, seed=8,
+                       noisy_from=9, noisy_borderline=0.25)
+    ingest_documents(history_url, tmp_path / "results", [*steady.documents(), *creeping.documents()])
+    engine = store.create(history_url)
+    with engine.connect() as connection:
+        stacks = {s.stack: s for s in noise.noise(connection, SETTINGS, window=7)}
+        only = noise.noise(connection, SETTINGS, keywords="h100")
+    engine.dispose()
+    vllm = stacks[("vllm", "h100", "fp8")]
+    assert len(vllm.pairs) == 15 and vllm.questions == 15 * 1319
+    assert vllm.lower <= expected_flip_rate(steady.probabilities) <= vllm.upper
+    assert vllm.upper - vllm.lower < 0.02
+    assert vllm.alarm is None
+    assert vllm.detectable_drop == noise.detectable_drop(vllm.accuracy, vllm.rate, SETTINGS)
+    assert 0.02 < vllm.detectable_drop < 0.1
+    assert stacks[("sglang", "mi355x", "fp8")].alarm.startswith("flip rate rose from")
+    assert [s.stack for s in only] == [("vllm", "h100", "fp8")]
+
+
+def test_detectable_drop_grows_with_the_flip_rate():
+    drops = [noise.detectable_drop(0.8, flip, SETTINGS) for flip in (0.0, 0.05, 0.1, 0.2)]
+    assert drops == sorted(drops) and drops[0] > SETTINGS.tolerance and drops[-1] > drops[0] + 0.01
+
+
+def test_an_unreachable_database_fails_with_a_message_that_hides_the_password(tmp_path):
+    url = f"postgresql://bench:s3cretpassw0rd@/history?host={tmp_path}&port=1"
+    with pytest.raises(store.HistoryError) as caught:
+        store.open_store(url)
+    message = str(caught.value)
+    assert message.startswith("cannot open the history database postgresql+psycopg://bench:***@/history")
+    assert "s3cretpassw0rd" not in message
+    result = subprocess.run([sys.executable, "-m", "gsm8k_bench.reporting.history", "ingest", str(tmp_path)],
+                            cwd=ROOT, capture_output=True, text=True, env={**os.environ, store.URL_VARIABLE: url})
+    assert result.returncode == 2 and "error: cannot open the history database" in result.stderr
+    assert "s3cretpassw0rd" not in result.stderr + result.stdout
+
+
+def test_a_password_in_the_history_url_is_a_secret_in_every_form():
+    environ = {store.URL_VARIABLE: "postgresql://bench:p%40ss-w0rd@db.example:5432/history"}
+    assert "p@ss-w0rd" in results.secret_values(environ)
+    line = "connecting as bench:p@ss-w0rd and p%40ss-w0rd"
+    assert results.mask(line, environ) == "connecting as bench:*** and ***"
+
+
+def test_an_unknown_database_kind_is_refused_naming_the_variable():
+    with pytest.raises(store.HistoryError, match="GSM8K_HISTORY_URL: unsupported database 'mysql'"):
+        store.parse_url("mysql://u@h/db")
+
+
+def test_the_default_history_is_a_sqlite_file_in_the_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("GSM8K_BENCH_CACHE", str(tmp_path))
+    monkeypatch.delenv(store.URL_VARIABLE, raising=False)
+    assert store.configured_url() == f"sqlite:///{tmp_path / 'history.sqlite'}"
+    doc = document(SESSION, dt.datetime(2026, 2, 1, tzinfo=dt.timezone.utc), {1: [True, False]})
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / f"{SESSION}.json").write_text(json.dumps(doc))
+    assert cli.main(["ingest", str(tmp_path / "r")], out=open(os.devnull, "w")) == 0  # noqa: SIM115
+    assert (tmp_path / "history.sqlite").is_file()
