@@ -188,7 +188,7 @@ def lm_eval_python():
 
 def run_in_lm_eval(script: str, *args: str) -> dict:
     out = subprocess.run([lm_eval_python(), "-c", textwrap.dedent(script), *args], capture_output=True, text=True,
-                         timeout=120, cwd=ROOT / "gsm8k_bench")
+                         timeout=120, cwd=ROOT / "gsm8k_bench" / "evaluation")
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 

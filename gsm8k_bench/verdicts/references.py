@@ -3,7 +3,9 @@
 `references/<session>.json` is small enough to review in a pull request: no responses, one line per
 question, `"<doc_id>:<hash of the question text>": "<strict><flexible>"` with 1 for right and 0 for
 wrong (a changed question text gives another id, so a changed dataset is seen, not silently paired);
-the protocol record, n, the accuracies and where the run came from.  `nox -s promote` writes them
+the protocol record, n, the accuracies and where the run came from; and `truncated`, the questions whose
+answer hit the token limit (absent in references promoted before runs recorded it: the gate then does
+not check truncation).  `nox -s promote` writes them
 (gsm8k_bench/verdicts/promote.py); the gate pairs a run with its session's reference (gate.judge).
 Loading validates everything and names file and key, like matrix.yaml.
 """
@@ -28,7 +30,9 @@ SCHEMA_VERSION = 1
 QUESTIONS_FORMAT = "doc_id:sha256(question)[:10] -> strict, flexible (1 right, 0 wrong)"
 QUESTION_ID = re.compile(r"^\d+:[0-9a-f]{10}$")
 OUTCOME = re.compile(r"^[01]{2}$")
-TOP_KEYS = ("kind", "schema", "session", "n", "accuracy", "protocol", "provenance", "questions_format", "questions")
+REQUIRED_KEYS = ("kind", "schema", "session", "n", "accuracy", "protocol", "provenance", "questions_format",
+                 "questions")
+TOP_KEYS = (*REQUIRED_KEYS, "truncated")
 PROVENANCE_KEYS = ("framework", "framework_version", "runner", "launcher", "image", "image_id", "image_digests",
                    "server_command", "checkpoint", "model_source", "precision", "concurrency", "dataset",
                    "lm_eval", "gsm8k_bench", "git_commit", "date", "source")
@@ -43,6 +47,7 @@ class Reference:
     accuracy: Mapping[str, float]
     outcomes: Mapping[str, Mapping[str, bool]]  # metric -> question id -> right
     provenance: Mapping[str, Any]
+    truncated: frozenset[str] | None = None  # question ids that hit the token limit; None: not recorded
 
 
 def reference_path(directory: Path, session: str) -> Path:
@@ -72,9 +77,13 @@ def from_session(document: Mapping[str, Any], source: str = "") -> dict[str, Any
         "lm_eval": environment.get("lm_eval"), "gsm8k_bench": environment.get("gsm8k_bench"),
         "git_commit": environment.get("git_commit"), "date": environment.get("ended_at"), "source": source,
     }
-    return {"kind": KIND, "schema": SCHEMA_VERSION, "session": document["session"], "n": len(questions),
-            "accuracy": accuracy, "protocol": {k: config["protocol"].get(k) for k in PROTOCOL_KEYS},
-            "provenance": provenance, "questions_format": QUESTIONS_FORMAT, "questions": questions}
+    reference = {"kind": KIND, "schema": SCHEMA_VERSION, "session": document["session"], "n": len(questions),
+                 "accuracy": accuracy, "protocol": {k: config["protocol"].get(k) for k in PROTOCOL_KEYS},
+                 "provenance": provenance, "questions_format": QUESTIONS_FORMAT, "questions": questions}
+    if all(s.get("outcome") for s in samples):  # a run recorded before outcome labels cannot say
+        reference["truncated"] = [paired_stats.question_id(s["doc_id"], s.get("question"))
+                                  for s in samples if s["outcome"] == "truncated"]
+    return reference
 
 
 def write(path: Path, document: Mapping[str, Any]) -> Path:
@@ -92,7 +101,7 @@ def parse(document: Any, path: Path, session: str | None = None) -> Reference:
         raise r.fail("schema", f"written by {age} gsm8k-bench (schema {schema!r}; this one reads "
                      f"{SCHEMA_VERSION}): promote a run of {document.get('session', 'the session')} again "
                      "with nox -s promote -- results/<session>.json")
-    r.mapping(document, "(top level)", TOP_KEYS, required=TOP_KEYS)
+    r.mapping(document, "(top level)", TOP_KEYS, required=REQUIRED_KEYS)
     name = r.typed(document["session"], "session", str, document, "session")
     if session is not None and name != session:
         raise r.fail("session", f"{name!r} does not match the file name (expected {session!r})")
@@ -116,8 +125,15 @@ def parse(document: Any, path: Path, session: str | None = None) -> Reference:
         counted = sum(outcomes[metric].values()) / n
         if abs(value - counted) > 1e-4:
             raise r.fail(f"accuracy.{metric}", f"is {value} but the questions give {counted:.4f} (edited by hand?)")
+    truncated = None
+    if "truncated" in document:
+        listed = r.typed(document["truncated"], "truncated", list, document, "truncated")
+        unknown = [q for q in listed if not isinstance(q, str) or q not in questions]
+        if unknown:
+            raise r.fail("truncated", f"expected question ids listed in questions, got {unknown[:5]}")
+        truncated = frozenset(listed)
     return Reference(session=name, path=path, n=n, protocol=dict(protocol), accuracy=dict(accuracy),
-                     outcomes=outcomes, provenance=dict(provenance))
+                     outcomes=outcomes, provenance=dict(provenance), truncated=truncated)
 
 
 def load(path: Path, session: str | None = None) -> Reference:
