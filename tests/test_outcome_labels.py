@@ -87,8 +87,11 @@ def test_a_stock_clients_samples_are_not_labelled(tmp_path):
     assert [s["outcome"] for s in output.samples] == [None, None] and output.metrics["outcomes"] is None
 
 
-def test_a_label_the_model_does_not_know_is_refused():
-    with pytest.raises(ValueError, match="outcome"):
+def test_the_session_json_takes_the_six_labels_and_refuses_others():
+    for label in harness.OUTCOMES:
+        assert Sample.model_validate({"doc_id": 0, "outcome": label, "answer_error": "HTTP 500"}).outcome == label
+    with pytest.raises(ValueError, match=r"outcome\n  Input should be 'correct', 'wrong', 'truncated', 'empty', "
+                                         r"'aborted' or 'server_error'"):
         Sample.model_validate({"doc_id": 0, "outcome": "timeout"})
 
 
