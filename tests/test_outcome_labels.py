@@ -24,6 +24,7 @@ from test_paired_gate import SESSION, against, judge, reference_of, session_doc
 from gsm8k_bench.core.errors import ConfigError
 from gsm8k_bench.core.session_result import Sample
 from gsm8k_bench.evaluation import harness
+from gsm8k_bench.reporting import console_summary
 from gsm8k_bench.serving import venvs
 from gsm8k_bench.serving.launchers import reserve_port, wait_ready
 from gsm8k_bench.serving.launchers.process import process_server
@@ -150,6 +151,10 @@ def test_a_run_that_truncates_more_is_a_truncation_regression_named_as_such(tmp_
     assert message.startswith(f"truncation regression against {tmp_path / SESSION}.json: 0.5500 of the answers hit "
                               "the token limit vs 0.0500 over 20 questions (lower bound +")
     assert message.endswith("truncated now, not before: 10: doc_ids 0, 2, 4, 6, 8, 10, 12, 14, 16, 18")
+    # The session's last lines show it as a row of their table.
+    printed = console_summary.lines({**run, "gate": verdict}, tmp_path / "result.json")
+    assert re.search(r"^  truncated +0\.5500 +\+0\.5000 \(>= \+0\.\d{4}\) +\+0\.0200 +20  truncation regression$",
+                     "\n".join(printed), re.M)
 
 
 def test_the_same_truncation_passes_and_an_unlabelled_reference_is_not_checked(tmp_path):
@@ -183,6 +188,7 @@ def test_a_reference_with_a_bad_truncated_list_names_the_key(tmp_path):
 FAKE = Path(__file__).resolve().parent / "fakes" / "vllm"
 FAULTS = ("abort", "null", "http500", "reset", "not-json", "length", "empty", "wrong")
 QUESTIONS = 2 * len(FAULTS)  # every other prompt meets a fault: each fault once per run
+RETRIES = 3  # lm-eval's attempts per request in all
 # The label each fault must get, per endpoint: a completion's `text` must be a string (null is a malformed
 # body), a chat message's `content` may be null (the model said nothing).
 EXPECTED = {None: "correct", "abort": "aborted", "null": "server_error", "http500": "server_error",
@@ -209,21 +215,28 @@ def fault_server(tmp_path_factory):
     assert not processes_writing_to(work / "server.log")
 
 
-def lm_eval_against(fault_server, protocol: str, concurrency: int) -> tuple[harness.EvalOutput, dict[str, str]]:
-    """lm-eval's outputs read back, and the faults the server gave during this run (question -> fault)."""
+def requests_seen(work: Path) -> int:
+    return (work / "server.log").read_text().count("request for model=")
+
+
+def lm_eval_against(fault_server, protocol: str, concurrency: int) -> tuple[harness.EvalOutput, dict[str, str], int]:
+    """lm-eval's outputs read back, the faults the server gave during this run (question -> fault), and the
+    requests it received."""
     work, base_url, fault_log = fault_server
     before = len(fault_log.read_text().splitlines()) if fault_log.exists() else 0
+    requests_before = requests_seen(work)
     python = venvs.venv_python(venvs.LM_EVAL)
     task = harness.write_task(SHARED_GSM8K, work / "task", harness.stock_task_file(venvs.venv_dir(venvs.LM_EVAL)))
     settings = harness.EvalSettings(protocol, num_fewshot=1, limit=QUESTIONS, concurrency=concurrency,
-                                     request_timeout_s=30, max_retries=3, max_gen_toks=64)
+                                     request_timeout_s=30, max_retries=RETRIES, max_gen_toks=64)
     output_dir = work / protocol
     argv = harness.lm_eval_command(python, settings, served_name="fake", base_url=base_url, output_dir=output_dir,
                                     task=task, include_path=work / "task")
     out = subprocess.run(argv, capture_output=True, text=True, timeout=600,
                          env=harness.lm_eval_environment(SHARED_GSM8K, os.environ))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return harness.parse_outputs(output_dir, task), faults_met(fault_log, after=before)
+    return (harness.parse_outputs(output_dir, task), faults_met(fault_log, after=before),
+            requests_seen(work) - requests_before)
 
 
 def faults_met(fault_log: Path, after: int = 0) -> dict[str, str]:
@@ -235,7 +248,7 @@ def faults_met(fault_log: Path, after: int = 0) -> dict[str, str]:
 @pytest.mark.integration
 @pytest.mark.parametrize(("protocol", "concurrency"), [("completions", 1), ("chat", 4)])
 def test_real_lm_eval_against_a_faulty_server_labels_every_request(fault_server, protocol, concurrency):
-    output, met = lm_eval_against(fault_server, protocol, concurrency)
+    output, met, requests = lm_eval_against(fault_server, protocol, concurrency)
     faults = [met.get(s["question"].strip()) for s in output.samples]
     assert sorted(f for f in faults if f) == sorted(FAULTS), "each fault met once"
     expected = [("empty" if protocol == "chat" and f == "null" else EXPECTED[f]) for f in faults]
@@ -250,6 +263,8 @@ def test_real_lm_eval_against_a_faulty_server_labels_every_request(fault_server,
     finish = {f: s["answer_finish_reason"] for f, s in zip(faults, output.samples, strict=True)}
     assert (finish[None], finish["abort"], finish["length"]) == ("stop", "abort", "length")  # completions too
     assert output.metrics["outcomes"] == {label: expected.count(label) for label in harness.OUTCOMES}
+    # Every attempt but the last raised, so lm-eval retried each failed request before it was recorded.
+    assert requests == QUESTIONS + (RETRIES - 1) * expected.count("server_error")
 
 
 @pytest.mark.integration

@@ -155,6 +155,8 @@ def failure(exc: BaseException) -> str:
 
 # What a request that failed for good returns through lm-eval's parsing: its prompts' answers are "".
 FAILED = "gsm8k_bench_failed"
+# Failed attempts per request (its prompts), counted across lm-eval's retries of it.
+FAILED_ATTEMPTS: dict[tuple[str | None, ...], int] = {}
 
 
 class RecordsAnswers(_ApiModel):
@@ -207,10 +209,6 @@ class RecordsAnswers(_ApiModel):
                 texts.append(choice["text"])
                 _record(choice.get("index", 0), choice, out, "text")
         return texts
-
-
-# Failed attempts per request (its prompts), counted across lm-eval's retries of it.
-FAILED_ATTEMPTS: dict[tuple[str | None, ...], int] = {}
 
 
 class ReasoningAnswers(RecordsAnswers):
