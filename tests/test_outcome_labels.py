@@ -142,15 +142,25 @@ def test_a_run_that_truncates_more_is_a_truncation_regression_named_as_such(tmp_
     run = labelled(session_doc([True] * 20), dict.fromkeys([3, *more], "truncated"))
     verdict = judge(against(reference), run)
     assert verdict["verdict"] == "regression" and not any(c["regression"] for c in verdict["checks"])
-    check = verdict["truncation"]
-    assert (check["n"], check["observed"], check["reference"], check["more"], check["fewer"]) == (20, 0.55, 0.05, 10, 0)
-    assert check["more_doc_ids"] == more and check["mcnemar_p"] == pytest.approx(2 / 2**10)
-    assert check["regression"] and check["lower_bound"] > check["threshold"] == 0.02
-    assert "; truncation regression: truncation 0.5500 vs 0.0500" in verdict["reason"]
-    message = gate.describe_regression(verdict)
-    assert message.startswith(f"truncation regression against {tmp_path / SESSION}.json: 0.5500 of the answers hit "
-                              "the token limit vs 0.0500 over 20 questions (lower bound +")
-    assert message.endswith("truncated now, not before: 10: doc_ids 0, 2, 4, 6, 8, 10, 12, 14, 16, 18")
+    # The shares of truncated answers 11/20 and 1/20; the bounds are Newcombe's on the share *not*
+    # truncated (as for accuracy), mirrored: McNemar 10 more, 0 fewer -> 2 / 2**10.
+    assert verdict["truncation"] == {
+        "n": 20, "observed": 0.55, "reference": 0.05, "difference": 0.5, "more": 10, "fewer": 0,
+        "mcnemar_p": 2 / 2**10, "lower_bound": 0.2699, "upper_bound": 0.6703, "threshold": 0.02, "regression": True,
+        "more_doc_ids": more}
+    assert verdict["reason"].endswith(
+        "upper bound +0.1192 >= -0.0200); truncation regression: truncation 0.5500 vs 0.0500 (truncated now, not "
+        "before: 10, the reverse: 0, McNemar p 0.00195, lower bound +0.2699 > +0.0200)")
+    assert gate.describe_regression(verdict) == (
+        f"truncation regression against {tmp_path / SESSION}.json: 0.5500 of the answers hit the token limit vs "
+        "0.0500 over 20 questions (lower bound +0.2699 at 95% > +0.0200, McNemar p 0.00195); truncated now, not "
+        "before: 10: doc_ids 0, 2, 4, 6, 8, 10, 12, 14, 16, 18")
+    # Both regressed: both named, accuracy first.
+    both = judge(against(reference), labelled(session_doc([False] * 10 + [True] * 10), dict.fromkeys([3, *more],
+                                                                                                  "truncated")))
+    message = gate.describe_regression(both)
+    assert message.startswith(f"regression against {tmp_path / SESSION}.json: strict_match 0.5000 vs 1.0000")
+    assert "lost 10: doc_ids 0, 1, 2, 3, 4, 5, 6, 7, 8, 9; truncation regression against " in message
     # The session's last lines show it as a row of their table.
     printed = console_summary.lines({**run, "gate": verdict}, tmp_path / "result.json")
     assert re.search(r"^  truncated +0\.5500 +\+0\.5000 \(>= \+0\.\d{4}\) +\+0\.0200 +20  truncation regression$",
@@ -164,7 +174,18 @@ def test_the_same_truncation_passes_and_an_unlabelled_reference_is_not_checked(t
     run = labelled(session_doc([True] * 20), {3: "truncated", 5: "truncated"})  # one more: noise
     verdict = judge(against(labelled_ref), run)
     assert verdict["verdict"] == "pass" and verdict["truncation"]["more"] == 1
-    assert not verdict["truncation"]["regression"] and "truncation 0.1000 vs 0.0500" in verdict["reason"]
+    assert not verdict["truncation"]["regression"] and verdict["reason"].endswith(
+        "; truncation 0.1000 vs 0.0500 (truncated now, not before: 1, the reverse: 0, McNemar p 1, lower bound "
+        "-0.0907 <= +0.0200)")
+    # An accuracy regression stays one when truncation did not change.
+    dropped = judge(against(labelled_ref), labelled(session_doc([False] * 10 + [True] * 10), {3: "truncated"}))
+    assert dropped["verdict"] == "regression" and not dropped["truncation"]["regression"]
+    assert "truncation regression" not in gate.describe_regression(dropped)
+    # No question in common (every text changed): nothing to pair.
+    changed = labelled(session_doc([True] * 20), {})
+    for sample in changed["samples"]:
+        sample["question"] += " (edited)"
+    assert gate.judge_truncation(labelled_ref, changed["samples"], gate.GateSettings()) is None
 
     older = reference_of([True] * 20, tmp_path)
     assert older.truncated is None  # promoted from a run without labels

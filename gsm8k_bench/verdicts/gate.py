@@ -261,7 +261,7 @@ def judge_truncation(reference: Reference, samples: Sequence[Mapping[str, Any]],
     """The run's truncated answers against the reference's, over the questions both answered (None when
     either side did not record them): paired as accuracy is, on the share of answers that did not hit
     the token limit, so the same bound decides."""
-    if reference.truncated is None or not samples or any(s.get("outcome") is None for s in samples):
+    if reference.truncated is None or any(s.get("outcome") is None for s in samples):
         return None
     run = {paired_stats.question_id(s["doc_id"], s.get("question")): s["outcome"] != "truncated" for s in samples}
     whole = dict.fromkeys(reference.outcomes[METRICS[0]], True) | dict.fromkeys(reference.truncated, False)
