@@ -28,7 +28,7 @@ from gsm8k_bench.reporting import console_summary
 from gsm8k_bench.serving import venvs
 from gsm8k_bench.serving.launchers import reserve_port, wait_ready
 from gsm8k_bench.serving.launchers.process import process_server
-from gsm8k_bench.verdicts import gate, references
+from gsm8k_bench.verdicts import gate, references, run_comparison
 
 # --------------------------------------------------------------------------- labels of recorded outputs
 
@@ -120,6 +120,18 @@ def test_an_aborting_server_is_named_not_scored_as_a_regression_of_the_model(tmp
         "the server aborted 10 of 20 requests (doc_ids 1, 3, 5, 7, 9, 11, 13, 15, 17, 19): those are not wrong "
         "answers, so the run is not judged (the server's log says why; rerun once it answers every request)")
     assert gate.unanswered(labelled(session_doc([True, False] * 10), {})["samples"]) is None
+
+
+def test_compare_does_not_pair_a_run_with_aborted_requests(tmp_path):
+    """`nox -s compare`, the report's siblings and the concurrency levels pair runs too: never with them."""
+    clean = labelled(session_doc([True] * 20), {})
+    aborting = labelled(session_doc([True] * 20), dict.fromkeys(range(1, 20, 2), "aborted"))
+    result = run_comparison.compare_documents(clean, aborting, gate.GateSettings())
+    assert result["verdict"] == "not_compared"
+    assert result["reason"] == (
+        "the run: the server aborted 10 of 20 requests (doc_ids 1, 3, 5, 7, 9, 11, 13, 15, 17, 19): those are not "
+        "wrong answers, so the run is not judged (the server's log says why; rerun once it answers every request)")
+    assert run_comparison.compare_documents(clean, clean, gate.GateSettings())["verdict"] == "within_tolerance"
 
 
 def test_null_texts_and_failed_requests_are_named_with_their_reasons(tmp_path):
