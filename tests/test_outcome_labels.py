@@ -21,14 +21,14 @@ from test_faults import FAKE_SESSION, fake_argv, fake_env, read_json
 from test_integration import processes_writing_to
 from test_paired_gate import SESSION, against, judge, reference_of, session_doc
 
-from gsm8k_bench.core.errors import ConfigError
-from gsm8k_bench.core.session_result import Sample
+from gsm8k_bench.core.errors import ConfigError, EvalError
+from gsm8k_bench.core.session_result import Metrics, Sample, ServerMetrics
 from gsm8k_bench.evaluation import harness
 from gsm8k_bench.reporting import console_summary
 from gsm8k_bench.serving import venvs
 from gsm8k_bench.serving.launchers import reserve_port, wait_ready
 from gsm8k_bench.serving.launchers.process import process_server
-from gsm8k_bench.verdicts import gate, references, run_comparison
+from gsm8k_bench.verdicts import gate, levels, references, run_comparison
 
 # --------------------------------------------------------------------------- labels of recorded outputs
 
@@ -86,6 +86,15 @@ def test_a_stock_clients_samples_are_not_labelled(tmp_path):
     output = harness.parse_outputs(recorded_outputs(tmp_path / "out", [(" #### 7", True, None), ("", False, None)]),
                                    TASK)
     assert [s["outcome"] for s in output.samples] == [None, None] and output.metrics["outcomes"] is None
+
+
+def test_a_concurrency_level_with_an_aborted_request_fails_the_session(tmp_path):
+    gating = recorded_outputs(tmp_path / "c1", [(" #### 7", True, answer("stop")), ("", False, answer("stop"))])
+    loaded = recorded_outputs(tmp_path / "c64", [(" #### 7", True, answer("stop")), ("", False, answer("abort"))])
+    output = harness.parse_outputs(gating, TASK)
+    runs = [levels.LevelRun(c, 1.0, ServerMetrics(), folder, TASK) for c, folder in ((1, gating), (64, loaded))]
+    with pytest.raises(EvalError, match=r"^at concurrency 64: the server aborted 1 of 2 requests \(doc_ids 1\): "):
+        levels.record(runs, 1, Metrics.model_validate(output.metrics), output.samples, gate.GateSettings())
 
 
 def test_the_session_json_takes_the_six_labels_and_refuses_others():

@@ -261,9 +261,8 @@ def answer_counts(samples: list[dict[str, Any]]) -> dict[str, Any]:
 # A sample's outcome label, first match wins: the request failed after its retries (an HTTP error, a reset
 # connection, a body that is not JSON, a completion without text), the server aborted it, generation hit
 # the token limit, the answer is empty, else right or wrong under strict-match (the headline metric).
+# Aborted and server_error requests are never wrong answers: verdicts.gate.unanswered fails the run.
 OUTCOMES = ("correct", "wrong", "truncated", "empty", "aborted", "server_error")
-# Requests the server never answered: never a wrong answer (verdicts.gate.unanswered fails the run).
-UNANSWERED = ("aborted", "server_error")
 
 
 def outcome(sample: dict[str, Any]) -> str | None:
