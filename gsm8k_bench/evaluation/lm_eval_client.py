@@ -150,7 +150,7 @@ def failure(exc: BaseException) -> str:
     status = getattr(exc, "status", None) or getattr(getattr(exc, "response", None), "status_code", None)
     if status:
         return f"HTTP {status}"
-    return f"{type(exc).__name__}: {exc}"[:200]
+    return f"{type(exc).__name__}: {exc}"[:200] if str(exc) else type(exc).__name__  # a timeout has no text
 
 
 # What a request that failed for good returns through lm-eval's parsing: its prompts' answers are "".
