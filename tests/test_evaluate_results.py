@@ -57,7 +57,8 @@ def test_parse_outputs_of_a_real_lm_eval_run_and_the_newest_wins(tmp_path):
                               "strict_match_stderr": scores["exact_match_stderr,strict-match"],
                               "flexible_extract": scores["exact_match,flexible-extract"],
                               "flexible_extract_stderr": scores["exact_match_stderr,flexible-extract"],
-                              "n": 3, "answer_sources": None, "truncated": None}  # a completions run records none
+                              # the stock model's client records nothing: no sources, no labels
+                              "n": 3, "answer_sources": None, "truncated": None, "outcomes": None}
     assert output.lm_eval_version == "0.4.13"
     assert output.generation == newest["configs"][task]["generation_kwargs"]
     assert output.generation["until"] == ["Question:", "</s>", "<|im_end|>"]
@@ -74,7 +75,7 @@ def test_parse_outputs_of_a_real_lm_eval_run_and_the_newest_wins(tmp_path):
     assert output.samples == [
         {"doc_id": i, "question": row["question"], "target": row["answer"], "response": "lol",
          "strict_answer": "[invalid]", "strict_correct": False,
-         "flexible_answer": "[invalid]", "flexible_correct": False}
+         "flexible_answer": "[invalid]", "flexible_correct": False, "outcome": None}
         for i, row in enumerate(rows)]
 
 

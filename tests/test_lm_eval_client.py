@@ -74,9 +74,10 @@ def test_gated_client_sends_nothing_before_its_go_and_writes_lm_evals_own_sample
     stock_results, stock_samples = outputs(stock)
     gated_results, gated_samples = outputs(gated / "lm-eval")
     assert len(stock_samples) == 2 * QUESTIONS  # one line per question and filter
-    if protocol == "chat":  # the chat client notes where each scored text came from: here, always `content`
-        answers = [sample.pop("answer") for sample in gated_samples]
-        assert {a["source"] for a in answers} == {"content"} and all(a["finish_reason"] for a in answers)
+    # The client notes where each scored text came from (`text`, or the chat's `content`) and why it stopped.
+    answers = [sample.pop("answer") for sample in gated_samples]
+    assert {a["source"] for a in answers} == {"content" if protocol == "chat" else "text"}
+    assert all(a["finish_reason"] in ("stop", "length") and "error" not in a for a in answers)
     assert gated_samples == stock_samples  # every field, in order
     assert {k: v for k, v in gated_results.items() if k not in RUN_FIELDS | {"config"}} == \
         {k: v for k, v in stock_results.items() if k not in RUN_FIELDS | {"config"}}

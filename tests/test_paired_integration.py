@@ -2,7 +2,8 @@
 
 A first run is promoted with `nox -s promote`; a rerun is gated against it question by question and
 passes; the same session served degraded for real (vLLM's --hf-overrides sets a wrong RoPE base, as a
-mistaken config would, through a candidate matrix file) is called a regression, its lost questions named.
+mistaken config would, through a candidate matrix file) is called a regression, its lost questions named;
+and served with a small generation limit, a truncation regression, its newly truncated questions named.
 """
 
 from __future__ import annotations
@@ -35,6 +36,19 @@ SERVING_ENV = {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}  # vLLM keeps one of the 2 c
 # What the degraded server runs with: RoPE base 10 instead of the checkpoint's 1,000,000 scrambles
 # positions.  (Dropping layers with {"num_hidden_layers": N} does not load: the checkpoint has 28.)
 DEGRADED = {"rope_parameters": {"rope_theta": 10.0, "rope_type": "default"}}
+# What the truncating server runs with: vLLM caps every request's max_tokens at its generation config's
+# max_new_tokens, whatever the client asks, so the protocol (the client's max_gen_toks) is unchanged and
+# the run still pairs with the reference.  Few questions: each is a prefill and 4 tokens.
+SMALL_LIMIT = {"max_new_tokens": 4}
+TRUNCATED_LIMIT = "8"
+
+
+def candidate_matrix(path: Path, *server_args: str) -> Path:
+    """matrix.yaml with more vLLM arguments for the model: the same session, served differently."""
+    matrix = yaml.safe_load((ROOT / "matrix.yaml").read_text())
+    matrix["models"][MODEL]["server_args"]["vllm"] += list(server_args)
+    path.write_text(yaml_text(matrix))
+    return path
 
 
 def run_session(results: Path, refs: Path, *args: str, limit: str = LIMIT,
@@ -99,11 +113,8 @@ def test_a_rerun_passes_the_paired_gate(promoted):
 
 def test_a_degraded_serving_is_a_regression_naming_its_lost_questions(promoted):
     base, refs, reference_doc, _, _ = promoted
-    matrix = yaml.safe_load((ROOT / "matrix.yaml").read_text())
     overrides = json.dumps(DEGRADED)
-    matrix["models"][MODEL]["server_args"]["vllm"] += ["--hf-overrides", overrides]
-    candidate = base / "degraded-matrix.yaml"
-    candidate.write_text(yaml_text(matrix))
+    candidate = candidate_matrix(base / "degraded-matrix.yaml", "--hf-overrides", overrides)
     out, doc = run_session(base / "degraded", refs, "--baselines", str(ROOT / "baselines.yaml"),
                            environ={"GSM8K_MATRIX": str(candidate)})
     assert overrides in doc["config"]["server_command"]  # the same session, really served differently
@@ -118,3 +129,22 @@ def test_a_degraded_serving_is_a_regression_naming_its_lost_questions(promoted):
     assert message.startswith(f"gate: regression against {refs / SESSION}.json: ")
     assert f"lost {strict['lost']}: doc_ids {', '.join(map(str, strict['lost_doc_ids']))}" in message
     assert message.splitlines()[0] in out.stdout + out.stderr
+
+
+def test_a_small_generation_limit_is_a_truncation_regression_naming_its_questions(promoted):
+    base, refs, reference_doc, _, _ = promoted
+    limit = json.dumps(SMALL_LIMIT)
+    candidate = candidate_matrix(base / "short-matrix.yaml", "--override-generation-config", limit)
+    out, doc = run_session(base / "short", refs, limit=TRUNCATED_LIMIT, environ={"GSM8K_MATRIX": str(candidate)})
+    assert limit in doc["config"]["server_command"]  # the same session and protocol, served with a 4-token cap
+    assert out.returncode != 0 and doc["status"] == "failed" and doc["gate"]["verdict"] == "regression"
+    assert [(s["outcome"], s["answer_completion_tokens"]) for s in doc["samples"]] == [("truncated", 4)] * 8
+    assert doc["metrics"]["outcomes"]["truncated"] == 8
+    before = {s["doc_id"] for s in reference_doc["samples"] if s["outcome"] == "truncated"}
+    check = doc["gate"]["truncation"]
+    assert check["more_doc_ids"] == [d for d in range(int(TRUNCATED_LIMIT)) if d not in before] and check["regression"]
+    assert check["lower_bound"] > doc["gate"]["tolerance"] and check["fewer"] == 0
+    message = doc["error"]["message"]
+    assert f"truncation regression against {refs / SESSION}.json: 1.0000 of the answers hit the token limit" in message
+    more = ", ".join(map(str, check["more_doc_ids"]))
+    assert f"truncated now, not before: {check['more']}: doc_ids {more}" in message

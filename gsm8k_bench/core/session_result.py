@@ -35,6 +35,8 @@ SCHEMA_FILE = Path(__file__).resolve().parents[2] / "schema" / "session-result.s
 
 Number = int | float  # as written: an int stays an int (a float field would turn 600 into 600.0)
 Status = Literal["passed", "failed", "error"]
+# evaluation/harness.py OUTCOMES: what became of each question's request.
+OutcomeLabel = Literal["correct", "wrong", "truncated", "empty", "aborted", "server_error"]
 
 
 class Part(BaseModel):
@@ -200,8 +202,11 @@ class Metrics(Part):
     flexible_extract_stderr: Number | str | None = Field(default=None, description="Its stderr.")
     n: int | None = Field(default=None, description="Questions scored.")
     answer_sources: dict[str, int] | None = Field(
-        default=None, description="Chat runs: how many scored texts came from each response field; else null.")
-    truncated: int | None = Field(default=None, description="Chat runs: answers that hit the token limit; else null.")
+        default=None, description="How many scored texts came from each response field (`text` for completions); "
+                                  "null in files from before completions runs recorded it.")
+    truncated: int | None = Field(default=None, description="Answers that hit the token limit; null when not recorded.")
+    outcomes: dict[OutcomeLabel, int] | None = Field(
+        default=None, description="Samples per outcome label (every label, zeros too); null when not recorded.")
     strict_invalid_rate: Number | None = Field(
         default=None, description="Share of answers with no number for strict-match.")
     flexible_invalid_rate: Number | None = Field(default=None, description="The same for flexible-extract.")
@@ -287,6 +292,24 @@ class Coverage(Part):
                                                 description="Per metric, the run-only questions' check.")
 
 
+class TruncationCheck(Part):
+    """Truncation against the session's reference, question by question (as accuracy, on the share of
+    answers that did not hit the token limit)."""
+
+    n: int = Field(description="Questions compared.")
+    observed: Number = Field(description="The run's share of truncated answers over them.")
+    reference: Number = Field(description="The reference's share.")
+    difference: Number = Field(description="run - reference.")
+    more: int = Field(description="Truncated now, not in the reference.")
+    fewer: int = Field(description="Truncated in the reference, not now.")
+    mcnemar_p: Number = Field(description="McNemar's exact p-value of a rise, one-sided.")
+    lower_bound: Number = Field(description="One-sided lower bound on the difference.")
+    upper_bound: Number = Field(description="One-sided upper bound on the difference.")
+    level: Number = Field(description="The session's level, as for accuracy: (1 - confidence) / family.")
+    regression: bool = Field(description="True when mcnemar_p <= level: a truncation regression.")
+    more_doc_ids: list[int] = Field(default_factory=list, description="Every question truncated now, not before.")
+
+
 class BaselineRecord(Part):
     filters: dict[str, Any] = Field(default_factory=dict, description="The baselines.yaml entry's filters.")
     n: int | None = Field(default=None, description="Its number of questions.")
@@ -326,6 +349,8 @@ class GateVerdict(Part):
                                        description="Paired: questions whose text differs from the reference's.")
     reference: ReferenceRecord | None = Field(default=None, description="Paired: the reference used.")
     coverage: Coverage | None = Field(default=None, description="Paired: what the verdict covered.")
+    truncation: TruncationCheck | None = Field(
+        default=None, description="Paired: truncation against the reference (null when it recorded none).")
 
 
 class Sample(Part):
@@ -336,9 +361,18 @@ class Sample(Part):
     target: str | None = Field(default=None, description="The reference solution.")
     response: str = Field(default="", description="The scored text.")
     answer_source: str | None = Field(
-        default=None, description="Chat runs: content, reasoning_content, reasoning or none.")
-    answer_finish_reason: str | None = Field(default=None, description="Chat runs: why generation stopped.")
-    answer_completion_tokens: int | None = Field(default=None, description="Chat runs: output tokens of the answer.")
+        default=None, description="The response field scored: text (completions), content, reasoning_content, "
+                                  "reasoning, or none (no text, or the request failed).")
+    answer_finish_reason: str | None = Field(
+        default=None, description="Why generation stopped, as the server said (stop, length, abort, ...).")
+    answer_completion_tokens: int | None = Field(default=None, description="Output tokens of the answer.")
+    answer_error: str | None = Field(
+        default=None, description="Why the request failed after its last retry (HTTP 500, the body is not JSON, "
+                                  "a reset connection, a completion without text); absent when it did not.")
+    outcome: OutcomeLabel | None = Field(
+        default=None, description="correct or wrong (strict-match), truncated (hit the token limit), empty (no "
+                                  "text), aborted (finish_reason abort) or server_error (answer_error); null when "
+                                  "the client recorded nothing about the request.")
     strict_answer: Any = Field(default=None, description="What strict-match extracted (\"[invalid]\" for nothing).")
     strict_correct: bool | None = Field(default=None, description="strict-match right.")
     flexible_answer: Any = Field(default=None, description="What flexible-extract extracted.")

@@ -249,8 +249,8 @@ def _first_response(resps: Any) -> str:
 
 
 def answer_counts(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """How many scored texts came from each response field, and how many hit the token limit (chat runs;
-    None where the client recorded nothing, as lm-eval's completions client does not)."""
+    """How many scored texts came from each response field, and how many hit the token limit (None where
+    the client recorded nothing, as lm-eval's stock clients do not)."""
     if not samples or any("answer_source" not in s for s in samples):
         return {"answer_sources": None, "truncated": None}
     sources: dict[str, int] = {}
@@ -258,6 +258,37 @@ def answer_counts(samples: list[dict[str, Any]]) -> dict[str, Any]:
         sources[sample["answer_source"]] = sources.get(sample["answer_source"], 0) + 1
     return {"answer_sources": dict(sorted(sources.items())),
             "truncated": sum(s.get("answer_finish_reason") == "length" for s in samples)}
+
+
+# A sample's outcome label, first match wins: the request failed after its retries (an HTTP error, a reset
+# connection, a body that is not JSON, a completion without text), the server aborted it, generation hit
+# the token limit, the answer is empty, else right or wrong under strict-match (the headline metric).
+# Aborted and server_error requests are never wrong answers: verdicts.gate.unanswered fails the run.
+OUTCOMES = ("correct", "wrong", "truncated", "empty", "aborted", "server_error")
+
+
+def outcome(sample: dict[str, Any]) -> str | None:
+    """The sample's label, or None when the client recorded nothing about its request (lm-eval's stock
+    clients): without the finish reason a truncated or aborted answer cannot be told from a wrong one."""
+    if "answer_source" not in sample:
+        return None
+    if sample.get("answer_error"):
+        return "server_error"
+    if sample.get("answer_finish_reason") == "abort":
+        return "aborted"
+    if sample.get("answer_finish_reason") == "length":
+        return "truncated"
+    if not sample["response"].strip():
+        return "empty"
+    return "correct" if sample.get("strict_correct") else "wrong"
+
+
+def outcome_counts(samples: list[dict[str, Any]]) -> dict[str, int] | None:
+    """Label -> samples (every label, zeros too), or None when any sample has no label."""
+    labels = [sample.get("outcome") for sample in samples]
+    if not labels or None in labels:
+        return None
+    return {label: labels.count(label) for label in OUTCOMES}
 
 
 def parse_outputs(output_dir: Path, task: str) -> EvalOutput:
@@ -288,7 +319,7 @@ def parse_outputs(output_dir: Path, task: str) -> EvalOutput:
                 "question": doc.get("question") if isinstance(doc, dict) else None,
                 "target": row["target"],
                 "response": _first_response(row["resps"]),
-                # Where the chat client found the scored text, and why generation stopped (chat runs).
+                # Where the client found the scored text, why generation stopped, why the request failed.
                 **{f"answer_{k}": v for k, v in (row.get("answer") or {}).items()},
             })
             filtered = literal(row["filtered_resps"])
@@ -298,7 +329,10 @@ def parse_outputs(output_dir: Path, task: str) -> EvalOutput:
                 entry[f"{prefix}_answer"] = answer
                 entry[f"{prefix}_correct"] = bool(row["exact_match"])
     samples = [by_doc[k] for k in sorted(by_doc)]
+    for sample in samples:
+        sample["outcome"] = outcome(sample)
     metrics.update(answer_counts(samples))
+    metrics["outcomes"] = outcome_counts(samples)
     generation = results.get("configs", {}).get(task, {}).get("generation_kwargs", {})
     return EvalOutput(metrics, samples, generation, results_file, samples_file,
                       results.get("lm_eval_version"))

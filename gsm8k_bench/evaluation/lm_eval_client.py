@@ -1,5 +1,5 @@
 """This project's lm-eval clients: lm-eval's own OpenAI-compatible models, one class per endpoint
-(runs in the lm-eval environment, loaded by lm_eval_driver.py).  Two changes, each a mixin:
+(runs in the lm-eval environment, loaded by lm_eval_driver.py).  Three changes, each a mixin:
 
 - Sending waits for a go signal (SendsOnGo).  lm-eval builds everything a run needs before it calls the
   model's `generate_until`: the client, the dataset, the few-shot contexts, the request objects.  Gating
@@ -10,6 +10,12 @@
   an empty string (or, in older releases, retries and crashes: lm-eval #3244).  This client scores
   `content`, and the reasoning field only when `content` is empty; per request it remembers which field
   it used and why generation stopped, and `annotate` writes that into lm-eval's own samples.
+- Each request's fate (RecordsAnswers, both endpoints): why generation stopped (`finish_reason`:
+  `length` is the token limit, `abort` a request the server dropped), and the error that ended a
+  request after its last retry (an HTTP error status, a reset connection, a body that is not JSON, a
+  completion without text).  The stock client lets that error end the whole run; this one answers ""
+  for that request, records why, and goes on, so the session can name every failed request
+  (harness.parse_outputs labels each sample) instead of losing the run or scoring a failure as a wrong answer.
 Payloads and scoring stay the stock classes', so results and samples are lm-eval's.
 Needs only lm-eval: the lm-eval environment does not have this project installed.
 """
@@ -23,6 +29,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, TypedDict
 
+import aiohttp
 from lm_eval.api.registry import register_model
 from lm_eval.models.api_models import JsonChatStr
 from lm_eval.models.openai_completions import LocalChatCompletion, LocalCompletionsAPI
@@ -39,9 +46,17 @@ if TYPE_CHECKING:
 
         think_end_token: str | None
 
+        max_retries: int
+
         def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]: ...
 
         def _create_payload(self, messages: Any, *args: Any, **kwargs: Any) -> dict[str, Any]: ...
+
+        def parse_generations(self, outputs: Any, **kwargs: Any) -> list[str | None]: ...
+
+        def model_call(self, messages: Any, **kwargs: Any) -> Any: ...
+
+        async def amodel_call(self, *args: Any, **kwargs: Any) -> Any: ...
 else:
     _ApiModel = object  # the mixins come first in the MRO, lm-eval's class supplies these
 
@@ -72,23 +87,36 @@ class SendsOnGo(_ApiModel):
 REASONING_FIELDS = ("reasoning_content", "reasoning")  # SGLang's name, vLLM's
 
 
-class Answer(TypedDict):
-    """Where the scored text came from and why generation stopped (a sample's `answer`)."""
-
-    source: str  # "content", a reasoning field, or "none"
+class _Stop(TypedDict):
+    source: str  # "text" (completions), "content", a reasoning field, or "none"
     finish_reason: str | None
     completion_tokens: int | None
 
 
+class Answer(_Stop, total=False):
+    """Where the scored text came from and why generation stopped (a sample's `answer`)."""
+
+    error: str  # why the request failed after its last retry (its answer is then "")
+
+
 # Per request, keyed by its prompt (None: a response parsed outside any payload's context).
 ANSWERS: dict[str | None, Answer] = {}
-# The prompt of the request being sent: set where the payload is built, read where its response is
+# The prompts of the request being sent: set where the payload is built, read where its response is
 # parsed; each concurrent request runs in its own asyncio task, so each sees its own value.
-_PROMPT: contextvars.ContextVar[str | None] = contextvars.ContextVar("gsm8k_bench_prompt", default=None)
+_PROMPTS: contextvars.ContextVar[tuple[str | None, ...]] = contextvars.ContextVar("gsm8k_bench_prompts",
+                                                                                  default=(None,))
 
 
-def prompt_key(messages: list[dict[str, Any]]) -> str:
-    return hashlib.sha256(json.dumps(messages, sort_keys=True).encode("utf-8")).hexdigest()
+def prompt_key(prompt: Any) -> str:
+    """A prompt (a completion's text, a chat's messages) -> the key its answer is recorded under."""
+    return hashlib.sha256(json.dumps(prompt, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def prompt_keys(messages: Any) -> tuple[str | None, ...]:
+    """A payload's prompts: one chat, one completion prompt, or a batch of completion prompts."""
+    if isinstance(messages, list) and messages and all(isinstance(m, str) for m in messages):
+        return tuple(prompt_key(m) for m in messages)
+    return (prompt_key(messages),)
 
 
 def answer_text(message: dict[str, Any]) -> tuple[str | None, str]:
@@ -102,14 +130,91 @@ def answer_text(message: dict[str, Any]) -> tuple[str | None, str]:
     return content, "none"
 
 
-class ReasoningAnswers(_ApiModel):
-    """The answer-parsing part of the chat client (the rest is lm-eval's local-chat-completions)."""
+def _record(index: int, choice: dict[str, Any], out: dict[str, Any], source: str) -> None:
+    keys = _PROMPTS.get()
+    ANSWERS[keys[index] if index < len(keys) else None] = {
+        "source": source, "finish_reason": choice.get("finish_reason"),
+        "completion_tokens": (out.get("usage") or {}).get("completion_tokens")}
 
-    def _create_payload(self, messages: list[dict[str, Any]], *args: Any, **kwargs: Any) -> dict[str, Any]:
-        _PROMPT.set(prompt_key(messages))
+
+class MalformedAnswer(ValueError):
+    """A 200 whose body lacks what the endpoint must return: retried like an HTTP error."""
+
+
+def failure(exc: BaseException) -> str:
+    """Why a request failed, in a few words (the sample's `answer_error`)."""
+    if isinstance(exc, MalformedAnswer):
+        return str(exc)
+    if isinstance(exc, (json.JSONDecodeError, aiohttp.ContentTypeError)):
+        return "the body is not JSON"
+    status = getattr(exc, "status", None) or getattr(getattr(exc, "response", None), "status_code", None)
+    if status:
+        return f"HTTP {status}"
+    return f"{type(exc).__name__}: {exc}"[:200] if str(exc) else type(exc).__name__  # a timeout has no text
+
+
+# What a request that failed for good returns through lm-eval's parsing: its prompts' answers are "".
+FAILED = "gsm8k_bench_failed"
+# Failed attempts per request (its prompts), counted across lm-eval's retries of it.
+FAILED_ATTEMPTS: dict[tuple[str | None, ...], int] = {}
+
+
+class RecordsAnswers(_ApiModel):
+    """Per request: why generation stopped, and the error that ended it after its last retry.
+
+    lm-eval retries each request (tenacity, `max_retries` attempts in all) around `model_call` (one at a
+    time) or `amodel_call` (concurrent); the last attempt's error would end the run.  Here every attempt
+    but the last raises as before; the last records the error and answers "" instead."""
+
+    def _create_payload(self, messages: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        _PROMPTS.set(prompt_keys(messages))
         return super()._create_payload(messages, *args, **kwargs)
 
-    def parse_generations(self, outputs: dict[str, Any] | list[dict[str, Any]], **kwargs: Any) -> list[str | None]:
+    def _give_up(self, exc: Exception) -> list[str]:
+        """Raise again while attempts remain; on the last, record the failure and answer "" per prompt."""
+        keys = _PROMPTS.get()
+        attempts = FAILED_ATTEMPTS[keys] = FAILED_ATTEMPTS.get(keys, 0) + 1
+        if attempts < max(1, self.max_retries):
+            raise exc
+        for key in keys:
+            ANSWERS[key] = {"source": "none", "finish_reason": None, "completion_tokens": None, "error": failure(exc)}
+        return [""] * len(keys)
+
+    def model_call(self, messages: Any, **kwargs: Any) -> Any:
+        try:
+            outputs = super().model_call(messages, **kwargs)
+            self.parse_generations(outputs=outputs)  # a malformed body fails here, inside the retries
+            return outputs
+        except Exception as exc:  # any failure of the request: recorded at the last attempt
+            return {FAILED: self._give_up(exc)}
+
+    async def amodel_call(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().amodel_call(*args, **kwargs)
+        except Exception as exc:
+            return self._give_up(exc)
+
+    def parse_generations(self, outputs: Any, **kwargs: Any) -> list[str | None]:
+        if isinstance(outputs, dict) and FAILED in outputs:
+            return list(outputs[FAILED])
+        return self.parse_choices(outputs)
+
+    def parse_choices(self, outputs: dict[str, Any] | list[dict[str, Any]]) -> list[str | None]:
+        """/v1/completions: each choice's `text` (a string the endpoint must return)."""
+        texts: list[str | None] = []
+        for out in outputs if isinstance(outputs, list) else [outputs]:
+            for choice in sorted(out["choices"], key=lambda c: c.get("index", 0)):
+                if not isinstance(choice.get("text"), str):
+                    raise MalformedAnswer(f"a completion without text (text: {json.dumps(choice.get('text'))})")
+                texts.append(choice["text"])
+                _record(choice.get("index", 0), choice, out, "text")
+        return texts
+
+
+class ReasoningAnswers(RecordsAnswers):
+    """The answer-parsing part of the chat client (the rest is lm-eval's local-chat-completions)."""
+
+    def parse_choices(self, outputs: dict[str, Any] | list[dict[str, Any]]) -> list[str | None]:
         texts: list[str | None] = []
         for out in outputs if isinstance(outputs, list) else [outputs]:
             choices = sorted(out.get("choices") or [], key=lambda c: c.get("index", 0))
@@ -117,14 +222,10 @@ class ReasoningAnswers(_ApiModel):
                 text, source = answer_text(choice.get("message") or {})
                 texts.append(postprocess_generated_text(text, stop=None, think_end_token=self.think_end_token)
                              if text is not None else None)
-                ANSWERS[_PROMPT.get()] = {
-                    "source": source,
-                    "finish_reason": choice.get("finish_reason"),
-                    "completion_tokens": (out.get("usage") or {}).get("completion_tokens"),
-                }
+                _record(0, choice, out, source)
             if not choices:  # e.g. a content filter: lm-eval's own client scores an empty answer
                 texts.append("")
-                ANSWERS[_PROMPT.get()] = {"source": "none", "finish_reason": None, "completion_tokens": None}
+                _record(0, {}, {}, "none")
         return texts
 
 
@@ -134,8 +235,8 @@ CHAT_COMPLETIONS = "gsm8k-bench-local-chat-completions"
 
 # lm-eval ships no types: its classes are Any to the type checker.
 @register_model(COMPLETIONS)
-class Completions(SendsOnGo, LocalCompletionsAPI):  # type: ignore[misc]
-    """/v1/completions: lm-eval's local-completions."""
+class Completions(SendsOnGo, RecordsAnswers, LocalCompletionsAPI):  # type: ignore[misc]
+    """/v1/completions: lm-eval's local-completions, recording each request's finish reason or failure."""
 
 
 @register_model(CHAT_COMPLETIONS)
@@ -149,10 +250,10 @@ BY_STOCK_MODEL = {"local-completions": COMPLETIONS, "local-chat-completions": CH
 
 
 def annotate(samples: list[dict[str, Any]]) -> None:
-    """Add `answer` (source field, finish reason, tokens) to lm-eval's in-memory samples before saving."""
+    """Add `answer` (source field, finish reason, tokens, the error of a failed request) to lm-eval's
+    in-memory samples before saving."""
     for sample in samples:
         prompt = sample["arguments"][0][0]
-        if isinstance(prompt, JsonChatStr):
-            found = ANSWERS.get(prompt_key(json.loads(prompt.prompt)))
-            if found:
-                sample["answer"] = found
+        found = ANSWERS.get(prompt_key(json.loads(prompt.prompt) if isinstance(prompt, JsonChatStr) else prompt))
+        if found:
+            sample["answer"] = found

@@ -32,6 +32,13 @@ def _metric_rows(document: dict[str, Any]) -> list[tuple[str, ...]]:
             bound = fmt(gate.wilson_upper(observed, n, confidence) if observed is not None and n else None)
             threshold, said = fmt(None), verdict.get("verdict", "–").replace("_", " ")
         rows.append((metric.replace("_", "-"), fmt(observed), bound, threshold, fmt(n, "{}"), said))
+    truncation = verdict.get("truncation")
+    if truncation:  # checked on its own against the reference: its share goes up, its bound is the lower one
+        rows.append(("truncated", fmt(truncation["observed"]),
+                     f"{truncation['difference']:+.4f} (>= {truncation['lower_bound']:+.4f})",
+                     f"{truncation['mcnemar_p']:.3g} {'<=' if truncation['regression'] else '>'} "
+                     f"{truncation['level']:.3g}", fmt(truncation["n"], "{}"),
+                     "truncation regression" if truncation["regression"] else "pass"))
     return rows
 
 

@@ -208,9 +208,13 @@ class Scored:
     files: tuple[str, str, str]  # lm-eval's results, samples and log
 
     def check(self) -> None:
-        """A run that scored nothing fails (never a silent zero)."""
+        """A run that scored nothing fails (never a silent zero), and so does one with requests the server
+        aborted or failed (never wrong answers)."""
         if not self.output.metrics["n"]:
             raise EvalError("lm-eval scored zero questions: a run with no checked metrics fails")
+        unanswered = gate.unanswered(self.output.samples)
+        if unanswered:
+            raise EvalError(unanswered)
         if not any(sample["response"] for sample in self.output.samples):
             raise EvalError(f"all {len(self.output.samples)} answers are empty: the server returned no text to "
                             f"score (answer sources: {self.metrics.answer_sources}); a silent zero fails")

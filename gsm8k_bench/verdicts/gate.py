@@ -24,11 +24,18 @@ against a smoke baseline or not at all.  The verdict is one-sided and accounts f
 when even the upper end of the run's Wilson score interval (at the stated confidence) lies below
 `baseline - tolerance`.  Small runs are therefore not failed for noise, and a full run with a real
 drop is.
+
+Outcome labels (evaluation/harness.py) come first: a request the server aborted or failed is not a wrong
+answer, so a run with any fails unjudged, naming them (`unanswered`).  Against a reference that recorded
+its truncated answers, truncation is checked on its own, paired like accuracy: a run whose share of
+answers hitting the token limit is higher than the reference's by more than the tolerance, even at the
+lower bound, is a "truncation regression" (`judge_truncation`).
 """
 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +101,23 @@ class RunOnlyCheck(TypedDict):
     upper_bound: float
     threshold: float
     regression: bool
+
+
+class TruncationCheck(TypedDict):
+    """Truncation of a run against its reference, question by question."""
+
+    n: int
+    observed: float
+    reference: float
+    difference: float
+    more: int
+    fewer: int
+    mcnemar_p: float  # one-sided, of a rise
+    lower_bound: float
+    upper_bound: float
+    level: float
+    regression: bool
+    more_doc_ids: list[int]
 
 
 class ScalarCheck(TypedDict):
@@ -354,6 +378,59 @@ def inequality(value: float, threshold: float, sign: str = "+") -> str:
     return f"{shown_value} {'<' if value < threshold else '>='} {shown_threshold}"
 
 
+def unanswered(samples: Sequence[Mapping[str, Any]]) -> str | None:
+    """Why a run with requests the server aborted or failed cannot be judged (None when it has none): they
+    are not wrong answers, and scoring them as such would call a server fault a model regression."""
+    aborted = [s["doc_id"] for s in samples if s.get("outcome") == "aborted"]
+    failed = [s for s in samples if s.get("outcome") == "server_error"]
+    if not aborted and not failed:
+        return None
+    parts = []
+    if aborted:
+        parts.append(f"the server aborted {len(aborted)} of {len(samples)} requests (doc_ids {shown(aborted)})")
+    if failed:
+        why = Counter(str(s.get("answer_error")) for s in failed)
+        parts.append(f"{len(failed)} of {len(samples)} requests failed after every retry "
+                     f"({', '.join(f'{reason}: {count}' for reason, count in why.most_common())}; "
+                     f"doc_ids {shown([s['doc_id'] for s in failed])})")
+    return "; ".join(parts) + (": those are not wrong answers, so the run is not judged (the server's log says "
+                               "why; rerun once it answers every request)")
+
+
+def judge_truncation(reference: Reference, samples: Sequence[Mapping[str, Any]],
+                     settings: GateSettings) -> TruncationCheck | None:
+    """The run's truncated answers against the reference's, over the questions both answered (None when
+    either side did not record them): paired as accuracy is, on the share of answers that did not hit the
+    token limit, so the same rule decides (one-sided exact McNemar p of a rise at the session's level)."""
+    if reference.truncated is None or any(s.get("outcome") is None for s in samples):
+        return None
+    run = {paired_stats.sample_id(s, reference.ids_cover_target): s["outcome"] != "truncated" for s in samples}
+    whole = dict.fromkeys(reference.outcomes[METRICS[0]], True) | dict.fromkeys(reference.truncated, False)
+    ids, before, now = paired_stats.align(whole, run)
+    if not ids:
+        return None
+    comparison = paired_stats.compare(before, now, settings.confidence)
+    more, _ = paired_stats.discordant(ids, before, now)
+    table = comparison.table
+    return {"n": table.n, "observed": round(1 - table.run_accuracy, 4),
+            "reference": round(1 - table.reference_accuracy, 4), "difference": round(-table.difference, 4),
+            "more": table.lost, "fewer": table.gained, "mcnemar_p": comparison.drop_p,
+            "lower_bound": -comparison.upper, "upper_bound": -comparison.lower, "level": settings.level,
+            "regression": comparison.drop_p <= settings.level, "more_doc_ids": more}
+
+
+def with_truncation(verdict: dict[str, Any], check: TruncationCheck | None) -> dict[str, Any]:
+    """The paired verdict with its truncation check; a truncation regression makes it a regression."""
+    if check is None:
+        return verdict
+    said = (f"truncation {check['observed']:.4f} vs {check['reference']:.4f} (truncated now, not before: "
+            f"{check['more']}, the reverse: {check['fewer']}, one-sided McNemar p {check['mcnemar_p']:.4g} "
+            f"{'<=' if check['regression'] else '>'} {check['level']:.4g})")
+    regressed = verdict["verdict"] == "regression" or check["regression"]
+    return {**verdict, "truncation": check, "verdict": "regression" if regressed else verdict["verdict"],
+            "reason": f"{verdict['reason']}; {'truncation regression: ' if check['regression'] else ''}{said}"}
+
+
 def display_path(path: Path) -> str:
     """Relative to the working directory when inside it, else absolute (never ../../..)."""
     relative = os.path.relpath(path)
@@ -371,10 +448,11 @@ def judge(baselines: Baselines, combo: Combination, protocol: Mapping[str, Any],
     numbers behind it.  The session's reference (paired) comes first, then a scalar baseline, else not gated."""
     settings = baselines.settings
     unpaired = "no reference"
+    samples = list(samples)
     if baselines.reference is not None:
         verdict = judge_paired(baselines.reference, protocol, samples, settings, fingerprint)
         if isinstance(verdict, dict):
-            return verdict
+            return with_truncation(verdict, judge_truncation(baselines.reference, samples, settings))
         unpaired = f"reference {baselines.reference.path} not used: {verdict}"
     verdict = _judge_scalar(baselines, combo, protocol, metrics)
     if verdict["verdict"] == "not_gated":
@@ -433,18 +511,30 @@ def describe_regression(verdict: Mapping[str, Any]) -> str:
     failing: Sequence[Mapping[str, Any]] = [c for c in verdict["checks"] if c["regression"]]
     if verdict.get("reference"):
         run_only = [c for c in (verdict.get("coverage") or {}).get("run_only_checks", []) if c["regression"]]
-        return f"regression against {verdict['reference']['path']}: " + "; ".join([
+        said = [
             *(f"{c['metric']} {c['observed']:.4f} vs {c['reference']:.4f} over {c['n']} questions (lost {c['lost']}, "
               f"gained {c['gained']}: one-sided McNemar p {c['mcnemar_p']:.4g} <= {verdict['level']:.4g} = (1 - "
               f"{verdict['confidence']}) / {verdict['family']} sessions); lost {c['lost']}: doc_ids "
               f"{shown(c['lost_doc_ids'])}" for c in failing),
             *(f"{c['metric']} {c['observed']:.4f} over the {c['n']} questions the reference lacks vs its "
               f"{c['reference']:.4f} (unpaired upper bound {inequality(c['upper_bound'], c['threshold'])} at "
-              f"{1 - verdict['level']:.4g} one-sided)" for c in run_only)])
+              f"{1 - verdict['level']:.4g} one-sided)" for c in run_only)]
+        parts = [f"regression against {verdict['reference']['path']}: " + "; ".join(said)] if said else []
+        truncation = verdict.get("truncation")
+        if truncation and truncation["regression"]:
+            parts.append(describe_truncation(verdict["reference"]["path"], truncation))
+        return "; ".join(parts)
     return "regression: " + "; ".join(
         f"{c['metric']} {c['observed']:.4f} (upper bound {inequality(c['upper_bound'], c['threshold'], '')} at "
         f"{verdict['confidence']:.0%} one-sided; baseline {c['baseline']:.4f} - {verdict['tolerance']})"
         for c in failing)
+
+
+def describe_truncation(reference: str, check: Mapping[str, Any]) -> str:
+    return (f"truncation regression against {reference}: {check['observed']:.4f} of the answers hit the token "
+            f"limit vs {check['reference']:.4f} over {check['n']} questions (one-sided McNemar p "
+            f"{check['mcnemar_p']:.4g} <= {check['level']:.4g}); truncated now, not before: {check['more']}: "
+            f"doc_ids {shown(check['more_doc_ids'])}")
 
 
 def shown(doc_ids: Sequence[int]) -> str:

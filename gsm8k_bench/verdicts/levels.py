@@ -88,6 +88,9 @@ def record(runs: list[LevelRun], gate_concurrency: int, gating_metrics: Metrics,
             output = harness.parse_outputs(run.lm_eval_dir, run.task)
             if not output.metrics["n"]:
                 raise EvalError(f"lm-eval scored zero questions at concurrency {run.concurrency}")
+            unanswered = gate.unanswered(output.samples)
+            if unanswered:
+                raise EvalError(f"at concurrency {run.concurrency}: {unanswered}")
             samples[run.concurrency] = output.samples
             entry.metrics = Metrics.model_validate({**output.metrics, **server_metrics.invalid_rates(output.samples)})
             entry.samples = [Sample.model_validate(sample) for sample in output.samples]

@@ -3,9 +3,11 @@
 `references/<session>.json` is small enough to review in a pull request: no responses, one line per
 question, `"<doc_id>:<hash of the question text and answer key>": "<strict><flexible>"` with 1 for right
 and 0 for wrong (a changed question or answer key gives another id, so a changed dataset is seen, not
-silently paired); the protocol record and its fingerprint, n, the accuracies, where the run came from, and
-its lineage: n and accuracies of the references it replaced, oldest (the first) first.  Schema 1 files (ids
-of the question text alone, no fingerprint, no lineage) still load.  `nox -s promote` writes them
+silently paired); the protocol record and its fingerprint, n, the accuracies, where the run came from, its
+lineage: n and accuracies of the references it replaced, oldest (the first) first; and `truncated`, the
+questions whose answer hit the token limit (absent in references promoted before runs recorded it: the gate
+then does not check truncation).  Schema 1 files (ids of the question text alone, no fingerprint, no
+lineage) still load.  `nox -s promote` writes them
 (gsm8k_bench/verdicts/promote.py); the gate pairs a run with its session's reference (gate.judge).
 Loading validates everything and names file and key, like matrix.yaml.
 """
@@ -33,7 +35,7 @@ QUESTION_ID = re.compile(r"^\d+:[0-9a-f]{10}$")
 OUTCOME = re.compile(r"^[01]{2}$")
 REQUIRED_KEYS = ("kind", "schema", "session", "n", "accuracy", "protocol", "provenance", "questions_format",
                  "questions")
-TOP_KEYS = (*REQUIRED_KEYS, "fingerprint", "lineage")
+TOP_KEYS = (*REQUIRED_KEYS, "fingerprint", "lineage", "truncated")
 LINEAGE_KEYS = ("n", "accuracy", "git_commit", "date", "source")
 PROVENANCE_KEYS = ("framework", "framework_version", "runner", "launcher", "image", "image_id", "image_digests",
                    "server_command", "checkpoint", "model_source", "precision", "concurrency", "dataset",
@@ -52,6 +54,7 @@ class Reference:
     ids_cover_target: bool = True  # False: a schema 1 file, ids of the question text alone
     fingerprint: Mapping[str, Any] | None = None  # None: written before fingerprints
     lineage: tuple[Mapping[str, Any], ...] = ()  # the references it replaced, oldest first
+    truncated: frozenset[str] | None = None  # question ids that hit the token limit; None: not recorded
 
     def lineage_entry(self) -> dict[str, Any]:
         """This reference as a line of its successor's lineage."""
@@ -87,10 +90,13 @@ def from_session(document: Mapping[str, Any], source: str = "") -> dict[str, Any
         "lm_eval": environment.get("lm_eval"), "gsm8k_bench": environment.get("gsm8k_bench"),
         "git_commit": environment.get("git_commit"), "date": environment.get("ended_at"), "source": source,
     }
-    return {"kind": KIND, "schema": SCHEMA_VERSION, "session": document["session"], "n": len(questions),
-            "accuracy": accuracy, "protocol": {k: config["protocol"].get(k) for k in PROTOCOL_KEYS},
-            "provenance": provenance, "fingerprint": config.get("fingerprint"), "lineage": [],
-            "questions_format": QUESTIONS_FORMAT, "questions": questions}
+    reference = {"kind": KIND, "schema": SCHEMA_VERSION, "session": document["session"], "n": len(questions),
+                 "accuracy": accuracy, "protocol": {k: config["protocol"].get(k) for k in PROTOCOL_KEYS},
+                 "provenance": provenance, "fingerprint": config.get("fingerprint"), "lineage": [],
+                 "questions_format": QUESTIONS_FORMAT, "questions": questions}
+    if all(s.get("outcome") for s in samples):  # a run recorded before outcome labels cannot say
+        reference["truncated"] = [paired_stats.sample_id(s) for s in samples if s["outcome"] == "truncated"]
+    return reference
 
 
 def with_lineage(document: Mapping[str, Any], replaced: Reference | None) -> dict[str, Any]:
@@ -146,9 +152,17 @@ def parse(document: Any, path: Path, session: str | None = None) -> Reference:
         counted = sum(outcomes[metric].values()) / n
         if abs(value - counted) > 1e-4:
             raise r.fail(f"accuracy.{metric}", f"is {value} but the questions give {counted:.4f} (edited by hand?)")
+    truncated = None
+    if "truncated" in document:
+        listed = r.typed(document["truncated"], "truncated", list, document, "truncated")
+        unknown = [q for q in listed if not isinstance(q, str) or q not in questions]
+        if unknown:
+            raise r.fail("truncated", f"expected question ids listed in questions, got {unknown[:5]}")
+        truncated = frozenset(listed)
     return Reference(session=name, path=path, n=n, protocol=dict(protocol), accuracy=dict(accuracy),
                      outcomes=outcomes, provenance=dict(provenance), ids_cover_target=schema >= 2,
-                     fingerprint=_fingerprint(r, document), lineage=_lineage(r, document))
+                     fingerprint=_fingerprint(r, document), lineage=_lineage(r, document),
+                     truncated=truncated)
 
 
 def _fingerprint(r: NodeChecker, document: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -88,7 +88,8 @@ def unpairable(document: Mapping[str, Any], side: str) -> str | None:
         return f"{side}'s samples lack {', '.join(missing)} (an older session JSON)"
     if not document_protocol(document):
         return f"{side} has no protocol record (an older session JSON)"
-    return None
+    unanswered = gate.unanswered(samples)  # requests the server aborted or failed are no wrong answers
+    return f"{side}: {unanswered}" if unanswered else None
 
 
 def protocol_difference(reference: Mapping[str, Any], run: Mapping[str, Any]) -> str | None:
