@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from gsm8k_bench.core import results, results_folder
+from gsm8k_bench.core import folder_reader, results
 from gsm8k_bench.core.errors import BenchError
 from gsm8k_bench.core.markdown import escaped
 from gsm8k_bench.matrix.loader import load_matrix
@@ -32,11 +32,11 @@ COLUMNS = ("session", "status", "strict-match", "flexible-extract", "n", "baseli
 
 
 def load_results(results_dir: Path, warn: Callable[[str], None]) -> list[dict[str, Any]]:
-    """One session JSON per session (results_folder.read_folder); every file set aside is a warning."""
+    """One session JSON per session (folder_reader.read_folder); every file set aside is a warning."""
     if not results_dir.is_dir():
         raise BenchError(f"{results_dir}: no such results directory (run a session first, or name the "
                          "folder: nox -s report -- DIR)")
-    folder = results_folder.read_folder(results_dir)
+    folder = folder_reader.read_folder(results_dir)
     for path, why in folder.skipped:
         warn(f"skipping {path}: {why}")
     for line in folder.superseded:
@@ -62,7 +62,7 @@ def row(doc: Mapping[str, Any]) -> list[str]:
     s, g = doc.get("server_metrics") or {}, doc.get("gate") or {}
     baseline = (g.get("baseline") or {}).get("accuracy", {}).get("strict_match")
     verdict = g.get("verdict", "–")
-    attempt = results_folder.attempt(doc)
+    attempt = folder_reader.attempt(doc)
     return [
         f"`{doc['session']}`", doc["status"] + (f" (attempt {attempt})" if attempt else ""),
         f"{fmt(m.get('strict_match'))} ± {fmt(m.get('strict_match_stderr'))}",

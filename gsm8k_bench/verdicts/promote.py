@@ -1,7 +1,7 @@
 """`nox -s promote -- PATH...`: make passed runs the references their sessions are gated against.
 
 PATH is a session JSON, a results directory (its `<session>.json` files, or one folder per artifact as the
-workflow downloads them: core/results_folder.py) or a candidate reference (the summary job's artifact).
+workflow downloads them: core/folder_reader.py) or a candidate reference (the summary job's artifact).
 A run is refused when it failed for any reason but the gate's, or has no per-question samples.  A promotion
 that would leave the reference less able to judge needs --force, and the refusal says why: the run failed
 the gate (a regression or not comparable), the protocol or its fingerprint changes, no question is in
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gsm8k_bench.core import json_input, results, results_folder, session_result
+from gsm8k_bench.core import folder_reader, json_input, results, session_result
 from gsm8k_bench.core.errors import BenchError, ConfigError, RaisingArgumentParser
 from gsm8k_bench.verdicts import gate, paired_stats, protocol, references
 
@@ -55,7 +55,7 @@ class Candidate:
 def read_candidates(paths: list[Path], log: Callable[[str], None]) -> Iterator[Candidate]:
     for path in paths:
         if path.is_dir():  # a results folder, or the workflow's download: one folder per artifact
-            folder = results_folder.read_folder(path)
+            folder = folder_reader.read_folder(path)
             if not folder.documents and not folder.skipped:
                 raise BenchError(f"{path}: no session JSON in this directory or the folders in it")
             for line in folder.superseded:

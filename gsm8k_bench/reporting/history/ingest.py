@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Table, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from gsm8k_bench.core import results_folder
+from gsm8k_bench.core import folder_reader
 from gsm8k_bench.reporting.history import records
 from gsm8k_bench.reporting.history.schema import metrics, outcomes, runs
 from gsm8k_bench.reporting.history.store import HistoryError
@@ -40,7 +40,7 @@ def candidate_files(paths: Iterable[Path]) -> Iterator[tuple[Path, bool]]:
         if path.is_file():
             yield path, True
         elif path.is_dir():
-            yield from ((found, False) for found in results_folder.json_files(path))
+            yield from ((found, False) for found in folder_reader.json_files(path))
         else:
             raise HistoryError(f"{path}: no such file or results folder")
 
