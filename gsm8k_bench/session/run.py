@@ -33,7 +33,7 @@ from gsm8k_bench.core.session_result import (
     utc_now,
 )
 from gsm8k_bench.evaluation import harness, progress, server_metrics
-from gsm8k_bench.serving import models, procs, venvs
+from gsm8k_bench.serving import gpus, models, procs, venvs
 from gsm8k_bench.serving.launchers import Server, reserve_port, wait_ready
 from gsm8k_bench.session import provenance
 from gsm8k_bench.session.plan import HOST, Plan
@@ -168,10 +168,12 @@ def prepare_model(plan: Plan) -> None:
 
 
 def _prepare(plan: Plan, timings: Timings, log: Callable[[str], None], cleanup: ExitStack) -> Plan:
-    """Everything before the server starts: inputs, environments, model, port (claimed until `cleanup`
-    closes), a clean work dir; the plan as it will run (on another port when its own was taken)."""
+    """Everything before the server starts: inputs, GPUs and port (claimed until `cleanup` closes),
+    environments, model, a clean work dir; the plan as it will run (on another port when its own was taken)."""
     if plan.dataset_dir:
         harness.validate_dataset_dir(plan.dataset_dir)
+    if plan.gpus:  # first: a session that cannot have its GPUs fails at once, before any setup
+        cleanup.callback(gpus.claim(plan.gpus.ids, plan.session).release)
     with timed(timings, "env_setup_s"):
         prepare_environments(plan, log)
     with timed(timings, "model_prep_s"):
