@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import MINIMAL, ROOT, SHARED_GSM8K, parse, require
+from conftest import MINIMAL, ROOT, SHARED_GSM8K, fill_disk, parse, require
 from test_docker import client, labelled, run_args  # noqa: F401 - client: the engine fixture
 from test_integration import SESSION, env, nox_argv, processes_writing_to, wait_for
 
@@ -513,6 +513,42 @@ def test_input_error_without_an_earlier_result_still_writes_one(tmp_path):
     assert doc["status"] == "error" and "/nonexistent.yaml: no such baselines file" in doc["error"]["message"]
 
 
+
+@pytest.mark.integration
+def test_a_full_disk_is_a_message_and_the_earlier_result_is_set_aside(tmp_path, small_disk):
+    """A real tmpfs, filled while the rerun's server loads: lm-eval, the masking and the JSON meet a full
+    disk.  The session ends with a message, not a traceback; the earlier passed JSON no longer stands as
+    the session's result but is kept, renamed, where the message says; no temporary file is left.  The
+    server printed the token: a file that could not be rewritten masked is removed, none keeps it."""
+    require((SHARED_GSM8K / "test.jsonl").is_file(), f"GSM8K files at {SHARED_GSM8K}")
+    results_dir, go = small_disk / "results", tmp_path / "go"
+    first = subprocess.run(fake_argv(results_dir), cwd=ROOT, env=fake_env(), capture_output=True, text=True,
+                           timeout=600)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    earlier = (results_dir / f"{FAKE_SESSION}.json").read_bytes()
+    token = "hf_DiskFullToken0123456789"
+    rerun = subprocess.Popen(fake_argv(results_dir), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             env=fake_env(FAKE_VLLM_READY_WHEN=str(go), HF_TOKEN=token), text=True)
+    try:
+        wait_for(lambda: processes_writing_to(results_dir / FAKE_SESSION / "server.log"), 300, "the rerun's server")
+        fill_disk(small_disk)
+        go.touch()
+        output, _ = rerun.communicate(timeout=600)
+    finally:
+        rerun.kill()
+        rerun.wait()
+    assert rerun.returncode != 0
+    assert "Traceback" not in output, output[-3000:]
+    aside = results_dir / f"{FAKE_SESSION}.json.superseded"
+    assert (f"{FAKE_SESSION}: failed, but its result {results_dir / FAKE_SESSION}.json could not be written (No "
+            f"space left on device); the earlier result is kept as {aside} (superseded") in output
+    assert not (results_dir / f"{FAKE_SESSION}.json").exists() and aside.read_bytes() == earlier
+    assert not list(results_dir.glob(f".{FAKE_SESSION}.json.*"))  # no temporary file left
+    assert f"cannot mask {results_dir / FAKE_SESSION} (No space left on device): removed " in output
+    assert token not in output
+    assert not [p for p in results_dir.rglob("*") if p.is_file() and token.encode() in p.read_bytes()]
+
+
 # --------------------------------------------------------------------------- 9. input hardening
 
 
@@ -672,7 +708,8 @@ def test_image_input_only_from_listed_repositories(matrix, image, allowed):
 
 def test_fault_table_matches_the_tests():
     """Every row of the fault table (docs/security-and-faults.md) names tests that exist here (or in
-    test_masking/test_docker), and every fault test in this file is in the table."""
+    test_masking, test_docker, test_evaluate_results, test_lm_eval_client), and every fault test in this
+    file is in the table."""
     page = (ROOT / "docs" / "security-and-faults.md").read_text()
     table = page.split("### Faults and what is left behind")[1].split("\n## ")[0]
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| fault")]
@@ -684,8 +721,8 @@ def test_fault_table_matches_the_tests():
         found = re.findall(r"`(test_\w+)`", cells[4])
         assert found, line
         named |= set(found)
-    modules = {name: (ROOT / "tests" / f"{name}.py").read_text() for name in ("test_faults", "test_masking",
-                                                                              "test_docker")}
+    modules = {name: (ROOT / "tests" / f"{name}.py").read_text() for name in (
+        "test_faults", "test_masking", "test_docker", "test_evaluate_results", "test_lm_eval_client")}
     defined = {m for text in modules.values() for m in re.findall(r"^def (test_\w+)", text, re.M)}
     assert named <= defined, named - defined
     here = set(re.findall(r"^def (test_\w+)", modules["test_faults"], re.M)) - {"test_fault_table_matches_the_tests"}

@@ -13,6 +13,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from gsm8k_bench.core import results
@@ -228,6 +229,44 @@ def _read_outputs(plan: Plan, config: Config) -> Scored:
         (str(output.results_file), str(output.samples_file), str(plan.work_dir / "lm-eval.log")))
 
 
+SUPERSEDED = ".superseded"  # appended to an earlier result this run could not replace (not *.json: no reader takes it)
+
+
+def _mask_work_dir(masker: results.Masker, work_dir: Path, say: Callable[[str], None]) -> None:
+    """Mask the work dir's files; one that holds a secret and cannot be rewritten (a full disk) is
+    removed: an unmasked secret is never left to upload."""
+    try:
+        masker.files([work_dir])
+    except OSError as exc:
+        removed = [path for path in sorted(work_dir.rglob("*")) if path.is_file() and _holds_secret(masker, path)]
+        for path in removed:
+            path.unlink()
+        say(f"cannot mask {work_dir} ({exc.strerror}): removed the file(s) holding a secret: "
+            f"{', '.join(str(p) for p in removed) or 'none'}")
+
+
+def _holds_secret(masker: results.Masker, path: Path) -> bool:
+    text = path.read_bytes().decode("utf-8", "surrogateescape")
+    return masker.text(text) != text
+
+
+def _write_result(plan: Plan, document: dict[str, Any], masker: results.Masker) -> None:
+    """Write the session's JSON.  When it cannot be (a full disk), an earlier result must not stand as this
+    run's: it is renamed `<session>.json.superseded` (a rename needs no space) and the failure says so."""
+    try:
+        results.write_atomic(plan.result_file, document)
+    except OSError as exc:
+        kept = ""
+        if plan.result_file.exists():
+            aside = plan.result_file.with_name(plan.result_file.name + SUPERSEDED)
+            os.replace(plan.result_file, aside)
+            kept = f"; the earlier result is kept as {aside} (superseded: it is not this run's)"
+        raise SessionFailed(masker.text(
+            f"{plan.session}: {document['status']}, but its result {plan.result_file} could not be written "
+            f"({exc.strerror}){kept}; the run's error: {(document.get('error') or {}).get('message') or 'none'}"
+        )) from None
+
+
 def run_session(plan: Plan, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the plan; always write the JSON (except over an earlier result when the run never got past
     its inputs); mask secrets in every file it leaves and every line it prints; raise SessionFailed
@@ -298,6 +337,9 @@ def run_session(plan: Plan, log: Callable[[str], None] = print) -> dict[str, Any
             result.error = ErrorRecord(message=f"{phase}: {exc}", log_tail=getattr(exc, "log_tail", ""))
             if isinstance(exc, ConfigError):
                 result.status = "error"
+        except OSError as exc:  # the host's doing (a full disk, a folder gone), not a bug: a message, no traceback
+            result.error = ErrorRecord(message=f"{phase}: {exc}", log_tail="")
+            result.status = "failed"  # not an input error: an earlier result does not stand for this run
         except Exception as exc:  # a bug or an unexpected library error: still say so in the JSON
             result.error = ErrorRecord(message=f"{phase}: unexpected {type(exc).__name__}: {exc}",
                                        log_tail=traceback.format_exc())
@@ -305,12 +347,12 @@ def run_session(plan: Plan, log: Callable[[str], None] = print) -> dict[str, Any
         finally:
             timings.total_s = round(time.monotonic() - started, 3)
             environment.ended_at = utc_now()
-            masker.files([plan.work_dir])  # server.log, lm-eval.log and lm-eval's outputs are uploaded
+            _mask_work_dir(masker, plan.work_dir, say)  # server.log, lm-eval.log and lm-eval's outputs are uploaded
             if phase == "setup" and result.status == "error" and plan.result_file.exists():
                 say(f"{plan.session}: input error before any server started; the earlier result "
                     f"{plan.result_file} is kept")
             else:
-                results.write_atomic(plan.result_file, result.document())
+                _write_result(plan, result.document(), masker)
     if result.status != "passed":
         message = result.error.message if result.error else ""
         raise SessionFailed(masker.text(f"{plan.session}: {result.status}: {message} (details: {plan.result_file})"))
