@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
+import subprocess
 import textwrap
 from pathlib import Path
 from types import ModuleType
@@ -187,3 +189,30 @@ class _NoAliases(yaml.SafeDumper):
 def yaml_text(data) -> str:
     """YAML for a test's own matrix or baselines file, every repeated value written out."""
     return yaml.dump(data, Dumper=_NoAliases, sort_keys=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 32 MB tmpfs (mounting needs root), unmounted when the test ends; fill_disk takes its space."""
+    require(os.geteuid() == 0 and shutil.which("mount") is not None, "root and mount(8), for a real tmpfs")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(disk)], check=True)
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "--lazy", str(disk)], check=True)  # lazy: a process still in it cannot block
+
+
+def fill_disk(disk: Path) -> None:
+    """Write to `disk` until it has no free byte left."""
+    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        for chunk in (1 << 20, 4096, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * chunk)
+            except OSError:
+                continue
+    finally:
+        os.close(fd)

@@ -8,7 +8,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import SHARED_GSM8K, require
+from conftest import SHARED_GSM8K, fill_disk, require
 
 from gsm8k_bench.core import results
 from gsm8k_bench.core.errors import ConfigError, EvalError
@@ -140,3 +140,15 @@ def test_write_atomic_masks_secrets_and_leaves_no_temp_file(tmp_path, monkeypatc
 def test_mask_ignores_short_and_non_secret_values():
     env = {"HF_TOKEN": "abc", "PATH": "/usr/bin", "MY_API_KEY": "sk-123456"}
     assert results.mask("abc /usr/bin sk-123456", env) == "abc /usr/bin ***"
+
+
+@pytest.mark.integration
+def test_lm_eval_outputs_cut_short_by_a_full_disk_are_an_eval_error(tmp_path, small_disk):
+    """lm-eval writes its outputs onto a real full filesystem: reading them back is a clear EvalError
+    naming the file, never a JSONDecodeError."""
+    output_dir = small_disk / "lm-eval"
+    output_dir.mkdir()
+    fill_disk(small_disk)
+    task = run_dummy_lm_eval(tmp_path, output_dir, limit=3)
+    with pytest.raises(EvalError, match=r"lm-eval's output is cut short \(a full disk\?\)"):
+        harness.parse_outputs(output_dir, task)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import MINIMAL, ROOT, SHARED_GSM8K, parse, require
+from conftest import MINIMAL, ROOT, SHARED_GSM8K, fill_disk, parse, require
 from test_docker import client, labelled, run_args  # noqa: F401 - client: the engine fixture
 from test_integration import SESSION, env, nox_argv, processes_writing_to, wait_for
 
@@ -276,11 +276,12 @@ def test_foreign_server_on_the_port_is_not_scored(tmp_path):
 
 @pytest.mark.integration
 def test_concurrent_sessions_each_score_their_own_server(tmp_path):
-    """Two runs of one session at once, into two folders: two ports, two served names, and each server saw
-    only its own run's requests."""
+    """Two runs of one session at once, into two folders (on two GPUs: a GPU is one session's): two ports,
+    two served names, and each server saw only its own run's requests."""
     require((SHARED_GSM8K / "test.jsonl").is_file(), f"GSM8K files at {SHARED_GSM8K}")
-    runs = [subprocess.Popen(fake_argv(tmp_path / name), cwd=ROOT, env=fake_env(FAKE_VLLM_READY_AFTER_S="3"),
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for name in ("a", "b")]
+    runs = [subprocess.Popen(fake_argv(tmp_path / name, "--gpus", gpu), cwd=ROOT,
+                             env=fake_env(FAKE_VLLM_READY_AFTER_S="3"), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True) for name, gpu in (("a", "0"), ("b", "1"))]
     outputs = [run.communicate(timeout=600)[0] for run in runs]
     assert [run.returncode for run in runs] == [0, 0], outputs
     docs = [read_json(tmp_path / name / f"{FAKE_SESSION}.json") for name in ("a", "b")]
@@ -322,6 +323,117 @@ def test_second_run_into_the_same_results_dir_fails_at_once_naming_the_holder(tm
             first.kill()
     with ownership.ResultsLock(tmp_path, FAKE_SESSION):  # free again
         pass
+
+
+# --------------------------------------------------------------------------- 3b. two packs at once, for real
+# Real `nox -s pack` processes whose sessions (a matrix session, --launcher process) are served by
+# tests/fakes/vllm: the GPUs are only numbers, the claims on them are the real ones.
+
+TP4 = "gsm8k-llama-3.3-70b-h100-vllm-fp16-tp4"
+
+
+def pack_argv(results_dir, gpus, *extra):
+    return nox_argv("pack", "-s", TP4, "--gpus", gpus, "--results-dir", str(results_dir), "--launcher", "process",
+                    "--limit", "2", "--dataset-dir", str(SHARED_GSM8K), *extra)
+
+
+def start_pack(argv, environ):
+    return subprocess.Popen(argv, cwd=ROOT, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def serving(results_dir):
+    """The session's server has started (it stays "loading" until the test's go file exists)."""
+    return processes_writing_to(results_dir / TP4 / "server.log")
+
+
+@pytest.fixture
+def packs():
+    """Packs and sessions a test started; each still running at its end is interrupted as Ctrl-C would."""
+    started = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate()
+
+
+@pytest.mark.integration
+def test_two_packs_on_overlapping_gpus_never_share_one(tmp_path, packs):
+    """Pack A runs a tp=4 session on GPUs 0-3; pack B, given 2-5, places the same session on 2-5: its
+    session fails at once naming A's session and pid, and starts no server.  A is left alone."""
+    require((SHARED_GSM8K / "test.jsonl").is_file(), f"GSM8K files at {SHARED_GSM8K}")
+    go = tmp_path / "go"
+    first = start_pack(pack_argv(tmp_path / "a", "0-3"), fake_env(FAKE_VLLM_READY_WHEN=str(go)))
+    packs.append(first)
+    wait_for(lambda: serving(tmp_path / "a"), 300, "pack A's server")
+    second = subprocess.run(pack_argv(tmp_path / "b", "2-5"), cwd=ROOT, env=fake_env(), capture_output=True,
+                            text=True, timeout=300)
+    assert second.returncode != 0
+    doc = json.loads((tmp_path / "b" / f"{TP4}.json").read_text())
+    assert doc["status"] == "error" and doc["pack"]["gpus"] == [2, 3, 4, 5]
+    holder = re.search(rf"GPU 2 is in use by session {TP4} \(pid (\d+) on ", doc["error"]["message"])
+    assert holder, doc["error"]["message"]
+    cmdline = Path(f"/proc/{holder.group(1)}/cmdline").read_bytes().split(b"\0")
+    assert str(tmp_path / "a").encode() in cmdline and TP4.encode() in cmdline  # A's session, still running
+    assert not (tmp_path / "b" / TP4 / "server.log").exists()  # B never started a server
+    assert serving(tmp_path / "a")
+    go.touch()
+    out, _ = first.communicate(timeout=300)
+    assert first.returncode == 0, out[-3000:]
+    assert json.loads((tmp_path / "a" / f"{TP4}.json").read_text())["status"] == "passed"
+
+
+@pytest.mark.integration
+def test_a_second_pack_into_the_same_folder_leaves_the_first_packs_json_and_log(tmp_path, packs):
+    """Pack B starts while pack A runs the same session into the same folder: B refuses it without
+    touching A's log or JSON, and A's run passes and is reported as passed."""
+    require((SHARED_GSM8K / "test.jsonl").is_file(), f"GSM8K files at {SHARED_GSM8K}")
+    go, log = tmp_path / "go", tmp_path / "pack" / f"{TP4}.log"
+    first = start_pack(pack_argv(tmp_path, "0-3"), fake_env(FAKE_VLLM_READY_WHEN=str(go)))
+    packs.append(first)
+    wait_for(lambda: serving(tmp_path), 300, "pack A's server")
+    before = log.read_text()
+    second = subprocess.run(pack_argv(tmp_path, "4-7"), cwd=ROOT, env=fake_env(), capture_output=True, text=True,
+                            timeout=300)
+    assert second.returncode != 0
+    assert f"{TP4} is already running into {tmp_path / 'pack'}" in second.stdout + second.stderr
+    assert log.read_text().startswith(before) and "already running" not in log.read_text()
+    assert not (tmp_path / f"{TP4}.json").exists()  # B wrote no JSON in A's place
+    go.touch()
+    out, _ = first.communicate(timeout=300)
+    assert first.returncode == 0, out[-3000:]
+    doc = json.loads((tmp_path / f"{TP4}.json").read_text())
+    assert doc["status"] == "passed" and doc["pack"]["log"] == str(log)
+    assert f"llama-3.3-70b-{doc['environment']['run_id']}" in log.read_text()  # A's own run, start to end
+
+
+@pytest.mark.integration
+def test_a_pack_never_rewrites_the_json_of_a_run_it_did_not_start(tmp_path, packs):
+    """A plain run of the session holds the folder; a pack's session into it is refused, and the pack's
+    collector writes nothing over the running one's place, then or after it passed."""
+    require((SHARED_GSM8K / "test.jsonl").is_file(), f"GSM8K files at {SHARED_GSM8K}")
+    go = tmp_path / "go"
+    plain = start_pack(nox_argv(TP4, "--gpus", "0-3", "--results-dir", str(tmp_path), "--launcher", "process",
+                                "--limit", "2", "--dataset-dir", str(SHARED_GSM8K)),
+                       fake_env(FAKE_VLLM_READY_WHEN=str(go)))
+    packs.append(plain)
+    wait_for(lambda: serving(tmp_path), 300, "the plain run's server")
+    second = subprocess.run(pack_argv(tmp_path, "4-7"), cwd=ROOT, env=fake_env(), capture_output=True, text=True,
+                            timeout=300)
+    assert second.returncode != 0
+    refused = (tmp_path / "pack" / f"{TP4}.log").read_text()  # the pack's session, refused
+    assert f"{TP4} is already running into {tmp_path} (pid {plain.pid} " in refused
+    assert not (tmp_path / f"{TP4}.json").exists()
+    go.touch()
+    out, _ = plain.communicate(timeout=300)
+    assert plain.returncode == 0, out[-3000:]
+    doc = json.loads((tmp_path / f"{TP4}.json").read_text())
+    assert doc["status"] == "passed" and doc.get("pack") is None
 
 
 # --------------------------------------------------------------------------- 4. a hung server
@@ -404,6 +516,42 @@ def test_input_error_without_an_earlier_result_still_writes_one(tmp_path):
     assert out.returncode != 0
     doc = read_json(tmp_path / f"{SESSION}.json")
     assert doc["status"] == "error" and "/nonexistent.yaml: no such baselines file" in doc["error"]["message"]
+
+
+
+@pytest.mark.integration
+def test_a_full_disk_is_a_message_and_the_earlier_result_is_set_aside(tmp_path, small_disk):
+    """A real tmpfs, filled while the rerun's server loads: lm-eval, the masking and the JSON meet a full
+    disk.  The session ends with a message, not a traceback; the earlier passed JSON no longer stands as
+    the session's result but is kept, renamed, where the message says; no temporary file is left.  The
+    server printed the token: a file that could not be rewritten masked is removed, none keeps it."""
+    require((SHARED_GSM8K / "test.jsonl").is_file(), f"GSM8K files at {SHARED_GSM8K}")
+    results_dir, go = small_disk / "results", tmp_path / "go"
+    first = subprocess.run(fake_argv(results_dir), cwd=ROOT, env=fake_env(), capture_output=True, text=True,
+                           timeout=600)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    earlier = (results_dir / f"{FAKE_SESSION}.json").read_bytes()
+    token = "hf_DiskFullToken0123456789"
+    rerun = subprocess.Popen(fake_argv(results_dir), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             env=fake_env(FAKE_VLLM_READY_WHEN=str(go), HF_TOKEN=token), text=True)
+    try:
+        wait_for(lambda: processes_writing_to(results_dir / FAKE_SESSION / "server.log"), 300, "the rerun's server")
+        fill_disk(small_disk)
+        go.touch()
+        output, _ = rerun.communicate(timeout=600)
+    finally:
+        rerun.kill()
+        rerun.wait()
+    assert rerun.returncode != 0
+    assert "Traceback" not in output, output[-3000:]
+    aside = results_dir / f"{FAKE_SESSION}.json.superseded"
+    assert (f"{FAKE_SESSION}: failed, but its result {results_dir / FAKE_SESSION}.json could not be written (No "
+            f"space left on device); the earlier result is kept as {aside} (superseded") in output
+    assert not (results_dir / f"{FAKE_SESSION}.json").exists() and aside.read_bytes() == earlier
+    assert not list(results_dir.glob(f".{FAKE_SESSION}.json.*"))  # no temporary file left
+    assert f"cannot mask {results_dir / FAKE_SESSION} (No space left on device): removed " in output
+    assert token not in output
+    assert not [p for p in results_dir.rglob("*") if p.is_file() and token.encode() in p.read_bytes()]
 
 
 # --------------------------------------------------------------------------- 9. input hardening
@@ -565,8 +713,8 @@ def test_image_input_only_from_listed_repositories(matrix, image, allowed):
 
 def test_fault_table_matches_the_tests():
     """Every row of the fault table (docs/security-and-faults.md) names tests that exist here (or in
-    test_masking, test_docker, test_hostile_inputs, test_workflows or test_report_browser), and every fault
-    test in this file is in the table."""
+    test_masking, test_docker, test_hostile_inputs, test_workflows, test_report_browser, test_evaluate_results or
+    test_lm_eval_client), and every fault test in this file is in the table."""
     page = (ROOT / "docs" / "security-and-faults.md").read_text()
     table = page.split("### Faults and what is left behind")[1].split("\n## ")[0]
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| fault")]
@@ -579,7 +727,8 @@ def test_fault_table_matches_the_tests():
         assert found, line
         named |= set(found)
     modules = {name: (ROOT / "tests" / f"{name}.py").read_text() for name in (
-        "test_faults", "test_masking", "test_docker", "test_hostile_inputs", "test_workflows", "test_report_browser")}
+        "test_faults", "test_masking", "test_docker", "test_hostile_inputs", "test_workflows", "test_report_browser",
+        "test_evaluate_results", "test_lm_eval_client")}
     defined = {m for text in modules.values() for m in re.findall(r"^def (test_\w+)", text, re.M)}
     assert named <= defined, named - defined
     here = set(re.findall(r"^def (test_\w+)", modules["test_faults"], re.M)) - {"test_fault_table_matches_the_tests"}

@@ -1,13 +1,20 @@
-"""GPU assignment: given, inherited or default; count = tp; AMD render nodes from the KFD topology (pure)."""
+"""GPU assignment: given, inherited or default; count = tp; AMD render nodes from the KFD topology (pure).
+Host-wide claims: held by a real process, refused to another naming the holder, gone with the holder."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import textwrap
 from dataclasses import replace
 
 import pytest
+from conftest import ROOT
 from test_commands import plan_for
 
 from gsm8k_bench.core.errors import ConfigError
+from gsm8k_bench.serving import gpus
 from gsm8k_bench.serving.gpus import KfdNode, amd_render_nodes, assign, parse_ids, read_kfd_topology
 from gsm8k_bench.serving.launchers.docker import create_kwargs
 
@@ -95,3 +102,36 @@ def test_nvidia_device_request_names_the_ids(matrix):
 def test_process_launcher_narrows_the_server_to_its_gpus(matrix):
     plan = plan_for(matrix, "gsm8k-llama-3.1-8b-h100-vllm-fp16-tp1", "--launcher", "process", "--gpus", "3")
     assert plan.server_env["CUDA_VISIBLE_DEVICES"] == "3"
+
+
+def test_a_claimed_gpu_is_refused_naming_its_holder_until_the_holder_dies(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        from gsm8k_bench.serving import gpus
+        gpus.claim([5, 6], "gsm8k-first", Path({str(tmp_path)!r}))
+        print("claimed", flush=True)
+        time.sleep(600)
+        """)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "claimed\n"
+        with pytest.raises(gpus.GpusBusy, match=rf"^GPU 6 is in use by session gsm8k-first \(pid {holder.pid} on "):
+            gpus.claim([7, 6], "gsm8k-second", tmp_path)
+        gpus.claim([7], "gsm8k-third", tmp_path).release()  # all or none: the refused claim let 7 go
+        holder.send_signal(signal.SIGKILL)  # however the holder ends, the kernel drops its claims
+        holder.wait()
+        claim = gpus.claim([5, 6], "gsm8k-second", tmp_path)
+        assert (tmp_path / "6.lock").read_text().startswith("session gsm8k-second (pid ")
+        claim.release()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_symlink_in_place_of_a_claim_file_is_refused(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    (tmp_path / "3.lock").symlink_to(victim)
+    with pytest.raises(gpus.GpusBusy, match=rf"^cannot claim GPU 3: {tmp_path}/3.lock: "):
+        gpus.claim([3], "gsm8k-x", tmp_path)
+    assert victim.read_text() == "keep me"

@@ -1,13 +1,23 @@
 """The go-gated lm-eval client on the real stack: it sends nothing before its go, says when every answer
-is in (before it writes its outputs), and its outputs are lm-eval's own — the same samples, field for
-field, as `python -m lm_eval run` with the stock model, on the same server and questions, one request at
-a time (greedy, so deterministic)."""
+is in (before it writes its outputs), and its outputs are lm-eval's own — the same requests, in the same
+order, and the same samples, field for field, as `python -m lm_eval run` with the stock model, on the same
+server and questions, one request at a time.
+
+Two generations of a real server are not guaranteed equal, even greedy at concurrency 1 (prefix-cache
+hits take other kernels; CPU reductions change order under load): both runs go through a recording proxy
+that forwards a request it has not seen to the real server and replays the recorded answer to one it
+has, so the text comes from one source and what is compared is the client's own doing."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
+import threading
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -15,9 +25,13 @@ from conftest import SHARED_GSM8K, require
 
 from gsm8k_bench.evaluation import harness, server_metrics
 from gsm8k_bench.serving import venvs
+from gsm8k_bench.session.plan import HOST
 from gsm8k_bench.session.warm_server import warm_server
 
 QUESTIONS = 3
+# What is compared is the client's doing, not the model's: short prompts and answers keep each run to
+# seconds of a loaded 2-core machine's time.
+SETTINGS = {"concurrency": 1, "limit": QUESTIONS, "num_fewshot": 1, "max_gen_toks": 48}
 # Fields of lm-eval's results file that say when and where it ran, or which class ran (ours is
 # registered under its own name), rather than what was evaluated.
 RUN_FIELDS = {"date", "start_time", "end_time", "total_evaluation_time_seconds", "pretty_env_info",
@@ -40,6 +54,68 @@ def in_flight(base_url: str) -> float:
     return sum(value for name, _, value in samples if name in names)
 
 
+class ReplayingProxy(ThreadingHTTPServer):
+    """A loopback proxy in front of `upstream`: logs every POST (path, JSON payload) in arrival order,
+    forwards one it has not seen and replays the recorded response bytes to one it has."""
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__((HOST, 0), _ProxyHandler)
+        self.upstream = upstream
+        self.received: list[tuple[str, dict]] = []
+        self.forwarded = 0
+        self.recorded: dict[tuple[str, bytes], tuple[int, bytes]] = {}
+        self.lock = threading.Lock()
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    server: ReplayingProxy
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.relay(None)
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        with self.server.lock:
+            self.server.received.append((self.path, json.loads(body)))
+        self.relay(body)
+
+    def relay(self, body: bytes | None) -> None:
+        key = (self.path, body or b"")
+        with self.server.lock:
+            found = self.server.recorded.get(key) if body is not None else None
+        if found is None:
+            request = urllib.request.Request(self.server.upstream + self.path, data=body,
+                                             headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=600) as response:
+                found = response.status, response.read()
+            if body is not None:
+                with self.server.lock:
+                    self.server.recorded[key] = found
+                    self.server.forwarded += 1
+        self.send_response(found[0])
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(found[1])))
+        self.end_headers()
+        self.wfile.write(found[1])
+
+
+@pytest.fixture
+def proxy(warm) -> Iterator[ReplayingProxy]:
+    server = ReplayingProxy(warm.plan.base_url)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
 def outputs(output_dir: Path) -> tuple[dict, list[dict]]:
     results_file, = output_dir.rglob("results_*.json")
     samples_file, = output_dir.rglob("samples_*.jsonl")
@@ -49,25 +125,33 @@ def outputs(output_dir: Path) -> tuple[dict, list[dict]]:
 
 @pytest.mark.integration
 @pytest.mark.parametrize("protocol", ["completions", "chat"])
-def test_gated_client_sends_nothing_before_its_go_and_writes_lm_evals_own_samples(warm, tmp_path, protocol):
-    # The reference: lm-eval's own CLI with the stock model, as before the client existed.
+def test_gated_client_sends_nothing_before_its_go_and_writes_lm_evals_own_samples(warm, proxy, tmp_path,
+                                                                                    protocol):
+    proxied = dataclasses.replace(warm, plan=dataclasses.replace(warm.plan, port=proxy.port))
+    # The reference: lm-eval's own CLI with the stock model, as before the client existed; its answers are
+    # the real server's, recorded by the proxy.
     stock = tmp_path / "stock"
-    argv = warm.lm_eval_argv(stock, protocol=protocol, concurrency=1, limit=QUESTIONS)
+    argv = proxied.lm_eval_argv(stock, protocol=protocol, **SETTINGS)
     assert argv[1].endswith("lm_eval_driver.py")
     stock_argv = [argv[0], "-m", "lm_eval", "run", *argv[2:]]
-    out = subprocess.run(stock_argv, capture_output=True, text=True, timeout=600,
+    served_before = in_flight(warm.plan.base_url)
+    out = subprocess.run(stock_argv, capture_output=True, text=True, timeout=1800,
                          env=harness.lm_eval_environment(SHARED_GSM8K, os.environ))
     assert out.returncode == 0, out.stderr[-3000:]
+    assert proxy.forwarded == len(proxy.received) == QUESTIONS
+    assert in_flight(warm.plan.base_url) == served_before + QUESTIONS  # the real server answered them
+    stock_requests = list(proxy.received)
 
     gated = tmp_path / "gated"
-    sent_before = in_flight(warm.plan.base_url)
     held = []
     answered = gated / "answered"
-    warm.gated_eval([*warm.lm_eval_argv(gated / "lm-eval", protocol=protocol, concurrency=1, limit=QUESTIONS),
-                     "--answered-file", str(answered)],
-                    gated, before_go=lambda: held.append(in_flight(warm.plan.base_url)))
-    assert held == [sent_before], "requests reached the server before the go"
-    assert in_flight(warm.plan.base_url) == sent_before + QUESTIONS
+    proxied.gated_eval([*proxied.lm_eval_argv(gated / "lm-eval", protocol=protocol, **SETTINGS),
+                        "--answered-file", str(answered)],
+                       gated, before_go=lambda: held.append(len(proxy.received)))
+    assert held == [QUESTIONS], "requests were sent before the go"
+    # The same requests, payload for payload and in order; none new, so every answer was a replay.
+    assert proxy.received[QUESTIONS:] == stock_requests
+    assert proxy.forwarded == QUESTIONS
     results_file, = (gated / "lm-eval").rglob("results_*.json")
     assert answered.stat().st_mtime_ns <= results_file.stat().st_mtime_ns
 

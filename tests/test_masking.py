@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import subprocess
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus
 
 import pytest
 from conftest import ROOT, SHARED_GSM8K, require
@@ -15,13 +16,15 @@ from gsm8k_bench.core import results
 
 TOKEN = "hf_EnvToken0123456789abcdef"
 FILE_TOKEN = "hf_SavedToken+/=9876543210zyx"
+QUOTED_TOKEN = 'hf_Env"Quoted\\Token0123456789'  # JSON escapes both: `\"` and `\\`
 
 
 def forms(token: str) -> list[str]:
-    """The token as a log, a URL or an auth header would carry it."""
+    """The token as a log, a URL, an auth header or a JSON file (once and twice escaped) would carry it."""
     raw = token.encode()
     return [token, quote(token, safe=""), base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode(),
-            base64.b64encode(b"user:" + raw).decode(), base64.b64encode(b"x" + raw + b"y").decode()]
+            base64.b64encode(b"user:" + raw).decode(), base64.b64encode(b"x" + raw + b"y").decode(),
+            json.dumps(token)[1:-1], json.dumps(json.dumps(token))[1:-1]]
 
 
 def leaks(text: str, token: str) -> list[str]:
@@ -35,6 +38,31 @@ def test_every_form_of_the_token_is_masked():
     text = " ".join(forms(TOKEN))
     assert leaks(text, TOKEN)  # the check itself finds the token when it is there
     assert not leaks(results.mask(text, environ), TOKEN)
+
+
+@pytest.mark.parametrize("token", [TOKEN, FILE_TOKEN, QUOTED_TOKEN])
+def test_a_token_in_json_files_is_masked_however_deep_it_is_escaped(token, tmp_path):
+    """A real JSON Lines file as lm-eval writes its samples: the token in a string, and in a JSON string
+    kept inside a string (a chat prompt)."""
+    path = tmp_path / "samples.jsonl"
+    rows = [{"resps": [[f"answer {token}"]]}, {"arguments": [[json.dumps([{"content": token}])]]}]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert leaks(path.read_text(), token)
+    results.Masker({"HF_TOKEN": token}).files([tmp_path])
+    assert [json.loads(line) for line in path.read_text().splitlines()] == [
+        {"resps": [["answer ***"]]}, {"arguments": [[json.dumps([{"content": "***"}])]]}]
+
+
+def test_json_escaped_forms_exactly():
+    """Quote and backslash once and twice escaped, non-ASCII as \\u escapes or raw: exactly these four."""
+    value = 'a"b\\c-\u00e9'
+    environ = {"X_TOKEN": value}
+    other = {value, quote(value, safe=""), quote_plus(value), *results._base64_cores(value)}
+    assert set(results.secret_forms(environ)) - other == {
+        'a\\"b\\\\c-\\u00e9', 'a\\"b\\\\c-\u00e9', 'a\\\\\\"b\\\\\\\\c-\\\\u00e9', 'a\\\\\\"b\\\\\\\\c-\u00e9'}
+    partial = '"n": "\\"b\\\\c-"'  # a part of the secret is not it
+    assert results.mask(f'{{"k": "a\\"b\\\\c-\\u00e9", {partial}}}', environ) == f'{{"k": "***", {partial}}}'
+    assert results.mask("a\\tb-123", {"X_TOKEN": "a\tb-123"}) == "***"  # a control character, escaped
 
 
 def test_the_saved_token_file_is_a_secret_too(tmp_path):
@@ -86,22 +114,25 @@ def test_a_server_printing_the_token_leaves_no_trace_in_any_artifact(tmp_path):
     (hf_home / "token").write_text(FILE_TOKEN)
     emitted = tmp_path / "emitted.log"
     results_dir = tmp_path / "results"
+    # The env token has a quote and a backslash: lm-eval's samples file holds it JSON-escaped.
     out = subprocess.run(fake_argv(results_dir), cwd=ROOT, capture_output=True, text=True, timeout=600,
-                         env=fake_env(HF_TOKEN=TOKEN, HF_HOME=str(hf_home), FAKE_VLLM_READY_AFTER_S="11",
+                         env=fake_env(HF_TOKEN=QUOTED_TOKEN, HF_HOME=str(hf_home), FAKE_VLLM_READY_AFTER_S="11",
                                       FAKE_VLLM_EMITTED=str(emitted)))
     assert out.returncode == 0, out.stderr[-3000:]
     # The exposure was real: the server printed every form, and the session printed a waiting line.
-    assert leaks(emitted.read_text(), TOKEN) and leaks(emitted.read_text(), FILE_TOKEN)
+    assert leaks(emitted.read_text(), QUOTED_TOKEN) and leaks(emitted.read_text(), FILE_TOKEN)
     assert "waiting for the server: 1" in out.stderr
     files = [p for p in results_dir.rglob("*") if p.is_file()]
     names = {p.name for p in files}
     assert {f"{FAKE_SESSION}.json", "server.log", "lm-eval.log"} <= names
     assert any(n.startswith("samples_") for n in names) and any(n.startswith("results_") for n in names)
+    samples = next(p for p in files if p.name.startswith("samples_"))
+    assert "The answer is 42. plain=*** " in samples.read_text()  # the completions lm-eval stored had it
     for path in files:
         text = path.read_bytes().decode("utf-8", "replace")
-        assert not leaks(text, TOKEN) and not leaks(text, FILE_TOKEN), path
+        assert not leaks(text, QUOTED_TOKEN) and not leaks(text, FILE_TOKEN), path
     assert "***" in (results_dir / FAKE_SESSION / "server.log").read_text()
-    assert not leaks(out.stdout + out.stderr, TOKEN) and not leaks(out.stdout + out.stderr, FILE_TOKEN)
+    assert not leaks(out.stdout + out.stderr, QUOTED_TOKEN) and not leaks(out.stdout + out.stderr, FILE_TOKEN)
 
 
 def test_the_default_saved_token_is_the_one_under_the_home_cache(tmp_path, monkeypatch):

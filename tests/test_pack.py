@@ -48,9 +48,10 @@ def test_a_session_larger_than_the_node_is_refused(matrix):
 
 
 # A stand-in for `nox -s <session>`: a real process that holds its GPUs a while, records them with its
-# start and end times, writes its session JSON, and fails when its name says so.
+# start and end times, writes its session JSON (with the run id the pack gave it), and fails when its
+# name says so.
 FAKE_SESSION = textwrap.dedent("""
-    import json, sys, time
+    import json, os, sys, time
     from pathlib import Path
     from gsm8k_bench.core import results
     name, gpus, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
@@ -61,7 +62,8 @@ FAKE_SESSION = textwrap.dedent("""
         sys.exit(3)
     results.write_atomic(out / f"{name}.json", {"schema": 1, "session": name, "status": "passed",
         "config": {"tp": len(gpus.split(",")), "vendor": "nvidia", "gpus": {"ids": gpus.split(",")}},
-        "timings": {"env_setup_s": 0.0, "model_prep_s": 0.0, "server_ready_s": 0.5, "total_s": 1.0}})
+        "timings": {"env_setup_s": 0.0, "model_prep_s": 0.0, "server_ready_s": 0.5, "total_s": 1.0},
+        "environment": {"run_id": os.environ["GSM8K_BENCH_RUN_ID"]}})
 """)
 
 

@@ -80,12 +80,28 @@ def _base64_cores(value: str) -> set[str]:
     return cores
 
 
+# A JSON string inside a JSON string (lm-eval's samples keep a chat prompt's JSON as a string) escapes twice.
+JSON_DEPTH = 2
+
+
+def _json_escaped(value: str) -> set[str]:
+    """The value as it stands inside a JSON string, and inside one nested in another (JSON_DEPTH): quotes,
+    backslashes and control characters escaped, non-ASCII escaped (as most writers do) or raw."""
+    escaped = set()
+    for ascii_only in (True, False):
+        text = value
+        for _ in range(JSON_DEPTH):
+            text = json.dumps(text, ensure_ascii=ascii_only)[1:-1]
+            escaped.add(text)
+    return escaped
+
+
 def secret_forms(environ: Mapping[str, str]) -> list[str]:
-    """Every form a secret is masked in (plain, URL-encoded, base64), longest first: a shorter secret
-    that is part of a longer one must not be replaced first and leave the rest showing."""
+    """Every form a secret is masked in (plain, URL-encoded, base64, JSON-escaped), longest first: a shorter
+    secret that is part of a longer one must not be replaced first and leave the rest showing."""
     forms = set()
     for value in secret_values(environ):
-        forms |= {value, quote(value, safe=""), quote_plus(value), *_base64_cores(value)}
+        forms |= {value, quote(value, safe=""), quote_plus(value), *_base64_cores(value), *_json_escaped(value)}
     return sorted((f for f in forms if len(f) >= MIN_SECRET_LEN), key=lambda f: (-len(f), f))
 
 

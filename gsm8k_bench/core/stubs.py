@@ -28,14 +28,21 @@ def write_input_error(session: str, results_dir: Path, message: str) -> Path | N
     return write_stub(session, results_dir, "error", f"input: {message}")
 
 
-def write_stub(session: str, results_dir: Path, status: Status, message: str, log_tail: str = "",
-               config: Config | None = None, timings: Timings | None = None, **runner: Any) -> Path:
-    """The JSON of a session that never got to write its own (bad input, a Slurm job that died); `runner`:
-    what ran it (`slurm`, `pack`)."""
+def stub_document(session: str, status: Status, message: str, log_tail: str = "", config: Config | None = None,
+                  timings: Timings | None = None, **runner: Any) -> dict[str, Any]:
+    """The document of a session that never got to write its own JSON; `runner`: what ran it (`slurm`,
+    `pack`)."""
     now = utc_now()
     stub = SessionResult(schema=SCHEMA_VERSION, session=session, status=status,
                          error=ErrorRecord(message=message, log_tail=log_tail), config=config, metrics=None,
                          gate=None, server_metrics=None, samples=[], timings=timings or Timings(),
                          environment=Environment(gsm8k_bench=gsm8k_bench.__version__, started_at=now, ended_at=now),
                          **runner)
-    return write_atomic(result_path(results_dir.expanduser().resolve(), session), stub.document())
+    return stub.document()
+
+
+def write_stub(session: str, results_dir: Path, status: Status, message: str, log_tail: str = "",
+               config: Config | None = None, timings: Timings | None = None, **runner: Any) -> Path:
+    """stub_document, written as the session's JSON (bad input, a Slurm job that died)."""
+    return write_atomic(result_path(results_dir.expanduser().resolve(), session),
+                        stub_document(session, status, message, log_tail, config, timings, **runner))

@@ -294,7 +294,11 @@ def outcome_counts(samples: list[dict[str, Any]]) -> dict[str, int] | None:
 def parse_outputs(output_dir: Path, task: str) -> EvalOutput:
     results_file = _newest(output_dir, "results_*.json")
     samples_file = _newest(output_dir, f"samples_{task}_*.jsonl")
-    results = json.loads(results_file.read_text())
+    try:
+        results = json.loads(results_file.read_text())
+    except ValueError as exc:
+        raise EvalError(f"{results_file}: not a complete JSON file ({exc}): lm-eval's output is cut short "
+                        "(a full disk?)") from None
     task_results = results.get("results", {}).get(task)
     if not task_results:
         raise EvalError(f"{results_file}: no results for task {task!r}")
@@ -311,8 +315,12 @@ def parse_outputs(output_dir: Path, task: str) -> EvalOutput:
 
     by_doc: dict[int, dict[str, Any]] = {}
     with samples_file.open(encoding="utf-8") as handle:
-        for line in handle:
-            row = json.loads(line)
+        for number, line in enumerate(handle, 1):
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise EvalError(f"{samples_file}:{number}: not a complete JSON line ({exc}): lm-eval's output is "
+                                "cut short (a full disk?)") from None
             doc = literal(row["doc"])
             entry = by_doc.setdefault(row["doc_id"], {
                 "doc_id": row["doc_id"],
@@ -329,6 +337,9 @@ def parse_outputs(output_dir: Path, task: str) -> EvalOutput:
                 entry[f"{prefix}_answer"] = answer
                 entry[f"{prefix}_correct"] = bool(row["exact_match"])
     samples = [by_doc[k] for k in sorted(by_doc)]
+    if len(samples) != metrics["n"]:
+        raise EvalError(f"{samples_file}: {len(samples)} question(s), but {results_file.name} scored {metrics['n']}: "
+                        "lm-eval's output is cut short (a full disk?)")
     for sample in samples:
         sample["outcome"] = outcome(sample)
     metrics.update(answer_counts(samples))

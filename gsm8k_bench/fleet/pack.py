@@ -4,10 +4,14 @@ Placement is pure (`place`): the waiting sessions by tp, largest first, each on 
 contiguous GPUs (else the lowest free ones); a session that does not fit waits while smaller ones fill
 the gaps.  The runner starts each placed session as its own `nox -s <session> -- --gpus ...`, starts the
 next as soon as GPUs free up, lets a failure end only its own session, and stops them all on Ctrl-C.
+Each child gets a run id of the pack's choosing, so the pack collects the JSON its own child wrote; a
+session another pack runs into the same folder is refused before its log is touched.  The sessions claim
+their GPUs host-wide themselves (serving/gpus.py), so overlapping packs never share a GPU.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -18,11 +22,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from gsm8k_bench.core.errors import BenchError
+from gsm8k_bench.core.stubs import stub_document
 from gsm8k_bench.fleet import collect
 from gsm8k_bench.matrix.selection import selected, selection_parser
 from gsm8k_bench.matrix.types import Combination, Matrix
 from gsm8k_bench.reporting import fleet_cost
-from gsm8k_bench.serving import gpus, procs, venvs
+from gsm8k_bench.serving import gpus, ownership, procs, venvs
 
 POLL_S = 1.0
 
@@ -79,6 +84,8 @@ class Running:
     ids: tuple[int, ...]
     proc: subprocess.Popen[bytes]
     log: Path
+    run_id: str
+    log_lock: ownership.ResultsLock  # this pack's, while the session runs: another pack's is refused
     started_at: float = field(default_factory=time.time)
     started_mono: float = field(default_factory=time.monotonic)
 
@@ -131,9 +138,16 @@ def run_packed(combos: Sequence[Combination], node_gpus: Sequence[int], results_
             for need, ids in place(waiting, [i for i in node_gpus if i not in busy]):
                 waiting.remove(need)
                 combo = by_name[need.name]
-                log = logs / f"{combo.name}.log"
+                try:
+                    log_lock = ownership.ResultsLock(logs, combo.name)
+                except ownership.SessionBusy as busy:
+                    done.append(stub_document(combo.name, "failed", f"not started: {busy}", pack={"gpus": []}))
+                    table.event(f"refused {combo.name}: {busy}")
+                    continue
+                log, run_id = logs / f"{combo.name}.log", ownership.new_run_id()
                 log.unlink(missing_ok=True)
-                running.append(Running(combo, ids, procs.start(command(combo, ids), log), log))
+                proc = procs.start(command(combo, ids), log, {**os.environ, ownership.RUN_ID_VARIABLE: run_id})
+                running.append(Running(combo, ids, proc, log, run_id, log_lock))
                 table.event(f"start  {combo.name} on GPUs {','.join(map(str, ids)) or '-'}")
             for r in [r for r in running if r.proc.poll() is not None]:
                 running.remove(r)
@@ -153,9 +167,12 @@ def run_packed(combos: Sequence[Combination], node_gpus: Sequence[int], results_
 
 def _collect(r: Running, results_dir: Path) -> dict[str, Any]:
     code = r.proc.returncode
-    return collect.session_document(r.combo, results_dir, r.started_at, code == 0, f"nox exited with code {code}",
-                                    r.log, time.monotonic() - r.started_mono,
-                                    pack={"gpus": list(r.ids), "log": str(r.log)})
+    try:
+        return collect.session_document(r.combo, results_dir, r.started_at, code == 0,
+                                        f"nox exited with code {code}", r.log, time.monotonic() - r.started_mono,
+                                        run_id=r.run_id, pack={"gpus": list(r.ids), "log": str(r.log)})
+    finally:
+        r.log_lock.release()
 
 
 

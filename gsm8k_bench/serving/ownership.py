@@ -6,8 +6,10 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import os
+import re
 import secrets
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,9 +19,25 @@ from gsm8k_bench.core.errors import BenchError, ConfigError
 OWNER_LABEL = "gsm8k-bench.owner"
 
 
+# Set by a runner that starts the session (a pack) to the id it chose: the session records it in its JSON,
+# so the runner collects the JSON its own child wrote and no other run's.
+RUN_ID_VARIABLE = "GSM8K_BENCH_RUN_ID"
+RUN_ID = re.compile(r"[0-9a-f]{6}")
+
+
 def new_run_id() -> str:
     """Six hex digits: the served model name `<model>-<id>` tells this run's server from any other."""
     return secrets.token_hex(3)
+
+
+def run_id_from(environ: Mapping[str, str]) -> str:
+    """The id a runner chose (RUN_ID_VARIABLE), else a new one."""
+    given = environ.get(RUN_ID_VARIABLE)
+    if given is None:
+        return new_run_id()
+    if not RUN_ID.fullmatch(given):
+        raise ConfigError(f"{RUN_ID_VARIABLE}={given[:40]!r}: a run id is six lowercase hex digits (e.g. a1b2c3)")
+    return given
 
 
 def _boot_id() -> str:

@@ -109,7 +109,7 @@ def run_combination(matrix: Matrix, combo: Combination, argv: list[str],
     # Held for the whole run: a second run of this session into the same folder fails here, at once.
     with ownership.ResultsLock(options.results_dir, combo.name):
         try:
-            plan = _plan(matrix, combo, options, run_id=ownership.new_run_id())
+            plan = _plan(matrix, combo, options, run_id=ownership.run_id_from(os.environ))
         except ConfigError as exc:
             write_input_error(combo.name, options.results_dir, str(exc))
             raise

@@ -13,6 +13,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from gsm8k_bench.core import results
@@ -34,7 +35,7 @@ from gsm8k_bench.core.session_result import (
     utc_now,
 )
 from gsm8k_bench.evaluation import fingerprint, harness, progress, server_metrics
-from gsm8k_bench.serving import models, procs, venvs
+from gsm8k_bench.serving import gpus, models, procs, venvs
 from gsm8k_bench.serving.launchers import Server, reserve_port, wait_ready
 from gsm8k_bench.session import provenance
 from gsm8k_bench.session.plan import HOST, Plan
@@ -170,10 +171,12 @@ def prepare_model(plan: Plan) -> None:
 
 
 def _prepare(plan: Plan, timings: Timings, log: Callable[[str], None], cleanup: ExitStack) -> Plan:
-    """Everything before the server starts: inputs, environments, model, port (claimed until `cleanup`
-    closes), a clean work dir; the plan as it will run (on another port when its own was taken)."""
+    """Everything before the server starts: inputs, GPUs and port (claimed until `cleanup` closes),
+    environments, model, a clean work dir; the plan as it will run (on another port when its own was taken)."""
     if plan.dataset_dir:
         harness.validate_dataset_dir(plan.dataset_dir)
+    if plan.gpus:  # first: a session that cannot have its GPUs fails at once, before any setup
+        cleanup.callback(gpus.claim(plan.gpus.ids, plan.session).release)
     with timed(timings, "env_setup_s"):
         prepare_environments(plan, log)
     with timed(timings, "model_prep_s"):
@@ -230,6 +233,44 @@ def _read_outputs(plan: Plan, config: Config) -> Scored:
         {**(config.generation or {}), **output.generation}, protocol,
         ProtocolRecord.model_validate({**recorded, **protocol}), output.lm_eval_version or venvs.LM_EVAL_VERSION,
         (str(output.results_file), str(output.samples_file), str(plan.work_dir / "lm-eval.log")))
+
+
+SUPERSEDED = ".superseded"  # appended to an earlier result this run could not replace (not *.json: no reader takes it)
+
+
+def _mask_work_dir(masker: results.Masker, work_dir: Path, say: Callable[[str], None]) -> None:
+    """Mask the work dir's files; one that holds a secret and cannot be rewritten (a full disk) is
+    removed: an unmasked secret is never left to upload."""
+    try:
+        masker.files([work_dir])
+    except OSError as exc:
+        removed = [path for path in sorted(work_dir.rglob("*")) if path.is_file() and _holds_secret(masker, path)]
+        for path in removed:
+            path.unlink()
+        say(f"cannot mask {work_dir} ({exc.strerror}): removed the file(s) holding a secret: "
+            f"{', '.join(str(p) for p in removed) or 'none'}")
+
+
+def _holds_secret(masker: results.Masker, path: Path) -> bool:
+    text = path.read_bytes().decode("utf-8", "surrogateescape")
+    return masker.text(text) != text
+
+
+def _write_result(plan: Plan, document: dict[str, Any], masker: results.Masker) -> None:
+    """Write the session's JSON.  When it cannot be (a full disk), an earlier result must not stand as this
+    run's: it is renamed `<session>.json.superseded` (a rename needs no space) and the failure says so."""
+    try:
+        results.write_atomic(plan.result_file, document)
+    except OSError as exc:
+        kept = ""
+        if plan.result_file.exists():
+            aside = plan.result_file.with_name(plan.result_file.name + SUPERSEDED)
+            os.replace(plan.result_file, aside)
+            kept = f"; the earlier result is kept as {aside} (superseded: it is not this run's)"
+        raise SessionFailed(masker.text(
+            f"{plan.session}: {document['status']}, but its result {plan.result_file} could not be written "
+            f"({exc.strerror}){kept}; the run's error: {(document.get('error') or {}).get('message') or 'none'}"
+        )) from None
 
 
 def run_session(plan: Plan, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -304,6 +345,9 @@ def run_session(plan: Plan, log: Callable[[str], None] = print) -> dict[str, Any
             result.error = ErrorRecord(message=f"{phase}: {exc}", log_tail=getattr(exc, "log_tail", ""))
             if isinstance(exc, ConfigError):
                 result.status = "error"
+        except OSError as exc:  # the host's doing (a full disk, a folder gone), not a bug: a message, no traceback
+            result.error = ErrorRecord(message=f"{phase}: {exc}", log_tail="")
+            result.status = "failed"  # not an input error: an earlier result does not stand for this run
         except Exception as exc:  # a bug or an unexpected library error: still say so in the JSON
             result.error = ErrorRecord(message=f"{phase}: unexpected {type(exc).__name__}: {exc}",
                                        log_tail=traceback.format_exc())
@@ -311,12 +355,12 @@ def run_session(plan: Plan, log: Callable[[str], None] = print) -> dict[str, Any
         finally:
             timings.total_s = round(time.monotonic() - started, 3)
             environment.ended_at = utc_now()
-            masker.files([plan.work_dir])  # server.log, lm-eval.log and lm-eval's outputs are uploaded
+            _mask_work_dir(masker, plan.work_dir, say)  # server.log, lm-eval.log and lm-eval's outputs are uploaded
             if phase == "setup" and result.status == "error" and plan.result_file.exists():
                 say(f"{plan.session}: input error before any server started; the earlier result "
                     f"{plan.result_file} is kept")
             else:
-                results.write_atomic(plan.result_file, result.document())
+                _write_result(plan, result.document(), masker)
     if result.status != "passed":
         message = result.error.message if result.error else ""
         raise SessionFailed(masker.text(f"{plan.session}: {result.status}: {message} (details: {plan.result_file})"))

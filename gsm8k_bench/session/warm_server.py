@@ -36,6 +36,8 @@ class SettingsChange(TypedDict, total=False):
     protocol: str
     concurrency: int
     limit: int | None
+    num_fewshot: int
+    max_gen_toks: int
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class WarmServer:
     server: ProcessServer
 
     def lm_eval_argv(self, output_dir: Path, **settings: Unpack[SettingsChange]) -> list[str]:
-        """The session's lm-eval command with some settings changed (concurrency, protocol, limit)."""
+        """The session's lm-eval command with some settings changed (concurrency, protocol, limit, ...)."""
         plan = self.plan
         return harness.lm_eval_command(plan.lm_eval_python, replace(plan.settings, **settings),
                                         served_name=plan.served_name, base_url=plan.base_url,
