@@ -127,7 +127,7 @@ def test_a_server_printing_the_token_leaves_no_trace_in_any_artifact(tmp_path):
     assert {f"{FAKE_SESSION}.json", "server.log", "lm-eval.log"} <= names
     assert any(n.startswith("samples_") for n in names) and any(n.startswith("results_") for n in names)
     samples = next(p for p in files if p.name.startswith("samples_"))
-    assert "The answer is 42. plain=*** " in samples.read_text()  # the completions lm-eval stored had it
+    assert "#### 42 plain=*** " in samples.read_text()  # the completions lm-eval stored had it
     for path in files:
         text = path.read_bytes().decode("utf-8", "replace")
         assert not leaks(text, QUOTED_TOKEN) and not leaks(text, FILE_TOKEN), path
