@@ -115,7 +115,11 @@ def test_a_degraded_serving_is_a_regression_naming_its_lost_questions(promoted):
     base, refs, reference_doc, _, _ = promoted
     overrides = json.dumps(DEGRADED)
     candidate = candidate_matrix(base / "degraded-matrix.yaml", "--hf-overrides", overrides)
-    out, doc = run_session(base / "degraded", refs, "--baselines", str(ROOT / "baselines.yaml"),
+    # 16 questions are few for an exact test: 4 lost of 4 discordant is one-sided p 1/16, above 0.05. The
+    # checkout's gate block at 90% (level 0.10) lets this test show the plumbing; the statistics have their own.
+    baselines = base / "baselines-90.yaml"
+    baselines.write_text((ROOT / "baselines.yaml").read_text().replace("confidence: 0.95", "confidence: 0.90", 1))
+    out, doc = run_session(base / "degraded", refs, "--baselines", str(baselines),
                            environ={"GSM8K_MATRIX": str(candidate)})
     assert overrides in doc["config"]["server_command"]  # the same session, really served differently
     assert out.returncode != 0
@@ -135,7 +139,8 @@ def test_a_small_generation_limit_is_a_truncation_regression_naming_its_question
     base, refs, reference_doc, _, _ = promoted
     limit = json.dumps(SMALL_LIMIT)
     candidate = candidate_matrix(base / "short-matrix.yaml", "--override-generation-config", limit)
-    out, doc = run_session(base / "short", refs, limit=TRUNCATED_LIMIT, environ={"GSM8K_MATRIX": str(candidate)})
+    out, doc = run_session(base / "short", refs, "--baselines", str(ROOT / "baselines.yaml"), limit=TRUNCATED_LIMIT,
+                           environ={"GSM8K_MATRIX": str(candidate)})
     assert limit in doc["config"]["server_command"]  # the same session and protocol, served with a 4-token cap
     assert out.returncode != 0 and doc["status"] == "failed" and doc["gate"]["verdict"] == "regression"
     assert [(s["outcome"], s["answer_completion_tokens"]) for s in doc["samples"]] == [("truncated", 4)] * 8
@@ -143,7 +148,7 @@ def test_a_small_generation_limit_is_a_truncation_regression_naming_its_question
     before = {s["doc_id"] for s in reference_doc["samples"] if s["outcome"] == "truncated"}
     check = doc["gate"]["truncation"]
     assert check["more_doc_ids"] == [d for d in range(int(TRUNCATED_LIMIT)) if d not in before] and check["regression"]
-    assert check["lower_bound"] > doc["gate"]["tolerance"] and check["fewer"] == 0
+    assert check["mcnemar_p"] <= doc["gate"]["level"] and check["fewer"] == 0
     message = doc["error"]["message"]
     assert f"truncation regression against {refs / SESSION}.json: 1.0000 of the answers hit the token limit" in message
     more = ", ".join(map(str, check["more_doc_ids"]))

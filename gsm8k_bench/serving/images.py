@@ -11,7 +11,9 @@ installs: PEP 668), the machine a newcomer follows the README's quick start on (
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +54,13 @@ def debian_root(cache: Path, flavour: str = "minbase", packages: tuple[str, ...]
     root = cache / "images" / f"debian-{SUITE}-{flavour}"
     done = root / ".gsm8k-bench-debootstrap"
     if not done.is_file():
+        # A build that was interrupted leaves a half-made root, which debootstrap refuses to finish: start over
+        # (never through a file system debootstrap mounted inside it).
+        mounted = [str(p) for p in (root / "proc", root / "sys", root / "dev" / "pts") if os.path.ismount(p)]
+        if mounted:
+            raise BenchError(f"{root}: a half-made Debian root with {', '.join(mounted)} still mounted: unmount "
+                             "them, then run again")
+        shutil.rmtree(root, ignore_errors=True)
         _run(["debootstrap", "--variant=minbase", f"--include={','.join(packages)}", SUITE, str(root),
               debian_mirror()])
         done.write_text(f"{SUITE} {' '.join(packages)}\n")
