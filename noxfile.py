@@ -56,7 +56,7 @@ def _or_error(session: nox.Session, action, rerun: str | None = None) -> None:
 @nox.session(tags=["ci"])
 def lint(session: nox.Session) -> None:
     """Ruff over the package, tests and noxfile; mypy --strict over the package ([tool.mypy])."""
-    session.install("ruff", "mypy", "types-PyYAML", "types-requests", "-e", ".")
+    session.install("ruff", "mypy", "types-PyYAML", "types-requests", "-e", ".[history]")
     session.run("ruff", "check", ".")
     session.run("mypy")
 
@@ -66,7 +66,7 @@ def tests(session: nox.Session) -> None:
     """Unit and real-stack tests (builds the shared lm-eval and vLLM CPU environments once)."""
     session.install("-e", ".[test]")
     # The CLI-parser tests need SGLang (11 GB): they run in their own session.
-    session.run("pytest", *(session.posargs or ["-m", "not cli"]),
+    session.run("pytest", *(session.posargs or ["-m", "not cli", "--durations=30"]),
                 env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
 
 
