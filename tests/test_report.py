@@ -136,6 +136,28 @@ def test_summary_leads_with_the_counts_the_regressions_and_a_grid_per_model(tmp_
     assert (tmp_path / "out" / "report.md").read_text().startswith("## GSM8k matrix overview\n")
 
 
+def test_a_partial_dispatch_counts_as_not_run_only_the_sessions_it_dispatched(tmp_path, monkeypatch):
+    """The workflow passes the plan's sessions: matrix.yaml's other sessions are not "not run" (their cell is
+    blank), and a dispatched session with no result -- an ad-hoc one outside matrix.yaml too -- is."""
+    from test_report_browser import NOT_RUN
+
+    results_dir, matrix_file = overview_set(tmp_path)
+    monkeypatch.setenv("GSM8K_MATRIX", str(matrix_file))
+    ran = sorted(json.loads(path.read_text())["session"] for path in results_dir.glob("*.json"))
+    adhoc = "gsm8k-m-h100-vllm-fp16-tp1-label-x"
+    assert report.main([str(results_dir), str(tmp_path / "out"), "--dispatched", " ".join([*ran, adhoc])]) == 0
+    lines = (tmp_path / "out" / "summary.md").read_text().splitlines()
+    assert lines[2] == ("✅ **4** passed · ❌ **1** regressed · 💥 **1** errored · ⚪ **1** not gated · "
+                        "· **1** not run (of 8 dispatched)")
+    grid = lines[lines.index("### m") + 2:][:4]
+    assert grid[3] == "| fp8 tp1 | ❌ 0.708 (-9.2) | ⚪ 0.800 (+0.0) |  | ✅ 0.790 (-1.0) |"  # NOT_RUN: not dispatched
+    assert "blank: no such combination, or not dispatched." in "\n".join(lines)
+    assert lines[lines.index("### m") + 7] == f"Not in a grid (no config, not in matrix.yaml): · `{adhoc}`"
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert " of 8 sessions dispatched" in page and NOT_RUN not in page
+    assert f"title='dispatched, no result'>{adhoc} (not run)</span>" in page
+
+
 def test_report_refuses_a_broken_matrix_naming_it(tmp_path, monkeypatch, capsys):
     results_dir, matrix_file = overview_set(tmp_path)
     matrix_file.write_text("version: 1\nrunners: {}\n")

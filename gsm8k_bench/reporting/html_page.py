@@ -356,7 +356,7 @@ def overview_html(view: overview.Overview, keys: Mapping[str, str], size_note: s
     """The counts (each a filter), the regressions and errors with their reason, a grid per model."""
     buttons = "".join(f"<button class='{overview.css_class(k)}' data-outcome='{html.escape(k)}'><b>{n}</b> "
                       f"{html.escape(overview.label(k))}</button>" for k, n in view.headline())
-    of = f" of {view.matrix_size} sessions in matrix.yaml" if view.matrix_size is not None else ""
+    of = f" of {view.expected} sessions {view.expected_from}" if view.expected is not None else ""
     out = [f"<div id='counts'>{buttons}<span>{of}</span></div>", "<ul id='attention'>"]
     for c in view.attention:
         link = (f"<a href='#detail' data-key='{keys[c.session]}'>{html.escape(c.session)}</a>"
@@ -378,8 +378,10 @@ def overview_html(view: overview.Overview, keys: Mapping[str, str], size_note: s
     out.append("</div>")
     if view.unplaced:
         out.append("<p>Not in a grid (no config, not in matrix.yaml): " + ", ".join(
-            f"<a href='#detail' data-key='{keys[c.session]}'>{html.escape(c.session)}</a>" for c in view.unplaced)
-            + "</p>")
+            f"<a href='#detail' data-key='{keys[c.session]}'>{html.escape(c.session)}</a>" if c.session in keys
+            else f"<span class='{overview.css_class(c.outcome)}' title='{html.escape(c.reason)}'>"
+                 f"{html.escape(c.session)} ({html.escape(overview.label(c.outcome))})</span>"
+            for c in view.unplaced) + "</p>")
     out.append(f"<p id='size-note'>{html.escape(size_note)}</p></section>")
     return "\n".join(out)
 

@@ -1,7 +1,8 @@
 """The matrix at a glance: each session's outcome (passed, regressed, errored, not gated, or not run: in
-matrix.yaml but absent from the results), the counts, the regressions and errors with their reason, and
-a grid per model (rows precision x tp, columns runner x framework) whose cells hold the accuracy and the
-paired difference against the session's reference, or against its fp16 sibling where it has none.
+matrix.yaml -- or, for a workflow dispatch, among the sessions it dispatched -- but absent from the results),
+the counts, the regressions and errors with their reason, and a grid per model (rows precision x tp, columns
+runner x framework) whose cells hold the accuracy and the paired difference against the session's reference,
+or against its fp16 sibling where it has none.
 
 report.html draws it (html_page.py) and report.md and the step summary lead with its Markdown form.  A
 verdict this module does not know (a newer gate's) is its own outcome, shown under its own name.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,13 +140,14 @@ class Overview:
     attention: list[Cell]  # regressions, errors, then unknown verdicts; each with its reason
     grids: list[Grid]
     unplaced: list[Cell]  # results without a config and not in the matrix: no grid position
-    matrix_size: int | None  # sessions in matrix.yaml (None: no matrix given)
+    expected: int | None  # sessions that should have a result (None: no matrix given, so no "not run")
+    expected_from: str  # where those are listed: "in matrix.yaml" or "dispatched"
     by_session: dict[str, Cell]  # every result's and every not-run session's cell
 
     def headline(self) -> list[tuple[str, int]]:
         """(outcome, count): the five headline outcomes, then any unknown verdict seen."""
         extra = sorted(k for k in self.counts if k not in HEADLINE)
-        return [(k, self.counts[k]) for k in (*HEADLINE, *extra) if k != NOT_RUN or self.matrix_size is not None]
+        return [(k, self.counts[k]) for k in (*HEADLINE, *extra) if k != NOT_RUN or self.expected is not None]
 
 
 def _key(document: Mapping[str, Any], by_name: Mapping[str, ComboKey]) -> ComboKey | None:
@@ -163,7 +165,9 @@ def _order(pairs: set[tuple[Any, Any]], first: Sequence[str]) -> list[tuple[Any,
 
 
 def build(documents: Sequence[Mapping[str, Any]], deltas: Sequence[Mapping[str, Any]],
-          matrix: Matrix | None) -> Overview:
+          matrix: Matrix | None, dispatched: Collection[str] | None = None) -> Overview:
+    """`dispatched` (the sessions a workflow dispatch selected) narrows "not run" to those: a partial
+    dispatch's report does not count the matrix sessions it never asked for."""
     fp16_deltas = {d["run"]: d for d in deltas
                    if d["axis"] == "precision" and d["verdict"] != run_comparison.NOT_COMPARED}
     by_name = {c.name: c.key for c in matrix.combinations} if matrix else {}
@@ -178,8 +182,15 @@ def build(documents: Sequence[Mapping[str, Any]], deltas: Sequence[Mapping[str, 
             unplaced.append(cell)
         else:
             placed[key] = cell
-    for name, key in by_name.items():
-        placed.setdefault(key, Cell(name, NOT_RUN, reason="in matrix.yaml, no result"))
+    expected_from = "in matrix.yaml" if dispatched is None else "dispatched"
+    expected = by_name if dispatched is None else {name: by_name.get(name) for name in dispatched}
+    reported = {doc["session"] for doc in documents}
+    for name, expected_key in expected.items():
+        missing = Cell(name, NOT_RUN, reason=f"{expected_from}, no result")
+        if expected_key is not None:
+            placed.setdefault(expected_key, missing)
+        elif name not in reported:  # an ad-hoc session the dispatch ran outside matrix.yaml
+            unplaced.append(missing)
     counts = Counter(c.outcome for c in (*placed.values(), *unplaced))
     cells = sorted((*placed.values(), *unplaced), key=lambda c: c.session)
     rank = {REGRESSED: 0, ERRORED: 1}
@@ -194,12 +205,12 @@ def build(documents: Sequence[Mapping[str, Any]], deltas: Sequence[Mapping[str, 
                               [*matrix.runners, *matrix.frameworks] if matrix else [])
         grid.cells = {((k.precision, k.tp), (k.runner, k.framework)): placed[k] for k in keys}
         grids.append(grid)
-    return Overview(counts, attention, grids, unplaced, len(by_name) if matrix else None,
-                    {c.session: c for c in cells})
+    return Overview(counts, attention, grids, unplaced, len(expected) if matrix or dispatched is not None else None,
+                    expected_from, {c.session: c for c in cells})
 
 
 def counts_line(view: Overview) -> str:
-    total = f" (of {view.matrix_size} in matrix.yaml)" if view.matrix_size is not None else ""
+    total = f" (of {view.expected} {view.expected_from})" if view.expected is not None else ""
     return " · ".join(f"{symbol(k)} **{n}** {escaped(label(k))}" for k, n in view.headline()) + total
 
 
@@ -228,7 +239,8 @@ def markdown(view: Overview, max_attention: int | None = None) -> str:
         lines.append("")
     legend = " ".join(f"{symbol(k)} {label(k)}" for k in HEADLINE)
     lines += [f"Cells: strict-match accuracy and, in brackets, the paired difference in points against the "
-              f"session's reference (else its fp16 sibling). {legend}; blank: no such combination.", ""]
+              f"session's reference (else its fp16 sibling). {legend}; blank: no such combination"
+              + (", or not dispatched." if view.expected_from == "dispatched" else "."), ""]
     for grid in view.grids:
         lines += [f"### {escaped(grid.model)}", "",
                   "| precision tp | " + " | ".join(f"{r} {f}" for r, f in grid.columns) + " |",

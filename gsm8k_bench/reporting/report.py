@@ -1,7 +1,8 @@
-"""`nox -s report -- [RESULTS_DIR] [OUT_DIR] [--questions PATTERN ...]`: every session JSON -> report.md,
-report.png, a forest plot of sibling deltas per model, report.html and the step summary (OUT_DIR defaults
-to RESULTS_DIR).  Each leads with the matrix overview (overview.py), against the checkout's matrix.yaml
-(or GSM8K_MATRIX) for the sessions not run.
+"""`nox -s report -- [RESULTS_DIR] [OUT_DIR] [--questions PATTERN ...] [--dispatched NAMES]`: every session
+JSON -> report.md, report.png, a forest plot of sibling deltas per model, report.html and the step summary
+(OUT_DIR defaults to RESULTS_DIR).  Each leads with the matrix overview (overview.py), against the checkout's
+matrix.yaml (or GSM8K_MATRIX) for the sessions not run -- of those a workflow dispatch selected, with
+--dispatched.
 
 Every file loads through the result's typed model (session_result.py); files that are not session JSONs,
 or do not fit the model, are skipped with a warning that names them (and the keys that do not fit).  The plot needs
@@ -140,14 +141,16 @@ def matrix_file() -> Path:
 
 
 def write_report(results_dir: Path, out_dir: Path, warn: Callable[[str], None] = print,
-                 matrix: Matrix | None = None, questions_first: Sequence[str] = ()) -> dict[str, Path]:
-    """Every output; `matrix` (when given) adds the sessions it lists that have no result as not run."""
+                 matrix: Matrix | None = None, questions_first: Sequence[str] = (),
+                 dispatched: Sequence[str] | None = None) -> dict[str, Path]:
+    """Every output; `matrix` (when given) adds the sessions it lists that have no result as not run, or
+    only those of them in `dispatched` (a workflow dispatch's sessions) when that is given."""
     documents = load_results(results_dir, warn)
     results.output_folder(out_dir, "OUT_DIR")
     paths = {"markdown": out_dir / "report.md", "summary": out_dir / "summary.md", "plot": out_dir / "report.png"}
     settings = run_comparison.gate_settings()
     deltas = siblings.deltas(documents, settings)
-    view = overview.build(documents, deltas, matrix)
+    view = overview.build(documents, deltas, matrix, dispatched)
     paths["markdown"].write_text(overview.markdown(view) + "\n" + markdown(documents) + siblings.markdown(deltas))
     paths["summary"].write_text(overview.markdown(view, overview.MAX_SUMMARY_ATTENTION) + "\n"
                                 + markdown(documents, MAX_SUMMARY_BYTES // 2) + siblings.markdown(deltas, True))
@@ -169,11 +172,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("out_dir", nargs="?", type=Path, help="default: RESULTS_DIR")
     parser.add_argument("--questions", action="append", default=[], metavar="PATTERN",
                         help="sessions (names or fnmatch patterns) whose answers report.html embeds first")
+    parser.add_argument("--dispatched", metavar="NAMES",
+                        help="the sessions a workflow dispatch ran (space-separated): only those without a result "
+                        "are counted as not run (default: every session of matrix.yaml)")
     args = parser.parse_args(argv)
     try:
         paths = write_report(args.results_dir, args.out_dir or args.results_dir,
                              lambda message: print(f"warning: {message}", file=sys.stderr),
-                             load_matrix(matrix_file()), args.questions)
+                             load_matrix(matrix_file()), args.questions,
+                             None if args.dispatched is None else args.dispatched.split())
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
