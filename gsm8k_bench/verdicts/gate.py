@@ -337,11 +337,17 @@ def judge_outcomes(reference: Reference, protocol: Mapping[str, Any], outcomes: 
                       f"{divisor} = {level:.4g}: {summary}{describe_coverage(coverage)}"}
 
 
+def p_of(check: Mapping[str, Any]) -> float:
+    """A check's p of its test (verdicts written before the two-run test hold McNemar's alone)."""
+    p = check.get("p")
+    return float(check["mcnemar_p"] if p is None else p)
+
+
 def describe_test(check: Mapping[str, Any]) -> str:
     """The check's test and p in words: McNemar's, or the two-run test with what it counted."""
     split = check.get("split")
     if not split:
-        return f"one-sided McNemar p {check['p' if 'p' in check else 'mcnemar_p']:.4g}"
+        return f"one-sided McNemar p {p_of(check):.4g}"
     return (f"one-sided two-run exact p {check['p']:.4g} (right in 1 of 3 runs: {split['right_in_1_of_3']}, "
             f"in 2 of 3: {split['right_in_2_of_3']}, the run right in {split['run_right']} of them)")
 
