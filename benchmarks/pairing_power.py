@@ -14,9 +14,12 @@ later run lose them.  A true drop of d makes another d*n always-right questions 
 Default output: for each decision rule below, the share of runs that call a true drop of 1-5 points
 regression (power) at flip rates 0.01-0.05 and n = 200 / 500 / 1,319, and the share of dispatches of the
 whole matrix (every session healthy, at the row's n and f, each with its own noisy reference) that
-report any regression.  Every rule works at the family-wise level alpha = 1 - confidence, each session at
-alpha / K (Bonferroni) for a dispatch of K sessions.  Monte Carlo: the standard errors are printed with the
-tables.
+report any regression.  Every rule works at the family-wise level alpha = 1 - confidence, each test at
+alpha / (K x T) (Bonferroni) for a dispatch of K sessions of T tests each: T = 2 (--tests), as the gate does
+when both sides record truncation, which it checks with a second test of the same kind; the simulation gives
+each session a truncation test too, on borderline truncations as frequent as its borderline answers (--flip
+rate; real truncation flips far less) with no true change, and a session is called when either test calls
+it.  Monte Carlo: the standard errors are printed with the tables.
 - one-run reference (the gate): one-sided exact McNemar, p = P(Bin(lost + gained, 1/2) >= lost) <= alpha/K;
 - confirmation pass: sessions with McNemar p <= --screen are asked the same questions again on the same server;
   the regression is called by one exact test of the reference against both passes (three exchangeable runs
@@ -25,8 +28,9 @@ tables.
   stack): the joint test then counts every flip twice;
 - both passes agree: each pass's McNemar p <= sqrt(alpha/K), levels chosen as if the passes were independent
   (they share the reference's luck);
-- two-run reference: the reference holds two independent healthy runs; one exact test of the run against
-  both (the hypergeometric test again) at alpha/K.
+- two-run reference (the gate, with a reference of two runs): the reference holds two independent healthy
+  runs; one exact test of the run against both (paired_stats.exchangeable_drop_p: a question right in s of
+  the 3 runs is right in the run with probability s/3) at alpha/(K x T).
 
 --questions-needed: the older table, paired (Newcombe bound < -tolerance) against the unpaired Wilson gate:
 the smallest n at which a gate calls the drop in at least --power of the runs.
@@ -171,7 +175,7 @@ def two_run_reference_p(cells: np.ndarray, dropped: int, tails: Tails) -> np.nda
 
 
 RULES = ("one-run reference (the gate)", "confirmation pass", "confirmation pass, replayed",
-         "both passes agree", "two-run reference")
+         "both passes agree", "two-run reference (the gate)")
 
 
 def calls(cells: np.ndarray, dropped: int, level: float, screen: float, tails: Tails) -> dict[str, np.ndarray]:
@@ -194,11 +198,26 @@ def simulate(n: int, flip: float, drop: float, sessions: int, rng: np.random.Gen
 
 
 def check_against_gate(tails: Tails) -> None:
-    """The vectorised McNemar tail is the gate's own."""
+    """The vectorised McNemar tail and two-run tail are the gate's own (paired_stats)."""
     for lost, gained in ((0, 0), (7, 2), (39, 13), (20, 25), (60, 30)):
         ours = float(tails.mcnemar(np.array([lost]), np.array([gained]))[0])
         theirs = paired_stats.mcnemar_drop_p(lost, gained)
         assert abs(ours - theirs) <= 1e-9 * max(theirs, 1e-300) + 1e-15, (lost, gained, ours, theirs)
+    for c1, c2, right in ((0, 0, 0), (5, 3, 2), (20, 40, 20), (13, 31, 9), (60, 60, 30)):
+        if c1 + c2 > tails.size:
+            continue
+        ours = float(tails.at_most(np.array([c1]), 1 / 3, np.array([c2]), 2 / 3, np.array([right]))[0])
+        theirs = paired_stats.exchangeable_drop_p(2, {1: c1, 2: c2}, right)
+        assert abs(ours - theirs) <= 1e-9 * max(theirs, 1e-300) + 1e-15, (c1, c2, right, ours, theirs)
+
+
+def truncation_calls(n: int, flip: float, sessions: int, level: float, args: argparse.Namespace, tails: Tails,
+                     rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Each rule's calls of the sessions' second test, truncation, with no true change (none without it)."""
+    if args.tests < 2:
+        return dict.fromkeys(RULES, np.zeros(sessions, dtype=bool))
+    cells, dropped = simulate(n, flip, 0.0, sessions, rng)
+    return calls(cells, dropped, level, args.screen, tails)
 
 
 def matrix_sessions() -> int:
@@ -210,7 +229,7 @@ def matrix_sessions() -> int:
 def error_control(args: argparse.Namespace) -> None:
     family = args.family or matrix_sessions()
     alpha = 1 - args.confidence
-    level = alpha / family
+    level = alpha / (family * args.tests)
     sizes = [int(x) for x in args.sizes.split(",")]
     flips = [float(x) for x in args.matrix_flip_rates.split(",")]
     drops = [float(x) for x in args.matrix_drops.split(",")]
@@ -226,17 +245,23 @@ def error_control(args: argparse.Namespace) -> None:
         for flip in flips:
             for drop in drops:
                 cells, dropped = simulate(n, flip, drop, args.runs, rng)
+                truncation = truncation_calls(n, flip, args.runs, level, args, tails, rng)
                 for rule, called in calls(cells, dropped, level, args.screen, tails).items():
-                    power[rule, n, flip, drop, family] = float(called.mean())
-                power[RULES[0], n, flip, drop, 1] = float((mcnemar_p(cells, dropped, PASS_1, tails) <= alpha).mean())
+                    power[rule, n, flip, drop, family] = float((called | truncation[rule]).mean())
+                alone = (mcnemar_p(cells, dropped, PASS_1, tails) <= alpha / args.tests) | truncation_calls(
+                    n, flip, args.runs, alpha / args.tests, args, tails, rng)[RULES[0]]
+                power[RULES[0], n, flip, drop, 1] = float(alone.mean())
             cells, dropped = simulate(n, flip, 0.0, args.dispatches * family, rng)
+            truncation = truncation_calls(n, flip, args.dispatches * family, level, args, tails, rng)
             for rule, called in calls(cells, dropped, level, args.screen, tails).items():
-                alarms[rule, n, flip] = float(called.reshape(args.dispatches, family).any(axis=1).mean())
+                alarms[rule, n, flip] = float((called | truncation[rule]).reshape(args.dispatches, family)
+                                              .any(axis=1).mean())
             screened[n, flip] = float((mcnemar_p(cells, dropped, PASS_1, tails) <= args.screen).mean())
     power_se = 0.5 / args.runs ** 0.5
     alarm_se = (alpha * (1 - alpha) / args.dispatches) ** 0.5  # at the goal; sqrt(p(1-p)/dispatches) elsewhere
     print(f"Matrix-wide error control: accuracy {args.accuracy}, a dispatch of K = {family} sessions "
-          f"(matrix.yaml), family-wise alpha = {alpha:.2f}, per session alpha/K = {level:.3g}; seed {args.seed}, "
+          f"(matrix.yaml), {args.tests} tests per session (accuracy{', truncation' if args.tests > 1 else ''}), "
+          f"family-wise alpha = {alpha:.2f}, per test alpha/(K x {args.tests}) = {level:.3g}; seed {args.seed}, "
           f"{args.runs} runs per power figure (standard error <= {power_se:.3f}), {args.dispatches} dispatches "
           f"per false-alarm figure (standard error {alarm_se:.4f} at {alpha:.2f}, at most "
           f"{0.5 / args.dispatches ** 0.5:.4f}); confirmation screen: McNemar p <= {args.screen}.")
@@ -250,7 +275,7 @@ def error_control(args: argparse.Namespace) -> None:
             for flip in flips:
                 print(f"| {n:,} | {flip:g} | " + " | ".join(f"{power[rule, n, flip, d, family]:.3f}" for d in drops)
                       + f" | {alarms[rule, n, flip]:.3f} |")
-    print(f"\n{RULES[0]}, a session run alone (K = 1, level {alpha:.2f}): power")
+    print(f"\n{RULES[0]}, a session run alone (K = 1, level {alpha / args.tests:.3g} per test): power")
     print(f"| n | flip rate | {heading} |")
     print("|---|---|" + "---|" * len(drops))
     for n in sizes:
@@ -287,6 +312,8 @@ def main() -> None:
     parser.add_argument("--matrix-flip-rates", default="0.01,0.02,0.03,0.04,0.05")
     parser.add_argument("--matrix-drops", default="0.01,0.02,0.03,0.04,0.05")
     parser.add_argument("--screen", type=float, default=0.05, help="McNemar p that earns a confirmation pass")
+    parser.add_argument("--tests", type=int, choices=(1, 2), default=2,
+                        help="tests per session: 2, accuracy and truncation, as the gate when both record truncation")
     parser.add_argument("--questions-needed", action="store_true",
                         help="the older table: paired (Newcombe bound < -tolerance) against unpaired Wilson")
     parser.add_argument("--flip-rates", default="0.02,0.05,0.1,0.15,0.2")

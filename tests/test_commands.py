@@ -413,8 +413,10 @@ def test_the_gate_family_comes_from_the_command_line_and_a_session_alone_is_one(
     dispatched = commands._plan(matrix, matrix.get(name), parse_session_args(name, ["--gate-family", "106"]))
     assert (alone.baselines.settings.family, alone.baselines.settings.level) == (1, (1 - 0.95) / 1)
     assert (dispatched.baselines.settings.family, dispatched.baselines.settings.level) == (106, (1 - 0.95) / 106)
-    assert "paired gate: strict_match, one-sided exact McNemar p <= (1 - 0.95) / 1 session = 0.05\n" \
+    assert "paired gate: strict_match, one-sided exact p (McNemar's; the two-run test against a two-run " \
+           "reference) <= (1 - 0.95) / 1 session = 0.05, halved when truncation is checked too (a second test)\n" \
         in dry_run_text(alone)
-    assert "p <= (1 - 0.95) / 106 sessions = 0.0004717\n" in dry_run_text(dispatched)
+    assert "p (McNemar's; the two-run test against a two-run reference) <= (1 - 0.95) / 106 sessions = 0.0004717, " \
+           "halved when truncation is checked too (a second test)\n" in dry_run_text(dispatched)
     with pytest.raises(BenchError, match="--gate-family: must be >= 1, got '0'"):
         parse_session_args(name, ["--gate-family", "0"])

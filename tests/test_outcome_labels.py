@@ -165,18 +165,20 @@ def test_a_run_that_truncates_more_is_a_truncation_regression_named_as_such(tmp_
     assert verdict["verdict"] == "regression" and not any(c["regression"] for c in verdict["checks"])
     # The shares of truncated answers 11/20 and 1/20; the bounds are Newcombe's on the share *not*
     # truncated (as for accuracy), mirrored; the rule is accuracy's: one-sided McNemar, 10 more, 0 fewer ->
-    # 1 / 2**10 <= the level.
+    # 1 / 2**10 <= the level, which is half the session's: truncation is its second test (Bonferroni).
     assert verdict["truncation"] == {
         "n": 20, "observed": 0.55, "reference": 0.05, "difference": 0.5, "more": 10, "fewer": 0,
-        "mcnemar_p": 1 / 2**10, "lower_bound": pytest.approx(0.2699, abs=5e-5),
-        "upper_bound": pytest.approx(0.6703, abs=5e-5), "level": pytest.approx(0.05), "regression": True,
+        "test": "McNemar exact", "reference_runs": 1, "p": 1 / 2**10, "mcnemar_p": 1 / 2**10, "split": None,
+        "lower_bound": pytest.approx(0.2699, abs=5e-5),
+        "upper_bound": pytest.approx(0.6703, abs=5e-5), "level": pytest.approx(0.025), "regression": True,
         "more_doc_ids": more}
+    assert (verdict["tests"], verdict["level"]) == (2, pytest.approx(0.025))
     assert verdict["reason"].endswith(
         "; truncation regression: truncation 0.5500 vs 0.0500 (truncated now, not before: 10, the reverse: 0, "
-        "one-sided McNemar p 0.0009766 <= 0.05)")
+        "one-sided McNemar p 0.0009766 <= 0.025)")
     assert gate.describe_regression(verdict) == (
         f"truncation regression against {tmp_path / SESSION}.json: 0.5500 of the answers hit the token limit vs "
-        "0.0500 over 20 questions (one-sided McNemar p 0.0009766 <= 0.05); truncated now, not before: 10: "
+        "0.0500 over 20 questions (one-sided McNemar p 0.0009766 <= 0.025); truncated now, not before: 10: "
         "doc_ids 0, 2, 4, 6, 8, 10, 12, 14, 16, 18")
     # Both regressed: both named, accuracy first.
     both = judge(against(reference), labelled(session_doc([False] * 10 + [True] * 10), dict.fromkeys([3, *more],
@@ -186,7 +188,7 @@ def test_a_run_that_truncates_more_is_a_truncation_regression_named_as_such(tmp_
     assert "lost 10: doc_ids 0, 1, 2, 3, 4, 5, 6, 7, 8, 9; truncation regression against " in message
     # The session's last lines show it as a row of their table.
     printed = console_summary.lines({**run, "gate": verdict}, tmp_path / "result.json")
-    row = r"^  truncated +0\.5500 +\+0\.5000 \(>= \+0\.\d{4}\) +0\.000977 <= 0\.05 +20  truncation regression$"
+    row = r"^  truncated +0\.5500 +\+0\.5000 \(>= \+0\.\d{4}\) +0\.000977 <= 0\.025 +20  truncation regression$"
     assert re.search(row, "\n".join(printed), re.M)
 
 
@@ -199,7 +201,7 @@ def test_the_same_truncation_passes_and_an_unlabelled_reference_is_not_checked(t
     assert verdict["verdict"] == "pass" and verdict["truncation"]["more"] == 1
     assert not verdict["truncation"]["regression"] and verdict["reason"].endswith(
         "; truncation 0.1000 vs 0.0500 (truncated now, not before: 1, the reverse: 0, one-sided McNemar p 0.5 "
-        "> 0.05)")
+        "> 0.025)")
     # An accuracy regression stays one when truncation did not change.
     dropped = judge(against(labelled_ref), labelled(session_doc([False] * 10 + [True] * 10), {3: "truncated"}))
     assert dropped["verdict"] == "regression" and not dropped["truncation"]["regression"]
@@ -208,7 +210,7 @@ def test_the_same_truncation_passes_and_an_unlabelled_reference_is_not_checked(t
     changed = labelled(session_doc([True] * 20), {})
     for sample in changed["samples"]:
         sample["question"] += " (edited)"
-    assert gate.judge_truncation(labelled_ref, changed["samples"], gate.GateSettings()) is None
+    assert gate.judge_truncation(labelled_ref, changed["samples"], gate.GateSettings(), 0.025) is None
 
     older = reference_of([True] * 20, tmp_path)
     assert older.truncated is None  # promoted from a run without labels
@@ -218,8 +220,8 @@ def test_the_same_truncation_passes_and_an_unlabelled_reference_is_not_checked(t
 
 def test_a_reference_with_a_bad_truncated_list_names_the_key(tmp_path):
     document = references.from_session(labelled(session_doc([True, False]), {0: "truncated"}))
-    assert document["truncated"] == [next(iter(document["questions"]))]
-    document["truncated"] = ["0:0123456789"]
+    assert document["truncated"] == {next(iter(document["questions"])): 1}  # runs it was truncated in
+    document["truncated"] = {"0:0123456789": 1}
     path = tmp_path / f"{SESSION}.json"
     path.write_text(json.dumps(document))
     with pytest.raises(ConfigError,

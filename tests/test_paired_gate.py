@@ -177,15 +177,19 @@ def test_reference_from_a_session_round_trips(tmp_path):
 
 
 @pytest.mark.parametrize(("edit", "message"), [
-    (lambda d: d.update(schema=0), r"schema: written by an older gsm8k-bench \(schema 0; this one reads 1, 2\)"),
+    (lambda d: d.update(schema=0), r"schema: written by an older gsm8k-bench \(schema 0; this one reads 1, 2, 3\)"),
     (lambda d: d.pop("schema"), r"schema: written by an older gsm8k-bench \(schema None"),
-    (lambda d: d.update(schema=3), "written by a newer gsm8k-bench"),
+    (lambda d: d.update(schema=4), "written by a newer gsm8k-bench"),
+    (lambda d: d.update(runs=3), "runs: expected 1 or 2"),
+    (lambda d: d.update(schema=2, runs=2), "runs: expected 1 "),
+    (lambda d: d.update(truncated=["0:0000000000"]), "truncated: expected dict"),
     (lambda d: d.update(lineage=[{"n": 0, "accuracy": {}}]), r"lineage\[0\]\.n: "),
     (lambda d: d.update(fingerprint={"sha256": "ab", "parts": {}}), r"fingerprint\.parts: missing required key"),
     (lambda d: d.update(kind="other"), "kind: not a gsm8k-bench reference"),
     (lambda d: d.update(questoins={}), r"unknown key 'questoins'; did you mean 'questions'"),
     (lambda d: d["questions"].update({"3:abc": "11"}), r"questions\.3:abc: a question id is"),
-    (lambda d: d["questions"].update({next(iter(d["questions"])): "12"}), "expected two digits 0/1"),
+    (lambda d: d["questions"].update({next(iter(d["questions"])): "12"}),
+     r"expected two digits 0/1 \(strict, flexible: runs of 1 right\)"),
     (lambda d: d.update(n=3), "n: is 3 but 4 questions are listed"),
     (lambda d: d["accuracy"].update(strict_match=0.9), r"accuracy\.strict_match: is 0\.9 but the questions give 0\.5"),
     (lambda d: d["protocol"].pop("until"), r"protocol: missing required key 'until'"),
@@ -327,16 +331,18 @@ def test_a_paired_verdict_exactly(tmp_path):
     lost = list(range(10, 30))
     assert verdict == {
         "verdict": "regression", "confidence": 0.95, "tolerance": 0.02, "metric": "strict_match", "family": 1,
-        "level": (1 - 0.95) / 1, "baseline": None,
+        "level": (1 - 0.95) / 1, "tests": 1, "baseline": None,
         "checks": [
             # 16/39, 36/39, -20/39 to 4 places; McNemar, one-sided: 20 lost, 0 gained -> 1 / 2**20
             {"metric": "strict_match", "n": 39, "observed": 0.4103, "reference": 0.9231, "difference": -0.5128,
-             "lost": 20, "gained": 0, "mcnemar_p": 1 / 2**20, "lower_bound": pytest.approx(-0.6346, abs=5e-5),
+             "lost": 20, "gained": 0, "test": "McNemar exact", "reference_runs": 1, "p": 1 / 2**20,
+             "mcnemar_p": 1 / 2**20, "split": None, "lower_bound": pytest.approx(-0.6346, abs=5e-5),
              "upper_bound": pytest.approx(-0.3593, abs=5e-5),
              "gates": True, "regression": True, "lost_doc_ids": lost, "gained_doc_ids": []},
             # 37/39, 36/39, 1/39: reported, never a regression (one metric gates)
             {"metric": "flexible_extract", "n": 39, "observed": 0.9487, "reference": 0.9231, "difference": 0.0256,
-             "lost": 0, "gained": 1, "mcnemar_p": 1.0, "lower_bound": pytest.approx(-0.0496, abs=5e-5),
+             "lost": 0, "gained": 1, "test": "McNemar exact", "reference_runs": 1, "p": 1.0, "mcnemar_p": 1.0,
+             "split": None, "lower_bound": pytest.approx(-0.0496, abs=5e-5),
              "upper_bound": pytest.approx(0.1108, abs=5e-5),
              "gates": False, "regression": False, "lost_doc_ids": [], "gained_doc_ids": [0]}],
         "reason": (f"paired with {path} over 39 questions, strict_match gating at (1 - 0.95) / 1 = 0.05: "

@@ -116,9 +116,10 @@ def test_a_degraded_serving_is_a_regression_naming_its_lost_questions(promoted):
     overrides = json.dumps(DEGRADED)
     candidate = candidate_matrix(base / "degraded-matrix.yaml", "--hf-overrides", overrides)
     # 16 questions are few for an exact test: 4 lost of 4 discordant is one-sided p 1/16, above 0.05. The
-    # checkout's gate block at 90% (level 0.10) lets this test show the plumbing; the statistics have their own.
-    baselines = base / "baselines-90.yaml"
-    baselines.write_text((ROOT / "baselines.yaml").read_text().replace("confidence: 0.95", "confidence: 0.90", 1))
+    # checkout's gate block at 85% (each of the session's two tests, accuracy and truncation, at 0.075) lets
+    # this test show the plumbing; the statistics have their own.
+    baselines = base / "baselines-85.yaml"
+    baselines.write_text((ROOT / "baselines.yaml").read_text().replace("confidence: 0.95", "confidence: 0.85", 1))
     out, doc = run_session(base / "degraded", refs, "--baselines", str(baselines),
                            environ={"GSM8K_MATRIX": str(candidate)})
     assert overrides in doc["config"]["server_command"]  # the same session, really served differently

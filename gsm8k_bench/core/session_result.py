@@ -237,6 +237,15 @@ class ScalarCheck(Part):
     regression: bool = Field(description="True when the upper bound lies below the threshold.")
 
 
+class ExchangeableSplit(Part):
+    """What the two-run test counted: questions right in 1 and in 2 of the 3 runs (the reference's two and
+    this one), and this run's right answers among them."""
+
+    right_in_1_of_3: int = Field(description="Right in one of the three runs.")
+    right_in_2_of_3: int = Field(description="Right in two of the three runs.")
+    run_right: int = Field(description="This run's right answers among those questions.")
+
+
 class PairedCheck(Part):
     """One metric against the session's reference, question by question."""
 
@@ -247,14 +256,21 @@ class PairedCheck(Part):
     difference: Number = Field(description="run - reference.")
     lost: int = Field(description="Right in the reference, wrong now.")
     gained: int = Field(description="Wrong in the reference, right now.")
-    mcnemar_p: Number = Field(description="McNemar's exact p-value of a drop, one-sided like the bounds "
-                                          "(two-sided in JSONs written before the fingerprint existed).")
+    test: str | None = Field(default=None, description="The exact test of a drop: 'McNemar exact' (a one-run "
+                             "reference) or 'two-run exact' (a reference of two runs; null before).")
+    reference_runs: int | None = Field(default=None, description="Runs the reference was built from (null: one).")
+    p: Number | None = Field(default=None, description="The test's one-sided p-value of a drop (null before: "
+                             "mcnemar_p).")
+    mcnemar_p: Number | None = Field(default=None, description="McNemar's exact p-value of a drop, one-sided like "
+                                     "the bounds (two-sided in JSONs written before the fingerprint existed); null "
+                                     "against a two-run reference.")
+    split: ExchangeableSplit | None = Field(default=None, description="Two-run reference: what its test counted.")
     lower_bound: Number = Field(description="One-sided lower bound on the difference (Newcombe method 10).")
     upper_bound: Number = Field(description="One-sided upper bound on the difference, unrounded.")
     threshold: Number | None = Field(
         default=None, description="Results before the per-session level: -tolerance, the upper bound's threshold.")
     gates: bool | None = Field(default=None, description="True for the metric the verdict is decided on.")
-    regression: bool = Field(description="The gating metric: mcnemar_p <= the verdict's level (before: the upper "
+    regression: bool = Field(description="The gating metric: p <= the verdict's level (before: the upper "
                              "bound below the threshold); false for a metric that is reported, not gated.")
     lost_doc_ids: list[int] = Field(default_factory=list, description="Every lost question.")
     gained_doc_ids: list[int] = Field(default_factory=list, description="Every gained question.")
@@ -302,11 +318,17 @@ class TruncationCheck(Part):
     difference: Number = Field(description="run - reference.")
     more: int = Field(description="Truncated now, not in the reference.")
     fewer: int = Field(description="Truncated in the reference, not now.")
-    mcnemar_p: Number = Field(description="McNemar's exact p-value of a rise, one-sided.")
+    test: str | None = Field(default=None, description="As the paired checks': McNemar exact or two-run exact.")
+    reference_runs: int | None = Field(default=None, description="Runs the reference was built from (null: one).")
+    p: Number | None = Field(default=None, description="The test's one-sided p-value of a rise (null before: "
+                             "mcnemar_p).")
+    mcnemar_p: Number | None = Field(default=None, description="McNemar's exact p-value of a rise, one-sided; null "
+                                     "against a two-run reference.")
+    split: ExchangeableSplit | None = Field(default=None, description="Two-run reference: what its test counted.")
     lower_bound: Number = Field(description="One-sided lower bound on the difference.")
     upper_bound: Number = Field(description="One-sided upper bound on the difference.")
     level: Number = Field(description="The session's level, as for accuracy: (1 - confidence) / family.")
-    regression: bool = Field(description="True when mcnemar_p <= level: a truncation regression.")
+    regression: bool = Field(description="True when p <= level: a truncation regression.")
     more_doc_ids: list[int] = Field(default_factory=list, description="Every question truncated now, not before.")
 
 
@@ -339,7 +361,9 @@ class GateVerdict(Part):
     metric: str | None = Field(default=None, description="Paired: the metric the verdict is decided on.")
     family: int | None = Field(default=None, description="Paired: sessions judged together (--gate-family).")
     level: Number | None = Field(
-        default=None, description="Paired: the per-session level, (1 - confidence) / family.")
+        default=None, description="Paired: the level of each test, (1 - confidence) / (family x tests).")
+    tests: int | None = Field(default=None, description="Paired: the session's tests (2 when truncation is "
+                              "checked too; null before: one).")
     baseline: BaselineRecord | None = Field(
         default=None, description="The scalar baseline used (null when paired or none).")
     checks: list[PairedCheck | ScalarCheck] = Field(default_factory=list, description="One check per metric.")

@@ -22,8 +22,9 @@ def _metric_rows(document: dict[str, Any]) -> list[tuple[str, ...]]:
         observed, check = metrics.get(metric), checks.get(metric)
         if check and paired:  # one metric gates at the verdict's level; the other is reported
             bound = f"{check['difference']:+.4f} (<= {check['upper_bound']:+.4f})"
-            threshold = (f"{check['mcnemar_p']:.3g} {'<=' if check['regression'] else '>'} {verdict['level']:.3g}"
-                         if check["gates"] else f"{check['mcnemar_p']:.3g}")
+            p = gate.p_of(check)
+            threshold = (f"{p:.3g} {'<=' if check['regression'] else '>'} {verdict['level']:.3g}"
+                         if check["gates"] else f"{p:.3g}") + (" (two-run exact)" if check.get("split") else "")
             said = ("regression" if check["regression"] else "pass") if check["gates"] else "reported"
         elif check:
             bound, threshold = gate.precise(check["upper_bound"], check["threshold"], "")
@@ -36,7 +37,8 @@ def _metric_rows(document: dict[str, Any]) -> list[tuple[str, ...]]:
     if truncation:  # checked on its own against the reference: its share goes up, its bound is the lower one
         rows.append(("truncated", fmt(truncation["observed"]),
                      f"{truncation['difference']:+.4f} (>= {truncation['lower_bound']:+.4f})",
-                     f"{truncation['mcnemar_p']:.3g} {'<=' if truncation['regression'] else '>'} "
+                     f"{gate.p_of(truncation):.3g} "
+                     f"{'<=' if truncation['regression'] else '>'} "
                      f"{truncation['level']:.3g}", fmt(truncation["n"], "{}"),
                      "truncation regression" if truncation["regression"] else "pass"))
     return rows

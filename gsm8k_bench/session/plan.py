@@ -230,8 +230,9 @@ def dry_run_text(plan: Plan) -> str:
     gate = plan.baselines.settings
     lines += [
         f"dataset: {plan.dataset_dir or 'hub (openai/gsm8k)'}",
-        f"paired gate: {gate.metric}, one-sided exact McNemar p <= (1 - {gate.confidence}) / {gate.family} "
-        f"session{'s' * (gate.family > 1)} = {gate.level:.4g}",
+        f"paired gate: {gate.metric}, one-sided exact p (McNemar's; the two-run test against a two-run reference) "
+        f"<= (1 - {gate.confidence}) / {gate.family} session{'s' * (gate.family > 1)} = {gate.level:.4g}, halved "
+        "when truncation is checked too (a second test)",
         f"result: {plan.result_file}",
     ]
     return results.mask("\n".join(lines))

@@ -4,12 +4,16 @@ First choice is the session's reference (gsm8k_bench/verdicts/references.py): a 
 outcomes.  With the same protocol (and protocol fingerprint, where both record one), the run is compared
 with it over the questions both answered, question by question (gsm8k_bench/verdicts/paired_stats.py).  The
 decision rule (GateSettings): one metric gates (`gate.metric`, strict_match unless baselines.yaml says
-otherwise; the other is reported); a regression is called when the one-sided exact McNemar p against a drop
-is at most (1 - confidence) / family, family being the number of sessions judged together (`--gate-family`,
-which a workflow dispatch sets to its number of sessions; a session run alone is a family of one).  With no
-tolerance a small true drop is caught, and the Bonferroni level keeps the share of dispatches of healthy
-sessions that report any regression at most 1 - confidence (benchmarks/pairing_power.py simulates both).
-Newcombe's method-10 bounds on the difference are reported beside it; the lost questions are named.  The
+otherwise; the other is reported); a regression is called when the one-sided exact p against a drop is at
+most (1 - confidence) / (family x tests), family being the number of sessions judged together
+(`--gate-family`, which a workflow dispatch sets to its number of sessions; a session run alone is a family of
+one) and tests the session's tests (2 when truncation is checked too: Bonferroni over every test of the
+dispatch).  The exact test is McNemar's against a one-run reference, the exchangeable test against a two-run
+one (paired_stats.exchangeable_drop_p; the verdict's checks name it).  With no tolerance a small true drop
+is caught, and the Bonferroni level keeps the share of dispatches of healthy sessions that report any
+regression at most 1 - confidence (benchmarks/pairing_power.py simulates both).  Newcombe's method-10 bounds
+on the difference are reported beside it (unpaired against a two-run reference's mean); the lost questions
+are named.  The
 verdict states its coverage, and judges the run's questions the reference lacks too (unpaired, against the
 reference's accuracy); when too little is compared (MAX_CHANGED_SHARE, MIN_COMPARED_SHARE) or the protocol
 fingerprints differ, it is not_comparable, which fails the session.  Without a usable reference (none, or
@@ -57,7 +61,8 @@ from gsm8k_bench.verdicts.protocol import (
 if TYPE_CHECKING:
     from gsm8k_bench.verdicts.references import Reference
 
-PAIRED_METHOD = ("paired: one-sided exact McNemar p against a drop <= (1 - confidence) / family; one-sided "
+PAIRED_METHOD = ("paired: one-sided exact p against a drop (McNemar's against a one-run reference, the exchangeable "
+                 "test against a two-run one) <= (1 - confidence) / (family x tests); one-sided "
                  "Newcombe (1998, method 10) bounds on run - reference reported; the run's questions the reference "
                  "lacks: one-sided Newcombe bound for independent samples against the reference's accuracy, at the "
                  "same level, beyond the tolerance")
@@ -81,13 +86,30 @@ class PairedCheck(TypedDict):
     difference: float
     lost: int
     gained: int
-    mcnemar_p: float  # one-sided, of a drop
+    test: str  # TESTS: which exact test gives p
+    reference_runs: int
+    p: float  # one-sided, of a drop
+    mcnemar_p: float | None  # p against a one-run reference; None against a two-run one
+    split: ExchangeableSplit | None  # two-run reference: what its test counted
     lower_bound: float
     upper_bound: float
     gates: bool
     regression: bool
     lost_doc_ids: list[int]
     gained_doc_ids: list[int]
+
+
+# The exact test of a drop against a reference of 1 or 2 runs.
+TESTS = {1: "McNemar exact", 2: "two-run exact"}
+
+
+class ExchangeableSplit(TypedDict):
+    """The counts of the two-run test: questions right in 1 and in 2 of the 3 runs, and the run's right ones
+    among them (the others carry no signal)."""
+
+    right_in_1_of_3: int
+    right_in_2_of_3: int
+    run_right: int
 
 
 class RunOnlyCheck(TypedDict):
@@ -112,7 +134,11 @@ class TruncationCheck(TypedDict):
     difference: float
     more: int
     fewer: int
-    mcnemar_p: float  # one-sided, of a rise
+    test: str
+    reference_runs: int
+    p: float  # one-sided, of a rise
+    mcnemar_p: float | None  # p against a one-run reference
+    split: ExchangeableSplit | None
     lower_bound: float
     upper_bound: float
     level: float
@@ -238,14 +264,15 @@ def protocol_difference(expected: Mapping[str, Any], run: Mapping[str, Any]) -> 
 
 
 def judge_paired(reference: Reference, protocol: Mapping[str, Any], samples: Iterable[Mapping[str, Any]],
-                 settings: GateSettings, fingerprint: Mapping[str, Any] | None = None) -> dict[str, Any] | str:
+                 settings: GateSettings, fingerprint: Mapping[str, Any] | None = None,
+                 tests: int = 1) -> dict[str, Any] | str:
     """The run against its reference over the questions both answered, or why they cannot be paired."""
     samples = list(samples)
     if not samples:
         return "the run has no per-question samples"
     with_target = reference.ids_cover_target
     return judge_outcomes(reference, protocol, {m: paired_stats.outcomes(samples, m, with_target) for m in METRICS},
-                          settings, fingerprint)
+                          settings, fingerprint, tests)
 
 
 def coverage_of(reference: Reference, run: Mapping[str, bool]) -> dict[str, Any]:
@@ -273,14 +300,17 @@ def too_little_compared(coverage: Mapping[str, Any]) -> str:
 
 
 def judge_outcomes(reference: Reference, protocol: Mapping[str, Any], outcomes: Mapping[str, Mapping[str, bool]],
-                   settings: GateSettings, fingerprint: Mapping[str, Any] | None = None) -> dict[str, Any] | str:
-    """judge_paired on a run's outcomes (metric -> question id -> right)."""
+                   settings: GateSettings, fingerprint: Mapping[str, Any] | None = None,
+                   tests: int = 1) -> dict[str, Any] | str:
+    """judge_paired on a run's outcomes (metric -> question id -> right); `tests` the session's tests at the
+    family's level (2 when truncation is checked too: each at half of it)."""
     if dict(reference.protocol) != dict(protocol):
         return f"protocol differs (reference, run): {protocol_difference(reference.protocol, protocol)}"
     coverage = {**coverage_of(reference, outcomes[METRICS[0]]),
                 "fingerprint_note": fingerprint_missing(reference.fingerprint, fingerprint)}
+    level = settings.level / tests
     base = {"confidence": settings.confidence, "tolerance": settings.tolerance, "baseline": None,
-            "metric": settings.metric, "family": settings.family, "level": settings.level,
+            "metric": settings.metric, "family": settings.family, "level": level, "tests": tests,
             "method": PAIRED_METHOD, "changed_doc_ids": coverage["changed_doc_ids"], "coverage": coverage,
             "reference": {"path": str(reference.path), "n": reference.n, "compared": coverage["compared"],
                           "accuracy": dict(reference.accuracy), "git_commit": reference.provenance.get("git_commit"),
@@ -291,37 +321,96 @@ def judge_outcomes(reference: Reference, protocol: Mapping[str, Any], outcomes: 
     if why:
         return {**base, "verdict": "not_comparable", "checks": [],
                 "reason": f"not comparable with {reference.path}: {why}"}
-    checks = [_paired_check(reference, metric, outcomes[metric], settings) for metric in METRICS]
-    coverage["run_only_checks"] = _run_only_checks(reference, outcomes, settings)
+    checks = [_paired_check(reference, metric, outcomes[metric], settings, level) for metric in METRICS]
+    coverage["run_only_checks"] = _run_only_checks(reference, outcomes, settings, level)
     regressed = any(c["regression"] for c in [*checks, *coverage["run_only_checks"]])
     summary = "; ".join(
         f"{c['metric']} {c['observed']:.4f} vs {c['reference']:.4f} (lost {c['lost']}"
         f"{' [doc_ids ' + shown(c['lost_doc_ids']) + ']' if c['lost'] else ''}, gained {c['gained']}, "
-        f"one-sided McNemar p {c['mcnemar_p']:.4g} "
-        + (f"{'<=' if c['regression'] else '>'} {settings.level:.4g})" if c["gates"] else "reported, not gated)")
+        f"{describe_test(c)} "
+        + (f"{'<=' if c['regression'] else '>'} {level:.4g})" if c["gates"] else "reported, not gated)")
         for c in checks)
+    divisor = f"{settings.family}" if tests == 1 else f"({settings.family} sessions x {tests} tests)"
     return {**base, "verdict": "regression" if regressed else "pass", "checks": checks,
-            "reason": f"paired with {reference.path} over {coverage['compared']} questions, {settings.metric} "
-                      f"gating at (1 - {settings.confidence}) / {settings.family} = {settings.level:.4g}: "
-                      f"{summary}{describe_coverage(coverage)}"}
+            "reason": f"paired with {reference.path}{' (two runs)' if reference.runs == 2 else ''} over "
+                      f"{coverage['compared']} questions, {settings.metric} gating at (1 - {settings.confidence}) / "
+                      f"{divisor} = {level:.4g}: {summary}{describe_coverage(coverage)}"}
 
 
-def _paired_check(reference: Reference, metric: str, run: Mapping[str, bool], settings: GateSettings) -> PairedCheck:
-    ids, before, now = paired_stats.align(reference.outcomes[metric], run)
-    comparison = paired_stats.compare(before, now, settings.confidence)
-    lost, gained = paired_stats.discordant(ids, before, now)
-    table = comparison.table
+def p_of(check: Mapping[str, Any]) -> float:
+    """A check's p of its test (verdicts written before the two-run test hold McNemar's alone)."""
+    p = check.get("p")
+    return float(check["mcnemar_p"] if p is None else p)
+
+
+def describe_test(check: Mapping[str, Any]) -> str:
+    """The check's test and p in words: McNemar's, or the two-run test with what it counted."""
+    split = check.get("split")
+    if not split:
+        return f"one-sided McNemar p {p_of(check):.4g}"
+    return (f"one-sided two-run exact p {check['p']:.4g} (right in 1 of 3 runs: {split['right_in_1_of_3']}, "
+            f"in 2 of 3: {split['right_in_2_of_3']}, the run right in {split['run_right']} of them)")
+
+
+@dataclass(frozen=True)
+class _Paired:
+    """A run against a reference of one or two runs over the questions both answered."""
+
+    n: int
+    run_share: float
+    reference_share: float
+    lost: list[int]  # doc_ids right in every reference run, wrong in the run
+    gained: list[int]  # doc_ids wrong in every reference run, right in the run
+    test: str
+    p: float  # one-sided exact p of a drop
+    split: ExchangeableSplit | None
+    lower: float
+    upper: float
+
+
+def _paired(reference_counts: Mapping[str, int], runs: int, run: Mapping[str, bool], confidence: float) -> _Paired:
+    """The run's outcomes against a reference's per-question counts of right runs (out of `runs`)."""
+    if runs == 1:
+        ids, before, now = paired_stats.align({q: c == 1 for q, c in reference_counts.items()}, run)
+        comparison = paired_stats.compare(before, now, confidence)
+        lost, gained = paired_stats.discordant(ids, before, now)
+        table = comparison.table
+        return _Paired(table.n, table.run_accuracy, table.reference_accuracy, lost, gained, TESTS[1],
+                       comparison.drop_p, None, comparison.lower, comparison.upper)
+    ids = sorted(reference_counts.keys() & run.keys(), key=lambda q: (paired_stats.doc_id_of(q), q))
+    if not ids:
+        raise ValueError("no question in common: nothing to compare")
+    both = [(q, reference_counts[q], run[q]) for q in ids]
+    right = sum(x for _, _, x in both)
+    reference_share = sum(c for _, c, _ in both) / (len(ids) * runs)
+    # s of the runs + 1 right: only 0 < s < runs + 1 carries signal
+    split = {s: sum(1 for _, c, x in both if c + x == s) for s in range(1, runs + 1)}
+    run_right = sum(x for _, c, x in both if 0 < c + x <= runs)
+    lower, upper = paired_stats.independent_interval(right / len(ids), len(ids), reference_share,
+                                                     len(ids) * runs, paired_stats.z_one_sided(confidence))
+    return _Paired(len(ids), right / len(ids), reference_share,
+                   [paired_stats.doc_id_of(q) for q, c, x in both if c == runs and not x],
+                   [paired_stats.doc_id_of(q) for q, c, x in both if c == 0 and x], TESTS[runs],
+                   paired_stats.exchangeable_drop_p(runs, split, run_right),
+                   {"right_in_1_of_3": split[1], "right_in_2_of_3": split[2], "run_right": run_right}, lower, upper)
+
+
+def _paired_check(reference: Reference, metric: str, run: Mapping[str, bool], settings: GateSettings,
+                  level: float) -> PairedCheck:
+    paired = _paired(reference.right_counts(metric), reference.runs, run, settings.confidence)
     gates = metric == settings.metric
-    return {"metric": metric, "n": table.n, "observed": round(table.run_accuracy, 4),
-            "reference": round(table.reference_accuracy, 4), "difference": round(table.difference, 4),
-            "lost": table.lost, "gained": table.gained, "mcnemar_p": comparison.drop_p,
-            "lower_bound": comparison.lower, "upper_bound": comparison.upper,
-            "gates": gates, "regression": gates and comparison.drop_p <= settings.level,
-            "lost_doc_ids": lost, "gained_doc_ids": gained}
+    return {"metric": metric, "n": paired.n, "observed": round(paired.run_share, 4),
+            "reference": round(paired.reference_share, 4),
+            "difference": round(paired.run_share - paired.reference_share, 4),
+            "lost": len(paired.lost), "gained": len(paired.gained), "test": paired.test,
+            "reference_runs": reference.runs, "p": paired.p, "mcnemar_p": None if paired.split else paired.p,
+            "split": paired.split, "lower_bound": paired.lower, "upper_bound": paired.upper,
+            "gates": gates, "regression": gates and paired.p <= level,
+            "lost_doc_ids": paired.lost, "gained_doc_ids": paired.gained}
 
 
 def _run_only_checks(reference: Reference, outcomes: Mapping[str, Mapping[str, bool]],
-                     settings: GateSettings) -> list[RunOnlyCheck]:
+                     settings: GateSettings, level: float) -> list[RunOnlyCheck]:
     """The run's questions the reference lacks, against the reference's accuracy: unpaired (no question
     in common), one-sided at the paired rule's level (the family's share), beyond the tolerance (an accuracy
     measured on other questions is no exact reference); only the gating metric can fail."""
@@ -329,12 +418,12 @@ def _run_only_checks(reference: Reference, outcomes: Mapping[str, Mapping[str, b
     asked = {paired_stats.doc_id_of(qid) for qid in known}
     extra_ids = [qid for qid in outcomes[METRICS[0]] if paired_stats.doc_id_of(qid) not in asked]
     checks: list[RunOnlyCheck] = []
-    z = paired_stats.z_one_sided(1 - settings.level)
+    z = paired_stats.z_one_sided(1 - level)
     for metric in METRICS if extra_ids else ():
         extra = [outcomes[metric][qid] for qid in extra_ids]
         observed = sum(extra) / len(extra)
         lower, upper = paired_stats.independent_interval(observed, len(extra), reference.accuracy[metric],
-                                                         reference.n, z)
+                                                         reference.n * reference.runs, z)
         checks.append({"metric": metric, "n": len(extra), "observed": round(observed, 4),
                        "reference": reference.accuracy[metric], "lower_bound": lower, "upper_bound": upper,
                        "threshold": -settings.tolerance,
@@ -397,26 +486,32 @@ def unanswered(samples: Sequence[Mapping[str, Any]]) -> str | None:
                                "why; rerun once it answers every request)")
 
 
-def judge_truncation(reference: Reference, samples: Sequence[Mapping[str, Any]],
-                     settings: GateSettings) -> TruncationCheck | None:
+def truncation_checked(reference: Reference, samples: Sequence[Mapping[str, Any]]) -> bool:
+    """Both sides recorded which answers hit the token limit, and share a question: a second test."""
+    if reference.truncated is None or not samples or any(s.get("outcome") is None for s in samples):
+        return False
+    asked = {paired_stats.sample_id(s, reference.ids_cover_target) for s in samples}
+    return not asked.isdisjoint(reference.outcomes[METRICS[0]])
+
+
+def judge_truncation(reference: Reference, samples: Sequence[Mapping[str, Any]], settings: GateSettings,
+                     level: float) -> TruncationCheck | None:
     """The run's truncated answers against the reference's, over the questions both answered (None when
     either side did not record them): paired as accuracy is, on the share of answers that did not hit the
-    token limit, so the same rule decides (one-sided exact McNemar p of a rise at the session's level)."""
-    if reference.truncated is None or any(s.get("outcome") is None for s in samples):
+    token limit, so the same rule decides (one-sided exact p of a rise at the test's `level`)."""
+    if reference.truncated is None or not truncation_checked(reference, samples):
         return None
     run = {paired_stats.sample_id(s, reference.ids_cover_target): s["outcome"] != "truncated" for s in samples}
-    whole = dict.fromkeys(reference.outcomes[METRICS[0]], True) | dict.fromkeys(reference.truncated, False)
-    ids, before, now = paired_stats.align(whole, run)
-    if not ids:
-        return None
-    comparison = paired_stats.compare(before, now, settings.confidence)
-    more, _ = paired_stats.discordant(ids, before, now)
-    table = comparison.table
-    return {"n": table.n, "observed": round(1 - table.run_accuracy, 4),
-            "reference": round(1 - table.reference_accuracy, 4), "difference": round(-table.difference, 4),
-            "more": table.lost, "fewer": table.gained, "mcnemar_p": comparison.drop_p,
-            "lower_bound": -comparison.upper, "upper_bound": -comparison.lower, "level": settings.level,
-            "regression": comparison.drop_p <= settings.level, "more_doc_ids": more}
+    runs = reference.runs
+    whole = {q: runs - reference.truncated.get(q, 0) for q in reference.outcomes[METRICS[0]]}
+    paired = _paired(whole, runs, run, settings.confidence)
+    return {"n": paired.n, "observed": round(1 - paired.run_share, 4),
+            "reference": round(1 - paired.reference_share, 4),
+            "difference": round(paired.reference_share - paired.run_share, 4),
+            "more": len(paired.lost), "fewer": len(paired.gained), "test": paired.test, "reference_runs": runs,
+            "p": paired.p, "mcnemar_p": None if paired.split else paired.p, "split": paired.split,
+            "lower_bound": -paired.upper, "upper_bound": -paired.lower, "level": level,
+            "regression": paired.p <= level, "more_doc_ids": paired.lost}
 
 
 def with_truncation(verdict: dict[str, Any], check: TruncationCheck | None) -> dict[str, Any]:
@@ -424,7 +519,7 @@ def with_truncation(verdict: dict[str, Any], check: TruncationCheck | None) -> d
     if check is None:
         return verdict
     said = (f"truncation {check['observed']:.4f} vs {check['reference']:.4f} (truncated now, not before: "
-            f"{check['more']}, the reverse: {check['fewer']}, one-sided McNemar p {check['mcnemar_p']:.4g} "
+            f"{check['more']}, the reverse: {check['fewer']}, {describe_test(check)} "
             f"{'<=' if check['regression'] else '>'} {check['level']:.4g})")
     regressed = verdict["verdict"] == "regression" or check["regression"]
     return {**verdict, "truncation": check, "verdict": "regression" if regressed else verdict["verdict"],
@@ -450,9 +545,11 @@ def judge(baselines: Baselines, combo: Combination, protocol: Mapping[str, Any],
     unpaired = "no reference"
     samples = list(samples)
     if baselines.reference is not None:
-        verdict = judge_paired(baselines.reference, protocol, samples, settings, fingerprint)
+        tests = 2 if truncation_checked(baselines.reference, samples) else 1
+        verdict = judge_paired(baselines.reference, protocol, samples, settings, fingerprint, tests)
         if isinstance(verdict, dict):
-            return with_truncation(verdict, judge_truncation(baselines.reference, samples, settings))
+            return with_truncation(verdict, judge_truncation(baselines.reference, samples, settings,
+                                                             verdict["level"]))
         unpaired = f"reference {baselines.reference.path} not used: {verdict}"
     verdict = _judge_scalar(baselines, combo, protocol, metrics)
     if verdict["verdict"] == "not_gated":
@@ -513,8 +610,8 @@ def describe_regression(verdict: Mapping[str, Any]) -> str:
         run_only = [c for c in (verdict.get("coverage") or {}).get("run_only_checks", []) if c["regression"]]
         said = [
             *(f"{c['metric']} {c['observed']:.4f} vs {c['reference']:.4f} over {c['n']} questions (lost {c['lost']}, "
-              f"gained {c['gained']}: one-sided McNemar p {c['mcnemar_p']:.4g} <= {verdict['level']:.4g} = (1 - "
-              f"{verdict['confidence']}) / {verdict['family']} sessions); lost {c['lost']}: doc_ids "
+              f"gained {c['gained']}: {describe_test(c)} <= {verdict['level']:.4g} = (1 - "
+              f"{verdict['confidence']}) / {_divisor(verdict)}); lost {c['lost']}: doc_ids "
               f"{shown(c['lost_doc_ids'])}" for c in failing),
             *(f"{c['metric']} {c['observed']:.4f} over the {c['n']} questions the reference lacks vs its "
               f"{c['reference']:.4f} (unpaired upper bound {inequality(c['upper_bound'], c['threshold'])} at "
@@ -530,10 +627,15 @@ def describe_regression(verdict: Mapping[str, Any]) -> str:
         for c in failing)
 
 
+def _divisor(verdict: Mapping[str, Any]) -> str:
+    tests = verdict.get("tests") or 1
+    return f"{verdict['family']} sessions" + (f" x {tests} tests" if tests > 1 else "")
+
+
 def describe_truncation(reference: str, check: Mapping[str, Any]) -> str:
     return (f"truncation regression against {reference}: {check['observed']:.4f} of the answers hit the token "
-            f"limit vs {check['reference']:.4f} over {check['n']} questions (one-sided McNemar p "
-            f"{check['mcnemar_p']:.4g} <= {check['level']:.4g}); truncated now, not before: {check['more']}: "
+            f"limit vs {check['reference']:.4f} over {check['n']} questions ({describe_test(check)} "
+            f"<= {check['level']:.4g}); truncated now, not before: {check['more']}: "
             f"doc_ids {shown(check['more_doc_ids'])}")
 
 

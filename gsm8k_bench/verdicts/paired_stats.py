@@ -7,6 +7,12 @@ reference, wrong in the run) and `gained` (the reverse).  The difference in accu
 - McNemar's exact test: with no real change, each discordant question is lost or gained with
   probability 1/2, so `lost` ~ Binomial(lost + gained, 1/2); the p-value is one-sided, like the bounds:
   P(at least `lost` lost) for a drop.
+- A reference of R runs (R = 2: `nox -s promote` of two runs from separate server starts): with no real
+  change the reference's runs and the run are exchangeable, so a question right in s of the R + 1 runs is
+  right in the run with probability s / (R + 1), independently across questions.  The p-value of a drop is
+  the lower tail of the run's right answers over the questions with 0 < s < R + 1 (the others carry no
+  signal): P(sum_s Binomial(c_s, s / (R + 1)) <= right), exact (`exchangeable_drop_p`).  With R = 1 it is
+  McNemar's: s = 1 is a discordant pair, and the run is right in it with probability 1/2.
 - Newcombe's hybrid score interval for a difference of paired proportions (Newcombe 1998, "Improved
   confidence intervals for the difference between binomial proportions based on paired data", method
   10): Wilson score intervals of each run's accuracy, combined through the correlation (phi, with
@@ -99,6 +105,28 @@ def mcnemar_drop_p(lost: int, gained: int) -> float:
     when each is lost or gained with probability 1/2."""
     discordant = lost + gained
     return sum(math.comb(discordant, k) for k in range(lost, discordant + 1)) / (1 << discordant)
+
+
+def exchangeable_drop_p(reference_runs: int, split: Mapping[int, int], right: int) -> float:
+    """One-sided exact p of a drop against a reference of `reference_runs` runs: `split[s]` questions are
+    right in s of the reference_runs + 1 runs (the reference's and this one), 0 < s <= reference_runs, and
+    the run is right in `right` of them; P(sum_s Binomial(split[s], s / (R + 1)) <= right) when no run
+    differs from the others.  Exact: integer weights over the common denominator (R + 1)^total."""
+    if reference_runs < 1 or any(not 0 < s <= reference_runs or c < 0 for s, c in split.items()):
+        raise ValueError(f"a split of {reference_runs} reference runs has counts for 0 < s <= {reference_runs}, "
+                         f"got {dict(split)}")
+    total = sum(split.values())
+    if not 0 <= right <= total:
+        raise ValueError(f"the run is right in 0..{total} of the split questions, got {right}")
+    base = reference_runs + 1
+    weights = [1]  # weights[k]: (R + 1)^total * P(k right so far)
+    for s, count in split.items():
+        # Binomial(count, s / base) in weights of base^count: C(count, k) s^k (base - s)^(count - k)
+        term = [math.comb(count, k) * s**k * (base - s) ** (count - k) for k in range(count + 1)]
+        weights = [sum(weights[i] * term[k - i] for i in range(max(0, k - count), min(k, len(weights) - 1) + 1))
+                   for k in range(len(weights) + count)]
+    denominator: int = base**total
+    return sum(weights[: right + 1]) / denominator
 
 
 @dataclass(frozen=True)
