@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from gsm8k_bench.core import folder_reader
-from gsm8k_bench.reporting.history import records
+from gsm8k_bench.reporting.history import records, store
 from gsm8k_bench.reporting.history.schema import metrics, outcomes, runs
 from gsm8k_bench.reporting.history.store import HistoryError
 
@@ -108,3 +108,24 @@ def ingest(engine: Engine, paths: Iterable[Path], log: Callable[[str], None] = p
             done.already.append(rows.key)
             log(f"already stored {rows.run['session']} ({path})")
     return done
+
+
+def ingest_result(path: Path, url: str | None = None) -> str:
+    """A session's own JSON into the configured history (`--history`): the line saying where it went, or a
+    HistoryError saying why not (the password hidden) and how to catch up later."""
+    engine: Engine | None = None
+    where = "the history"
+    try:
+        engine = store.open_store(url)
+        where = f"the history {store.shown(engine.url)}"
+        rows = records.rows_of(path, records.read(path))
+        return (f"history: stored {path} in {where}" if store_run(engine, rows)
+                else f"history: {path} was already stored in {where}")
+    except (HistoryError, records.MalformedRun, SQLAlchemyError, OSError) as exc:
+        orig = getattr(exc, "orig", None)  # the driver's own error, under SQLAlchemy's
+        reason = str(orig).strip().splitlines()[0] if orig else str(exc)
+        raise HistoryError(f"{path} was not stored in {where}: {reason}; the session's result stands; "
+                           f"store it later with: nox -s history -- ingest {path}") from None
+    finally:
+        if engine is not None:
+            engine.dispose()
