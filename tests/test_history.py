@@ -5,6 +5,7 @@ matters: two at once, and one SIGKILLed inside a run's transaction."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import os
 import signal
@@ -21,7 +22,7 @@ require_module("sqlalchemy")  # the `history` extra (in `test` too)
 
 import postgres_cluster  # noqa: E402
 from fakes.history_runs import Nightly, document, expected_flip_rate  # noqa: E402
-from sqlalchemy import create_engine, func, select, text  # noqa: E402
+from sqlalchemy import create_engine, event, func, select, text  # noqa: E402
 
 from gsm8k_bench.core import results  # noqa: E402
 from gsm8k_bench.reporting.history import cli, first_bad, noise, store, trend  # noqa: E402
@@ -273,6 +274,51 @@ def test_noise_reports_the_flip_rate_the_history_was_built_with(history_url, tmp
     assert 0.02 < vllm.detectable_drop < 0.1
     assert stacks[("sglang", "mi355x", "fp8")].alarm.startswith("flip rate rose from")
     assert [s.stack for s in only] == [("vllm", "h100", "fp8")]
+
+
+def flips_from_documents(docs: list[dict]) -> dict[tuple[str, str, str], list[tuple[str, str, int, int]]]:
+    """noise's pairs computed from the JSONs alone: per session, its passed runs in time order; each two
+    consecutive ones with the same image and digest; their gating samples compared question by question."""
+    by_stack: dict[tuple[str, str, str], list[tuple[str, str, int, int]]] = {}
+    for session in sorted({d["session"] for d in docs}):
+        passed = sorted((d for d in docs if d["session"] == session and d["status"] == "passed"),
+                        key=lambda d: d["environment"]["started_at"])
+        for a, b in itertools.pairwise(passed):
+            if (a["config"]["image"], a["config"]["server"]) != (b["config"]["image"], b["config"]["server"]):
+                continue
+            right = {s["doc_id"]: s["strict_correct"] for s in a["samples"]}
+            flipped = sum(right[s["doc_id"]] != s["strict_correct"] for s in b["samples"])
+            stack = (b["config"]["framework"], b["config"]["runner"], b["config"]["precision"])
+            by_stack.setdefault(stack, []).append((a["environment"]["run_id"], b["environment"]["run_id"],
+                                                   len(b["samples"]), flipped))
+    return by_stack
+
+
+def test_noise_counts_every_pair_as_the_jsons_say_in_a_few_queries(history_url, tmp_path):
+    """A larger history: three sessions on two stacks, an image bump (the pair across it is not A/A) and
+    failed runs (skipped: the pair closes over them); the counts are the JSONs' own, and the database is
+    asked a few times, not once per pair."""
+    docs = []
+    for seed, session in enumerate((SESSION, "gsm8k-qwen3-8b-h100-vllm-fp8-tp1",
+                                    "gsm8k-llama-3.1-8b-mi355x-sglang-fp8-tp1")):
+        for day, doc in enumerate(Nightly(session, 40, questions=200, borderline=0.2, seed=seed + 11,
+                                          bump_day=25).documents()):
+            if day % 9 == 4:
+                doc["status"] = "failed"
+            docs.append(doc)
+    ingest_documents(history_url, tmp_path / "results", docs)
+    expected = flips_from_documents(docs)
+    engine = store.create(history_url)
+    statements = []
+    event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    with engine.connect() as connection:
+        stacks = noise.noise(connection, SETTINGS)
+    engine.dispose()
+    found = {s.stack: sorted((p.earlier.run_id, p.later.run_id, p.common, p.flipped) for p in s.pairs)
+             for s in stacks}
+    assert found == {stack: sorted(pairs) for stack, pairs in expected.items()}
+    assert sum(len(pairs) for pairs in expected.values()) > 80 and all(f for *_, f in expected[stacks[0].stack])
+    assert len(statements) <= 8, statements
 
 
 def test_detectable_drop_grows_with_the_flip_rate():
