@@ -25,6 +25,7 @@ from fakes.history_runs import Nightly, document, expected_flip_rate  # noqa: E4
 from sqlalchemy import create_engine, event, func, select, text  # noqa: E402
 
 from gsm8k_bench.core import results  # noqa: E402
+from gsm8k_bench.reporting import report  # noqa: E402
 from gsm8k_bench.reporting.history import cli, first_bad, noise, store, trend  # noqa: E402
 from gsm8k_bench.reporting.history.schema import metrics, outcomes, runs  # noqa: E402
 from gsm8k_bench.verdicts import gate  # noqa: E402
@@ -319,6 +320,48 @@ def test_noise_counts_every_pair_as_the_jsons_say_in_a_few_queries(history_url, 
     assert found == {stack: sorted(pairs) for stack, pairs in expected.items()}
     assert sum(len(pairs) for pairs in expected.values()) > 80 and all(f for *_, f in expected[stacks[0].stack])
     assert len(statements) <= 8, statements
+
+
+def test_report_html_shows_each_sessions_recent_history_when_one_is_configured(history_url, tmp_path, monkeypatch):
+    nightly = Nightly(SESSION, 14, questions=150, borderline=0.3, seed=21, bump_day=9)
+    docs = nightly.documents()
+    docs[-1]["status"] = "failed"  # the newest run is not healthy: the page points at first-bad
+    ingest_documents(history_url, tmp_path / "history-input", docs)
+    results_dir = tmp_path / "results"
+    write_artifacts(results_dir, [docs[-1], Nightly("gsm8k-qwen3-8b-h100-vllm-fp8-tp1", 1, questions=20).run_day(0)])
+    monkeypatch.setenv(store.URL_VARIABLE, history_url)
+    warnings: list[str] = []
+    page = report.write_report(results_dir, tmp_path / "out", warnings.append)["html"].read_text()
+    assert not warnings
+    section = page.split("<section id='history-section'>")[1].split("</section>")[0]
+    rows = {r.split("</td>")[0].removeprefix("<tr><td>"): r for r in section.split("<tbody>")[1].split("</tr>")[:-1]}
+    assert set(rows) == {SESSION}  # the other session has no run in the history
+    cells = [cell.split("'>", 1)[1].split("</td>")[0] for cell in rows[SESSION].split("<td")[3:13]]
+    recent = docs[-10:]
+    assert [c.split("<sup")[0] for c in cells] == [f"{d['metrics']['strict_match']:.3f}" for d in recent]
+    assert [("▲" in c) for c in cells] == [d is docs[9] for d in recent]  # the image bump, and only it
+    # The recent A/A flip rate, from the JSONs: the healthy pairs among the last 10 runs with the same
+    # image, as noise counts them.
+    pairs = flips_from_documents(recent)[("vllm", "h100", "fp8")]
+    flipped, common = sum(p[3] for p in pairs), sum(p[2] for p in pairs)
+    assert f"{flipped / common:.4f} [" in rows[SESSION] and f"over {len(pairs)} pairs" in rows[SESSION]
+    assert f"<code>nox -s history -- first-bad {SESSION}</code>" in rows[SESSION]
+    assert f"<td>{len(docs)}</td>" in rows[SESSION]
+
+
+def test_report_html_has_no_history_section_unless_one_is_configured(tmp_path, monkeypatch):
+    monkeypatch.setenv("GSM8K_BENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv(store.URL_VARIABLE, raising=False)
+    write_artifacts(tmp_path / "results", [Nightly(SESSION, 1, questions=20).run_day(0)])
+    page = report.write_report(tmp_path / "results", tmp_path / "out", print)["html"].read_text()
+    assert "history-section" not in page and not store.default_path().exists()  # nothing created either
+    # One that cannot be read: a warning (password hidden), and the report is written all the same.
+    monkeypatch.setenv(store.URL_VARIABLE, f"postgresql://bench:s3cretpassw0rd@/history?host={tmp_path}&port=1")
+    warnings: list[str] = []
+    page = report.write_report(tmp_path / "results", tmp_path / "out", warnings.append)["html"].read_text()
+    assert "history-section" not in page and SESSION in page
+    assert len(warnings) == 1 and warnings[0].startswith("no history section: cannot open the history database "
+                                                         "postgresql+psycopg://bench:***@/history")
 
 
 def test_detectable_drop_grows_with_the_flip_rate():
