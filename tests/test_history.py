@@ -144,6 +144,18 @@ def writer_transaction_open(url: str) -> bool:
         engine.dispose()
 
 
+def running_with(argument: str) -> list[int]:
+    """PIDs of live processes with `argument` on their command line (zombies have none)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if argument.encode() in cmdline.read_bytes().split(b"\0"):
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return found
+
+
 def test_a_killed_ingest_leaves_no_partial_run(history_url, tmp_path):
     docs = Nightly(SESSION, 30, levels=(1, 16, 64, 128)).documents()  # 5,276 outcome rows per run
     write_artifacts(tmp_path / "results", docs)
@@ -164,6 +176,11 @@ def test_a_killed_ingest_leaves_no_partial_run(history_url, tmp_path):
     os.kill(proc.pid, signal.SIGCONT)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
+    # Its file-reading workers (it reads 30 files in worker processes) died with it.
+    deadline = time.monotonic() + 10
+    while running_with(str(tmp_path / "results")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not running_with(str(tmp_path / "results"))
     counts = stored(history_url)
     assert 0 < len(counts) < len(docs)
     assert set(counts.values()) == {expected_rows(docs[0])}  # every stored run whole
