@@ -26,7 +26,7 @@ from sqlalchemy import create_engine, event, func, select, text  # noqa: E402
 
 from gsm8k_bench.core import results  # noqa: E402
 from gsm8k_bench.reporting import report  # noqa: E402
-from gsm8k_bench.reporting.history import cli, first_bad, noise, store, trend  # noqa: E402
+from gsm8k_bench.reporting.history import cli, first_bad, ingest, noise, store, trend  # noqa: E402
 from gsm8k_bench.reporting.history.schema import metrics, outcomes, runs  # noqa: E402
 from gsm8k_bench.verdicts import gate  # noqa: E402
 
@@ -397,6 +397,27 @@ def test_an_unreachable_database_fails_with_a_message_that_hides_the_password(tm
                             cwd=ROOT, capture_output=True, text=True, env={**os.environ, store.URL_VARIABLE: url})
     assert result.returncode == 2 and "error: cannot open the history database" in result.stderr
     assert "s3cretpassw0rd" not in result.stderr + result.stdout
+
+
+def test_storing_a_sessions_json_where_no_database_can_be_made_says_why_and_how_to_catch_up(tmp_path):
+    """`--history`'s store (ingest.ingest_result): a SQLite path under a regular file cannot be created
+    (a file system refusal, as a read-only folder is for an unprivileged user); the JSON is left as it was."""
+    result = tmp_path / f"{SESSION}.json"
+    result.write_text(json.dumps(document(SESSION, dt.datetime(2026, 2, 1, tzinfo=dt.timezone.utc), {1: [True]})))
+    before = result.read_bytes()
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(store.HistoryError) as caught:
+        ingest.ingest_result(result, f"sqlite:///{tmp_path / 'a-file' / 'history.sqlite'}")
+    message = str(caught.value)
+    assert message.startswith(f"{result} was not stored in the history: cannot open the history database "
+                              f"sqlite+pysqlite:///{tmp_path / 'a-file' / 'history.sqlite'}: cannot create its "
+                              f"folder {tmp_path / 'a-file'}: File exists")
+    assert message.endswith(f"store it later with: nox -s history -- ingest {result}")
+    assert result.read_bytes() == before
+    stored_at = tmp_path / "ok.sqlite"
+    assert ingest.ingest_result(result, f"sqlite:///{stored_at}") == (
+        f"history: stored {result} in the history sqlite+pysqlite:///{stored_at}")
+    assert ingest.ingest_result(result, f"sqlite:///{stored_at}").startswith(f"history: {result} was already stored")
 
 
 def test_a_password_in_the_history_url_is_a_secret_in_every_form():
