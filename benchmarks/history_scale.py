@@ -1,6 +1,6 @@
 """The results history at the matrix's size, into SQLite and into PostgreSQL (a private cluster).
 
-    python benchmarks/history_scale.py [--days 30] [--backends sqlite,postgresql]
+    python benchmarks/history_scale.py [--days 30] [--backends sqlite,postgresql] [--year-runs] [--year-slice N]
 
 1. One whole-matrix dispatch: every matrix.yaml session x 1,319 questions x 2 concurrency levels, written
    as downloaded artifacts (<folder>/<artifact>/<session>.json), then `ingest` (reading, checking and
@@ -8,6 +8,8 @@
 2. A history of --days nightly dispatches of the whole matrix (365 is a year; on a shared machine a
    slice, the year extrapolated and labelled so), stored through the same per-run transactions; then
    `trend` and `first-bad` over one session, and the database's size.
+3. --year-slice N: a whole year (365 nightly runs, every outcome) of N sessions in a new database, its
+   size measured; the full matrix's year is that per session x the matrix's sessions.
 Generated outcomes: tests/fakes/history_runs.py (known flip rate, an image bump with a drop on the last
 day of the history for first-bad to find).
 """
@@ -18,6 +20,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -70,6 +73,12 @@ def server_cpu_s(cluster: postgres_cluster.Cluster | None) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def ingest_cpu_s() -> float:
+    """CPU seconds of this process and of its children that ended (the ingest's file-reading workers)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
 def timed(action, repeat: int = 5) -> float:
     """The median of `repeat` runs, seconds."""
     times = []
@@ -96,12 +105,46 @@ def year_of_runs(engine: Engine, nightly: dict[str, Nightly], sessions: list[str
             ingest.store_run(engine, rows)
 
 
+def measured_year(backend: str, cluster: postgres_cluster.Cluster | None, work: Path, sessions: list[str],
+                  count: int) -> None:
+    """A year of `count` sessions spread over the matrix, every run with every outcome at both levels, stored
+    run by run as ingest stores them, into an empty database; its size measured (SQLite: the file after a
+    checkpoint; PostgreSQL: pg_database_size, less the empty database's).  The matrix's sessions store the
+    same rows each (1,319 questions x 2 levels, 12 numbers per run), so the full matrix's year is this
+    slice's per-session bytes x the matrix's sessions."""
+    chosen = sessions[:: max(1, len(sessions) // count)][:count]
+    url = cluster.new_database() if cluster else f"sqlite:///{work / 'year.sqlite'}"
+    engine = store.open_store(url)
+    empty = size_bytes(engine, url)
+    start, cpu = time.perf_counter(), time.process_time()
+    for index, session in enumerate(chosen):
+        nightly = Nightly(session, 365, levels=LEVELS, seed=1000 + index, bump_day=300, drop=0.03)
+        for day in range(365):
+            ingest.store_run(engine, records.rows_of(Path(f"{session}.json"), nightly.run_day(day)))
+    stored_s, stored_cpu = time.perf_counter() - start, time.process_time() - cpu
+    with engine.connect() as connection:
+        rows = connection.scalar(select(func.count()).select_from(outcomes))
+        run_count = connection.scalar(text("SELECT count(*) FROM runs"))
+    size = size_bytes(engine, url)
+    engine.dispose()
+    per_session = (size - empty) / len(chosen)
+    print(f"{backend}: a year measured: {len(chosen)} sessions x 365 nightly runs = {run_count:,} runs, "
+          f"{rows:,} outcome rows, stored in {stored_s:.0f} s wall ({stored_cpu:.0f} s CPU of the generator and "
+          f"ingest); {size / 1e6:.1f} MB ({empty / 1e6:.1f} MB of it the empty database) = "
+          f"{per_session / 1e6:.1f} MB per session-year, {(size - empty) / rows:.0f} bytes per outcome row")
+    print(f"{backend}: the full matrix's year follows: {len(sessions)} sessions x {per_session / 1e6:.1f} MB "
+          f"+ {empty / 1e6:.1f} MB = {(len(sessions) * per_session + empty) / 1e9:.2f} GB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--days", type=int, default=30, help="nightly dispatches in the history (365: a year)")
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--year-runs", action="store_true", help="then fill the rest of a year (see year_of_runs) "
                         "and time trend and first-bad over 365 runs")
+    parser.add_argument("--year-slice", type=int, default=0, metavar="N",
+                        help="then, in a new database, a whole year of N sessions (365 nightly runs each, every "
+                        "outcome), and its size measured (see measured_year)")
     args = parser.parse_args()
     sessions = [c.name for c in load_matrix(ROOT / "matrix.yaml").combinations]
     bump_day = 364 if args.year_runs else args.days - 1  # the last day of the history
@@ -127,9 +170,9 @@ def main() -> None:
             else:
                 url = f"sqlite:///{work / 'history.sqlite'}"
             engine = store.open_store(url)
-            start, cpu, server = time.perf_counter(), time.process_time(), server_cpu_s(cluster)
+            start, cpu, server = time.perf_counter(), ingest_cpu_s(), server_cpu_s(cluster)
             done = ingest.ingest(engine, [dispatch], log=lambda _line: None)
-            dispatch_s, dispatch_cpu = time.perf_counter() - start, time.process_time() - cpu
+            dispatch_s, dispatch_cpu = time.perf_counter() - start, ingest_cpu_s() - cpu
             server = server_cpu_s(cluster) - server
             assert len(done.stored) == len(sessions)
             start, cpu = time.perf_counter(), time.process_time()
@@ -137,9 +180,9 @@ def main() -> None:
                 records.rows_of(path, records.read(path))
             parse_s, parse_cpu = time.perf_counter() - start, time.process_time() - cpu
             print(f"\n{backend}: one dispatch ingested in {dispatch_s:.1f} s wall, {dispatch_cpu:.1f} s CPU of the "
-                  f"ingest + {server:.1f} s of the server (goal < 10 s); of that, reading and checking the JSONs: "
-                  f"{parse_s:.1f} s wall, "
-                  f"{parse_cpu:.1f} s CPU; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+                  f"ingest's processes + {server:.1f} s of the server (goal < 10 s); reading and checking the JSONs "
+                  f"alone, in one process: {parse_s:.1f} s wall, {parse_cpu:.1f} s CPU; load average "
+                  f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
             start = time.perf_counter()
             for day in range(1, args.days):
                 for session in sessions:
@@ -173,6 +216,8 @@ def main() -> None:
                   f"first-bad walking {walked} runs: {bad_s:.2f} s "
                   f"({'found the bump on the last day' if found and found.bad.run_id == last_run else 'NOT found'})")
             engine.dispose()
+            if args.year_slice:
+                measured_year(backend, cluster, work, sessions, args.year_slice)
     finally:
         if cluster:
             cluster.stop()

@@ -5,6 +5,7 @@ matters: two at once, and one SIGKILLed inside a run's transaction."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import os
 import signal
@@ -21,10 +22,11 @@ require_module("sqlalchemy")  # the `history` extra (in `test` too)
 
 import postgres_cluster  # noqa: E402
 from fakes.history_runs import Nightly, document, expected_flip_rate  # noqa: E402
-from sqlalchemy import create_engine, func, select, text  # noqa: E402
+from sqlalchemy import create_engine, event, func, select, text  # noqa: E402
 
 from gsm8k_bench.core import results  # noqa: E402
-from gsm8k_bench.reporting.history import cli, first_bad, noise, store, trend  # noqa: E402
+from gsm8k_bench.reporting import report  # noqa: E402
+from gsm8k_bench.reporting.history import cli, first_bad, ingest, noise, store, trend  # noqa: E402
 from gsm8k_bench.reporting.history.schema import metrics, outcomes, runs  # noqa: E402
 from gsm8k_bench.verdicts import gate  # noqa: E402
 
@@ -142,6 +144,18 @@ def writer_transaction_open(url: str) -> bool:
         engine.dispose()
 
 
+def running_with(argument: str) -> list[int]:
+    """PIDs of live processes with `argument` on their command line (zombies have none)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if argument.encode() in cmdline.read_bytes().split(b"\0"):
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return found
+
+
 def test_a_killed_ingest_leaves_no_partial_run(history_url, tmp_path):
     docs = Nightly(SESSION, 30, levels=(1, 16, 64, 128)).documents()  # 5,276 outcome rows per run
     write_artifacts(tmp_path / "results", docs)
@@ -162,6 +176,11 @@ def test_a_killed_ingest_leaves_no_partial_run(history_url, tmp_path):
     os.kill(proc.pid, signal.SIGCONT)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
+    # Its file-reading workers (it reads 30 files in worker processes) died with it.
+    deadline = time.monotonic() + 10
+    while running_with(str(tmp_path / "results")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not running_with(str(tmp_path / "results"))
     counts = stored(history_url)
     assert 0 < len(counts) < len(docs)
     assert set(counts.values()) == {expected_rows(docs[0])}  # every stored run whole
@@ -275,6 +294,93 @@ def test_noise_reports_the_flip_rate_the_history_was_built_with(history_url, tmp
     assert [s.stack for s in only] == [("vllm", "h100", "fp8")]
 
 
+def flips_from_documents(docs: list[dict]) -> dict[tuple[str, str, str], list[tuple[str, str, int, int]]]:
+    """noise's pairs computed from the JSONs alone: per session, its passed runs in time order; each two
+    consecutive ones with the same image and digest; their gating samples compared question by question."""
+    by_stack: dict[tuple[str, str, str], list[tuple[str, str, int, int]]] = {}
+    for session in sorted({d["session"] for d in docs}):
+        passed = sorted((d for d in docs if d["session"] == session and d["status"] == "passed"),
+                        key=lambda d: d["environment"]["started_at"])
+        for a, b in itertools.pairwise(passed):
+            if (a["config"]["image"], a["config"]["server"]) != (b["config"]["image"], b["config"]["server"]):
+                continue
+            right = {s["doc_id"]: s["strict_correct"] for s in a["samples"]}
+            flipped = sum(right[s["doc_id"]] != s["strict_correct"] for s in b["samples"])
+            stack = (b["config"]["framework"], b["config"]["runner"], b["config"]["precision"])
+            by_stack.setdefault(stack, []).append((a["environment"]["run_id"], b["environment"]["run_id"],
+                                                   len(b["samples"]), flipped))
+    return by_stack
+
+
+def test_noise_counts_every_pair_as_the_jsons_say_in_a_few_queries(history_url, tmp_path):
+    """A larger history: three sessions on two stacks, an image bump (the pair across it is not A/A) and
+    failed runs (skipped: the pair closes over them); the counts are the JSONs' own, and the database is
+    asked a few times, not once per pair."""
+    docs = []
+    for seed, session in enumerate((SESSION, "gsm8k-qwen3-8b-h100-vllm-fp8-tp1",
+                                    "gsm8k-llama-3.1-8b-mi355x-sglang-fp8-tp1")):
+        for day, doc in enumerate(Nightly(session, 40, questions=200, borderline=0.2, seed=seed + 11,
+                                          bump_day=25).documents()):
+            if day % 9 == 4:
+                doc["status"] = "failed"
+            docs.append(doc)
+    ingest_documents(history_url, tmp_path / "results", docs)
+    expected = flips_from_documents(docs)
+    engine = store.create(history_url)
+    statements = []
+    event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    with engine.connect() as connection:
+        stacks = noise.noise(connection, SETTINGS)
+    engine.dispose()
+    found = {s.stack: sorted((p.earlier.run_id, p.later.run_id, p.common, p.flipped) for p in s.pairs)
+             for s in stacks}
+    assert found == {stack: sorted(pairs) for stack, pairs in expected.items()}
+    assert sum(len(pairs) for pairs in expected.values()) > 80 and all(f for *_, f in expected[stacks[0].stack])
+    assert len(statements) <= 8, statements
+
+
+def test_report_html_shows_each_sessions_recent_history_when_one_is_configured(history_url, tmp_path, monkeypatch):
+    nightly = Nightly(SESSION, 14, questions=150, borderline=0.3, seed=21, bump_day=9)
+    docs = nightly.documents()
+    docs[-1]["status"] = "failed"  # the newest run is not healthy: the page points at first-bad
+    ingest_documents(history_url, tmp_path / "history-input", docs)
+    results_dir = tmp_path / "results"
+    write_artifacts(results_dir, [docs[-1], Nightly("gsm8k-qwen3-8b-h100-vllm-fp8-tp1", 1, questions=20).run_day(0)])
+    monkeypatch.setenv(store.URL_VARIABLE, history_url)
+    warnings: list[str] = []
+    page = report.write_report(results_dir, tmp_path / "out", warnings.append)["html"].read_text()
+    assert not warnings
+    section = page.split("<section id='history-section'>")[1].split("</section>")[0]
+    rows = {r.split("</td>")[0].removeprefix("<tr><td>"): r for r in section.split("<tbody>")[1].split("</tr>")[:-1]}
+    assert set(rows) == {SESSION}  # the other session has no run in the history
+    cells = [cell.split("'>", 1)[1].split("</td>")[0] for cell in rows[SESSION].split("<td")[3:13]]
+    recent = docs[-10:]
+    assert [c.split("<sup")[0] for c in cells] == [f"{d['metrics']['strict_match']:.3f}" for d in recent]
+    assert [("▲" in c) for c in cells] == [d is docs[9] for d in recent]  # the image bump, and only it
+    # The recent A/A flip rate, from the JSONs: the healthy pairs among the last 10 runs with the same
+    # image, as noise counts them.
+    pairs = flips_from_documents(recent)[("vllm", "h100", "fp8")]
+    flipped, common = sum(p[3] for p in pairs), sum(p[2] for p in pairs)
+    assert f"{flipped / common:.4f} [" in rows[SESSION] and f"over {len(pairs)} pairs" in rows[SESSION]
+    assert f"<code>nox -s history -- first-bad {SESSION}</code>" in rows[SESSION]
+    assert f"<td>{len(docs)}</td>" in rows[SESSION]
+
+
+def test_report_html_has_no_history_section_unless_one_is_configured(tmp_path, monkeypatch):
+    monkeypatch.setenv("GSM8K_BENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv(store.URL_VARIABLE, raising=False)
+    write_artifacts(tmp_path / "results", [Nightly(SESSION, 1, questions=20).run_day(0)])
+    page = report.write_report(tmp_path / "results", tmp_path / "out", print)["html"].read_text()
+    assert "history-section" not in page and not store.default_path().exists()  # nothing created either
+    # One that cannot be read: a warning (password hidden), and the report is written all the same.
+    monkeypatch.setenv(store.URL_VARIABLE, f"postgresql://bench:s3cretpassw0rd@/history?host={tmp_path}&port=1")
+    warnings: list[str] = []
+    page = report.write_report(tmp_path / "results", tmp_path / "out", warnings.append)["html"].read_text()
+    assert "history-section" not in page and SESSION in page
+    assert len(warnings) == 1 and warnings[0].startswith("no history section: cannot open the history database "
+                                                         "postgresql+psycopg://bench:***@/history")
+
+
 def test_detectable_drop_grows_with_the_flip_rate():
     drops = [noise.detectable_drop(0.8, flip, SETTINGS) for flip in (0.0, 0.05, 0.1, 0.2)]
     assert drops == sorted(drops) and drops[0] > SETTINGS.tolerance and drops[-1] > drops[0] + 0.01
@@ -291,6 +397,27 @@ def test_an_unreachable_database_fails_with_a_message_that_hides_the_password(tm
                             cwd=ROOT, capture_output=True, text=True, env={**os.environ, store.URL_VARIABLE: url})
     assert result.returncode == 2 and "error: cannot open the history database" in result.stderr
     assert "s3cretpassw0rd" not in result.stderr + result.stdout
+
+
+def test_storing_a_sessions_json_where_no_database_can_be_made_says_why_and_how_to_catch_up(tmp_path):
+    """`--history`'s store (ingest.ingest_result): a SQLite path under a regular file cannot be created
+    (a file system refusal, as a read-only folder is for an unprivileged user); the JSON is left as it was."""
+    result = tmp_path / f"{SESSION}.json"
+    result.write_text(json.dumps(document(SESSION, dt.datetime(2026, 2, 1, tzinfo=dt.timezone.utc), {1: [True]})))
+    before = result.read_bytes()
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(store.HistoryError) as caught:
+        ingest.ingest_result(result, f"sqlite:///{tmp_path / 'a-file' / 'history.sqlite'}")
+    message = str(caught.value)
+    assert message.startswith(f"{result} was not stored in the history: cannot open the history database "
+                              f"sqlite+pysqlite:///{tmp_path / 'a-file' / 'history.sqlite'}: cannot create its "
+                              f"folder {tmp_path / 'a-file'}: File exists")
+    assert message.endswith(f"store it later with: nox -s history -- ingest {result}")
+    assert result.read_bytes() == before
+    stored_at = tmp_path / "ok.sqlite"
+    assert ingest.ingest_result(result, f"sqlite:///{stored_at}") == (
+        f"history: stored {result} in the history sqlite+pysqlite:///{stored_at}")
+    assert ingest.ingest_result(result, f"sqlite:///{stored_at}").startswith(f"history: {result} was already stored")
 
 
 def test_a_password_in_the_history_url_is_a_secret_in_every_form():

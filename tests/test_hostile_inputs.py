@@ -18,7 +18,7 @@ from test_integration import env, nox_argv
 from test_paired_gate import session_doc
 from test_workflows import run_plan_step
 
-from gsm8k_bench.core import results
+from gsm8k_bench.core import json_input, results
 from gsm8k_bench.core.errors import BenchError, ConfigError, shorten
 from gsm8k_bench.reporting import report
 from gsm8k_bench.verdicts import references
@@ -313,3 +313,19 @@ def test_a_nesting_bomb_in_the_dataset_names_its_line(tmp_path):
     (tmp_path / "test.jsonl").write_text(row + "[" * 100_000 + "]" * 100_000 + "\n")
     with pytest.raises(ConfigError, match=rf"{tmp_path / 'test.jsonl'}:2: not a GSM8K row \(nested too deeply"):
         validate_dataset_dir(tmp_path)
+
+
+def test_nesting_is_counted_outside_strings_at_the_limit_exactly(tmp_path):
+    """Brackets and escaped quotes inside strings are text, not nesting; 64 levels pass, 65 do not."""
+    tricky = {"a": 'x"]]\\[{ "', "b": "\\\\", "c": "[[[[[[" * 20}
+    for depth, refused in ((62, False), (63, True)):  # levels: the top object, depth wrappers, tricky
+        nested: object = tricky
+        for _ in range(depth):
+            nested = [nested] if isinstance(nested, dict) else {"k": nested}
+        path = tmp_path / f"d{depth}.json"
+        path.write_text(json.dumps({"top": nested}))
+        if refused:
+            with pytest.raises(json_input.JsonInputError, match="nested more than 64 levels deep"):
+                json_input.read(path, 10**6)
+        else:
+            assert json_input.read(path, 10**6) == {"top": nested}

@@ -388,7 +388,9 @@ def overview_html(view: overview.Overview, keys: Mapping[str, str], size_note: s
 
 def render(documents: Sequence[Mapping[str, Any]], deltas: Sequence[Mapping[str, Any]],
            plots: Sequence[Path], view: overview.Overview | None = None,
-           budget: int | None = None, first: Sequence[str] = ()) -> str:
+           budget: int | None = None, first: Sequence[str] = (), history: str | None = None) -> str:
+    """The page; `history` is the results history's section (reporting/history/report_section.py), when
+    a history is configured."""
     view = view or overview.build(documents, deltas, None)
     budget = QUESTION_BUDGET_BYTES if budget is None else budget
     sessions, questions, blocks = page_data(documents, deltas, view)
@@ -416,6 +418,7 @@ def render(documents: Sequence[Mapping[str, Any]], deltas: Sequence[Mapping[str,
         "<th>strict</th><th>flexible</th></tr></thead><tbody></tbody></table>"
         "<button id='more' hidden>show more</button></section>",
         "<h2>Sibling deltas (run − reference, paired; bounds one-sided)</h2>", sibling_table(deltas),
+        *(("<h2>History</h2>", f"<section id='history-section'>{history}</section>") if history is not None else ()),
         "<h2>Plots</h2>", plots_html(plots, PLOT_BUDGET_BYTES),
         json_block("data-sessions", sessions), json_block("data-questions", questions),
         *(f"<script type='application/json' id='data-s-{key}'>{text}</script>" for key, text in embedded.items()),
@@ -427,6 +430,7 @@ def render(documents: Sequence[Mapping[str, Any]], deltas: Sequence[Mapping[str,
 
 
 def write(documents: Sequence[Mapping[str, Any]], deltas: Sequence[Mapping[str, Any]], plots: Sequence[Path],
-          path: Path, view: overview.Overview | None = None, first: Sequence[str] = ()) -> Path:
-    path.write_text(render(documents, deltas, plots, view, first=first), encoding="utf-8")
+          path: Path, view: overview.Overview | None = None, first: Sequence[str] = (),
+          history: str | None = None) -> Path:
+    path.write_text(render(documents, deltas, plots, view, first=first, history=history), encoding="utf-8")
     return path

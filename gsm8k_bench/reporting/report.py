@@ -25,7 +25,7 @@ from gsm8k_bench.matrix.loader import load_matrix
 from gsm8k_bench.matrix.types import Matrix
 from gsm8k_bench.reporting import fleet_cost, html_page, overview
 from gsm8k_bench.serving import venvs
-from gsm8k_bench.verdicts import run_comparison, siblings
+from gsm8k_bench.verdicts import gate, run_comparison, siblings
 
 MAX_SUMMARY_BYTES = 1024 * 1024
 COLUMNS = ("session", "status", "strict-match", "flexible-extract", "n", "baseline", "verdict",
@@ -161,8 +161,25 @@ def write_report(results_dir: Path, out_dir: Path, warn: Callable[[str], None] =
         del paths["plot"]
     paths.update(siblings.forest_plots(deltas, out_dir, settings.tolerance))
     paths["html"] = html_page.write(documents, deltas, [p for p in paths.values() if p.suffix == ".png"],
-                                      out_dir / "report.html", view, questions_first)
+                                      out_dir / "report.html", view, questions_first,
+                                      history_section([d["session"] for d in documents], settings, warn))
     return paths
+
+
+def history_section(sessions: Sequence[str], settings: gate.GateSettings, warn: Callable[[str], None]) -> str | None:
+    """report.html's history section when a history is configured (docs/history.md).  A history that
+    cannot be read is a warning: the report is about this folder's runs and stands without it."""
+    try:
+        from gsm8k_bench.reporting.history import report_section
+    except ImportError as exc:  # the `history` extra is not installed
+        if os.environ.get("GSM8K_HISTORY_URL"):
+            warn(f"no history section: {exc} (pip install -e '.[history]')")
+        return None
+    try:
+        return report_section.section(sessions, settings)
+    except BenchError as exc:
+        warn(f"no history section: {results.mask(str(exc))}")
+        return None
 
 
 def main(argv: list[str]) -> int:

@@ -26,8 +26,9 @@ PR_SET_PDEATHSIG = 1
 _hurry = threading.Event()
 
 
-def _die_with_parent(parent_pid: int) -> Callable[[], None]:
-    """preexec_fn: the kernel sends SIGKILL to the child when the thread that started it dies."""
+def die_with_parent(parent_pid: int) -> Callable[[], None]:
+    """preexec_fn (or a worker's initializer): the kernel sends SIGKILL to the child when the thread that
+    started it dies."""
     libc = ctypes.CDLL(None, use_errno=True)
 
     def preexec() -> None:
@@ -67,7 +68,7 @@ def start(argv: list[str], log_path: Path, env: Mapping[str, str] | None = None)
     with log_path.open("ab") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=dict(env) if env is not None else None, start_new_session=True,
-                                preexec_fn=_die_with_parent(os.getpid()) if linux else None)
+                                preexec_fn=die_with_parent(os.getpid()) if linux else None)
     if linux:
         _guards[proc.pid] = subprocess.Popen([sys.executable, "-c", _GUARD, str(proc.pid), str(os.getpid())],
                                              stdin=subprocess.DEVNULL, start_new_session=True)

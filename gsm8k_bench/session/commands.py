@@ -119,6 +119,22 @@ def run_combination(matrix: Matrix, combo: Combination, argv: list[str],
             if plan.result_file.is_file():
                 for line in console_summary.lines(results.read(plan.result_file), plan.result_file):
                     log(line)
+                if options.history:
+                    log(results.mask(store_in_history(plan.result_file)))
+
+
+def store_in_history(result_file: Path) -> str:
+    """`--history`: the written JSON into the results history.  Whatever happens there is one line: the
+    session's verdict, exit code and JSON are its own (a database down never fails a benchmark)."""
+    try:
+        from gsm8k_bench.reporting.history import ingest
+    except ImportError as exc:  # the `history` extra is not installed
+        return (f"warning: history: {result_file} was not stored: {exc}; install the history extra "
+                "(pip install -e '.[history]') or run: nox -s history -- ingest " + str(result_file))
+    try:
+        return ingest.ingest_result(result_file)
+    except BenchError as exc:
+        return f"warning: history: {exc}"
 
 
 def promote_runs(matrix: Matrix, argv: list[str], log: Callable[[str], None] = print) -> list[Path]:

@@ -42,6 +42,7 @@ class SessionOptions:
     gpus: str | None = None
     gate_concurrency: int | None = None
     gate_family: int = 1  # sessions judged together: the paired gate's level is (1 - confidence) / this
+    history: bool = False  # store the JSON in the results history once written (docs/history.md)
 
 
 N = TypeVar("N", int, float)
@@ -118,6 +119,10 @@ def build_parser(session: str) -> argparse.ArgumentParser:
                              "beside matrix.yaml)")
     parser.add_argument("--gpus", help="GPU indices to run on, e.g. 0,1 or 4-7; their count must be tp "
                         "(default: Slurm's allocation, else CUDA/ROCR_VISIBLE_DEVICES, else the first tp)")
+    parser.add_argument("--history", action="store_true",
+                        help="once the JSON is written, store it in the results history ($GSM8K_HISTORY_URL, "
+                        "else the SQLite file in the cache); a failed store is a warning and leaves the "
+                        "session's result and exit code as they are (docs/history.md)")
     return parser
 
 

@@ -12,18 +12,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import itertools
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from gsm8k_bench.core import folder_reader
-from gsm8k_bench.reporting.history import records
+from gsm8k_bench.reporting.history import records, store
 from gsm8k_bench.reporting.history.schema import metrics, outcomes, runs
 from gsm8k_bench.reporting.history.store import HistoryError
+from gsm8k_bench.serving import procs
+
+# Below this many files, reading them here is quicker than starting workers; more than this many workers
+# only queue for the store.
+PARALLEL_FROM = 8
+MAX_READERS = 4
 
 
 @dataclass
@@ -86,20 +97,48 @@ def store_run(engine: Engine, rows: records.RunRows) -> bool:
     return True
 
 
+def checked_rows(path: Path, workflow_run_id: str | None) -> records.RunRows | records.MalformedRun:
+    """The file read, checked through the session JSON's model and made rows, or why it cannot be."""
+    try:
+        return records.rows_of(path, records.read(path), workflow_run_id=workflow_run_id)
+    except records.MalformedRun as exc:
+        return exc
+
+
+def checked_in_order(files: Sequence[Path], workflow_run_id: str | None
+                     ) -> Iterator[records.RunRows | records.MalformedRun]:
+    """checked_rows of each file, in order.  Many files are read by worker processes (one per core, at
+    most a few files ahead of the store) while this process stores: reading and checking a session JSON
+    costs about as much CPU as storing it.  The workers die with this process (a killed ingest leaves none)."""
+    workers = min(len(files), os.cpu_count() or 1, MAX_READERS)
+    if workers < 2 or len(files) < PARALLEL_FROM:
+        yield from (checked_rows(path, workflow_run_id) for path in files)
+        return
+    ahead: deque[Future[records.RunRows | records.MalformedRun]] = deque()
+    pending = iter(files)
+    context = multiprocessing.get_context("fork")  # workers start at once, from what is imported already
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=procs.die_with_parent(os.getpid())) as pool:
+        for path in itertools.islice(pending, 2 * workers):
+            ahead.append(pool.submit(checked_rows, path, workflow_run_id))
+        while ahead:
+            result = ahead.popleft().result()
+            for path in itertools.islice(pending, 1):
+                ahead.append(pool.submit(checked_rows, path, workflow_run_id))
+            yield result
+
+
 def ingest(engine: Engine, paths: Iterable[Path], log: Callable[[str], None] = print,
            workflow_run_id: str | None = None) -> Ingested:
     """Ingest every session JSON under `paths`, one run at a time."""
     done = Ingested()
-    for path, named in candidate_files(paths):
-        try:
-            document = records.read(path)
-            rows = records.rows_of(path, document, workflow_run_id=workflow_run_id)
-        except records.MalformedRun as exc:
-            if not named and exc.key == "schema":
+    files = list(candidate_files(paths))
+    for (path, named), rows in zip(files, checked_in_order([f for f, _ in files], workflow_run_id), strict=True):
+        if isinstance(rows, records.MalformedRun):
+            if not named and rows.key == "schema":
                 done.not_sessions.append(path)  # another JSON beside the results, as the report skips them
                 continue
-            done.refused.append(exc)
-            log(f"refused {exc}")
+            done.refused.append(rows)
+            log(f"refused {rows}")
             continue
         if store_run(engine, rows):
             done.stored.append(rows.key)
@@ -108,3 +147,24 @@ def ingest(engine: Engine, paths: Iterable[Path], log: Callable[[str], None] = p
             done.already.append(rows.key)
             log(f"already stored {rows.run['session']} ({path})")
     return done
+
+
+def ingest_result(path: Path, url: str | None = None) -> str:
+    """A session's own JSON into the configured history (`--history`): the line saying where it went, or a
+    HistoryError saying why not (the password hidden) and how to catch up later."""
+    engine: Engine | None = None
+    where = "the history"
+    try:
+        engine = store.open_store(url)
+        where = f"the history {store.shown(engine.url)}"
+        rows = records.rows_of(path, records.read(path))
+        return (f"history: stored {path} in {where}" if store_run(engine, rows)
+                else f"history: {path} was already stored in {where}")
+    except (HistoryError, records.MalformedRun, SQLAlchemyError, OSError) as exc:
+        orig = getattr(exc, "orig", None)  # the driver's own error, under SQLAlchemy's
+        reason = str(orig).strip().splitlines()[0] if orig else str(exc)
+        raise HistoryError(f"{path} was not stored in {where}: {reason}; the session's result stands; "
+                           f"store it later with: nox -s history -- ingest {path}") from None
+    finally:
+        if engine is not None:
+            engine.dispose()

@@ -117,15 +117,15 @@ def noise(connection: Connection, settings: gate.GateSettings, keywords: str | N
         words = [run.session, *(w for w in (run.model, run.runner, run.framework, run.precision) if w)]
         if healthy(run) and (not keywords or keyword_match(keywords, words)):
             by_session[run.session].append(run)
+    candidates = [(earlier, later) for session_runs in by_session.values()
+                  for earlier, later in itertools.pairwise(session_runs) if same_provenance(earlier, later)]
     by_stack: dict[tuple[str, str, str], list[PairFlips]] = defaultdict(list)
     sessions: dict[tuple[str, str, str], set[str]] = defaultdict(set)
-    for session_runs in by_session.values():
-        for earlier, later in itertools.pairwise(session_runs):
-            if same_provenance(earlier, later):
-                common, flipped = queries.strict_flips(connection, earlier, later)
-                if common:
-                    by_stack[later.stack].append(PairFlips(earlier, later, common, flipped))
-                    sessions[later.stack].add(later.session)
+    for (earlier, later), (common, flipped) in zip(candidates, queries.strict_flips(connection, candidates),
+                                                   strict=True):
+        if common:
+            by_stack[later.stack].append(PairFlips(earlier, later, common, flipped))
+            sessions[later.stack].add(later.session)
     z = paired_stats.z_one_sided(settings.confidence)
     found = []
     for stack, pairs in sorted(by_stack.items()):

@@ -4,9 +4,10 @@ per-question outcomes.  Every question the history answers starts here."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Integer, and_, cast, func, select
+from sqlalchemy import Column, Connection, Integer, MetaData, Table, and_, cast, func, insert, select
 from sqlalchemy.sql import ColumnElement
 
 from gsm8k_bench.reporting.history.schema import metrics, outcomes, runs
@@ -102,12 +103,28 @@ def run_outcomes(connection: Connection, run: StoredRun) -> dict[str, dict[str, 
     return by_metric
 
 
-def strict_flips(connection: Connection, earlier: StoredRun, later: StoredRun) -> tuple[int, int]:
-    """(questions both answered, questions whose strict outcome differs), counted by the database."""
-    a, b = outcomes.alias("a"), outcomes.alias("b")
-    query = (select(func.count(), func.sum(cast(a.c.strict != b.c.strict, Integer)))
-             .select_from(a.join(b, and_(a.c.doc_id == b.c.doc_id, a.c.question_hash == b.c.question_hash)))
-             .where(a.c.run == earlier.id, a.c.concurrency == earlier.gate_concurrency,
-                    b.c.run == later.id, b.c.concurrency == later.gate_concurrency))
-    common, flipped = connection.execute(query).one()
-    return int(common), int(flipped or 0)
+def strict_flips(connection: Connection, pairs: Sequence[tuple[StoredRun, StoredRun]]) -> list[tuple[int, int]]:
+    """Per pair of runs (earlier, later), at each one's gating level: (questions both answered, questions
+    whose strict outcome differs).  One query for them all: the pairs go into a temporary table of this
+    connection, joined to both runs' outcomes and counted per pair by the database."""
+    if not pairs:
+        return []
+    pair_table = Table("flip_pairs", MetaData(), Column("pair", Integer, primary_key=True),
+                       Column("a_run", Integer), Column("a_level", Integer),
+                       Column("b_run", Integer), Column("b_level", Integer), prefixes=["TEMPORARY"])
+    pair_table.create(connection)
+    try:
+        connection.execute(insert(pair_table), [
+            {"pair": index, "a_run": a.id, "a_level": a.gate_concurrency, "b_run": b.id, "b_level": b.gate_concurrency}
+            for index, (a, b) in enumerate(pairs)])
+        a, b = outcomes.alias("a"), outcomes.alias("b")
+        query = (select(pair_table.c.pair, func.count(), func.sum(cast(a.c.strict != b.c.strict, Integer)))
+                 .select_from(pair_table
+                              .join(a, and_(a.c.run == pair_table.c.a_run, a.c.concurrency == pair_table.c.a_level))
+                              .join(b, and_(b.c.run == pair_table.c.b_run, b.c.concurrency == pair_table.c.b_level,
+                                            b.c.doc_id == a.c.doc_id, b.c.question_hash == a.c.question_hash)))
+                 .group_by(pair_table.c.pair))
+        counted = {pair: (int(common), int(flipped or 0)) for pair, common, flipped in connection.execute(query)}
+    finally:
+        pair_table.drop(connection)
+    return [counted.get(index, (0, 0)) for index in range(len(pairs))]

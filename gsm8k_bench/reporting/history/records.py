@@ -23,8 +23,11 @@ class MalformedRun(ValueError):
     """A file that is not a storable session JSON: `path: key: what is wrong`."""
 
     def __init__(self, path: Path, key: str, problem: str) -> None:
-        self.path, self.key = path, key
+        self.path, self.key, self.problem = path, key, problem
         super().__init__(f"{path}: {key}: {problem}")
+
+    def __reduce__(self) -> tuple[type[MalformedRun], tuple[Path, str, str]]:  # back from an ingest worker
+        return MalformedRun, (self.path, self.key, self.problem)
 
 
 @dataclass(frozen=True)

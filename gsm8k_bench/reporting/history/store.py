@@ -88,7 +88,12 @@ def create(url: str) -> Engine:
     parsed = parse_url(url)
     if parsed.drivername.startswith("sqlite"):
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(parsed.database).expanduser().parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise HistoryError(f"cannot open the history database {shown(parsed)}: cannot create its folder "
+                                   f"{folder}: {exc.strerror or exc}") from None
         engine = create_engine(parsed, connect_args={"timeout": SQLITE_WAIT_S})
         _sqlite_setup(engine)
         return engine

@@ -36,13 +36,18 @@ def trend(connection: Connection, session: str, settings: gate.GateSettings) -> 
         known = queries.sessions(connection)
         raise BenchError(f"no run of {session} in the history ({len(known)} sessions stored"
                          + (f", e.g. {', '.join(known[:3])})" if known else ")"))
+    return points(runs, settings)
+
+
+def points(runs: Sequence[queries.StoredRun], settings: gate.GateSettings) -> list[TrendPoint]:
+    """Each run (oldest first) with its bounds and what changed since the run before it."""
     z = paired_stats.z_one_sided(settings.confidence)
-    points = []
+    found = []
     for index, run in enumerate(runs):
         lower, upper = (paired_stats.wilson_interval(run.strict_match, run.n, z)
                         if run.strict_match is not None and run.n else (None, None))
-        points.append(TrendPoint(run, lower, upper, changes(runs[index - 1] if index else None, run)))
-    return points
+        found.append(TrendPoint(run, lower, upper, changes(runs[index - 1] if index else None, run)))
+    return found
 
 
 def _number(value: float | None) -> str:
