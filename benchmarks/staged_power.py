@@ -42,8 +42,9 @@ def staged(design: sequential.Design, alpha: float, lost: np.ndarray, gained: np
     for look in range(looks):
         discordant = lost[:, look] + gained[:, look]
         z = np.where(discordant > 0, (lost[:, look] - gained[:, look]) / np.sqrt(np.maximum(discordant, 1)), 0.0)
-        share = discordant / ends[look]
-        drift = np.floor(design.design_drop * np.sqrt(GSM8K_QUESTIONS / (share + design.design_drop)) * 4) / 4
+        drift = np.zeros(runs)
+        for count in np.unique(discordant[active]):  # the package's own estimate, per discordant count
+            drift[discordant == count] = design.drift(ends[-1], ends[look], int(count))
         nominal = np.empty(runs)
         futility = np.empty(runs)
         for value in np.unique(drift[active]):

@@ -4,9 +4,11 @@ published table and a Monte-Carlo simulation of the score process; and the decis
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import pytest
+from conftest import ROOT
 
 from gsm8k_bench.verdicts import paired_stats, sequential
 
@@ -123,3 +125,24 @@ def test_the_drift_follows_the_observed_discordant_share() -> None:
 def test_too_many_looks_for_the_questions_is_refused() -> None:
     with pytest.raises(ValueError, match="8 looks need more than 5 questions"):
         sequential.Design().stage_ends(5)
+
+
+def test_the_benchmarks_vectorised_design_decides_as_the_package_does() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import staged_power
+    from pairing_power import Tails
+
+    design, alpha = sequential.Design(), 0.05
+    ends = design.stage_ends(1319)
+    rng = np.random.default_rng(5)
+    for flip, drop in ((0.01, 0.0), (0.03, 0.02), (0.05, 0.03)):
+        lost, gained = staged_power.simulate(design, 0.8, flip, drop, 300, rng)
+        called, asked = staged_power.staged(design, alpha, lost, gained, ends, Tails(1319))
+        for run in range(300):
+            for look in range(len(ends)):
+                decision = sequential.decide(design, alpha, 1319, look + 1, int(lost[run, look]),
+                                             int(gained[run, look]))
+                if decision.decision != "continue":
+                    break
+            assert (bool(called[run]), int(asked[run])) == (decision.decision == "regression", decision.asked)
+        assert 0 < asked.mean() < 1319  # some runs stopped early, some did not
