@@ -156,7 +156,8 @@ def test_a_healthy_staged_run_stops_early_and_passes(tmp_path, reference_dir):
 def test_a_degraded_staged_run_stops_early_and_fails_naming_the_lost_questions(tmp_path, reference_dir):
     wrong = sorted(ORDER[::2])  # every other question of the order: 25 lost by look 1, p 3e-8 <= its 0.0001
     out, doc, asked = run_session(tmp_path, "degraded", wrong, "--references", str(reference_dir))
-    assert out.returncode != 0 and doc["status"] == "failed" and doc["gate"]["verdict"] == "regression"
+    assert out.returncode != 0 and doc["status"] == "failed", out.stdout[-3000:] + out.stderr[-3000:]
+    assert doc["gate"]["verdict"] == "regression", doc["error"]
     assert looks_of(doc) == [(50, 25, 0, "regression")] and doc["staged"]["stopped_early"] is True
     asked_first(asked, 50)
     lost = sorted(ORDER[:STAGE:2])
@@ -176,5 +177,18 @@ def test_a_borderline_staged_run_runs_to_the_end(tmp_path, reference_dir):
     assert looks_of(doc) == [(50, 1, 0, "continue"), (100, 2, 0, "continue"), (150, 3, 0, "continue"),
                              (200, 4, 0, "no_regression")]
     assert doc["staged"]["stopped_early"] is False and doc["gate"]["verdict"] == "pass"
+    assert "staged: look 4 of 4 decided no_regression after 200 of 200 questions" in doc["gate"]["reason"]
     asked_first(asked, QUESTIONS)
     assert len(doc["samples"]) == QUESTIONS and doc["metrics"]["strict_match"] == (QUESTIONS - 4) / QUESTIONS
+
+
+@pytest.mark.integration
+def test_full_asks_every_question_with_a_reference(tmp_path, reference_dir):
+    """--full: the unstaged path (no stage folder for lm-eval), judged by the fixed paired test."""
+    wrong = [ORDER[0]]
+    out, doc, asked = run_session(tmp_path, "full", wrong, "--references", str(reference_dir), "--full")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "staged" not in doc and len(asked) == QUESTIONS and len(doc["samples"]) == QUESTIONS
+    assert doc["gate"]["verdict"] == "pass" and doc["gate"]["checks"][0]["lost_doc_ids"] == wrong
+    assert "every question is asked: --full" in out.stdout + out.stderr
+    assert not (Path(doc["artifacts"]["work_dir"]) / staging.STAGE_DIR).exists()

@@ -363,7 +363,8 @@ def run_session(plan: Plan, log: Callable[[str], None] = print) -> dict[str, Any
                 verdict = gate.with_staged_decision(
                     verdict, last_look.decision == "regression",
                     f"staged: look {last_look.look} of {len(staging.ends)} decided {last_look.decision} after "
-                    f"{last_look.asked} of {staging.questions} questions")
+                    f"{last_look.asked} of {staging.questions} questions (one-sided McNemar p {last_look.p:.4g}; "
+                    f"its boundaries: regression at p <= {last_look.nominal:.4g}), which decides the verdict")
             result.gate = GateVerdict.model_validate(verdict)
             if result.gate.verdict in ("regression", "not_comparable"):
                 raise GateFailed(gate.describe_failure(result.gate.document()))
