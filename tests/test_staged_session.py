@@ -18,14 +18,16 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, SHARED_GSM8K, require
 from test_faults import FAKE_SESSION, fake_argv, fake_env, nothing_left, read_json
-from test_paired_gate import session_doc
+from test_paired_gate import against, reference_of, session_doc
 
 from gsm8k_bench.core.errors import BenchError
 from gsm8k_bench.core.session_result import SessionResult
 from gsm8k_bench.evaluation import harness
 from gsm8k_bench.serving import venvs
 from gsm8k_bench.session import staging
-from gsm8k_bench.verdicts import gate, promote, references
+from gsm8k_bench.session.options import parse_session_args
+from gsm8k_bench.session.plan import host_facts, plan_session
+from gsm8k_bench.verdicts import gate, levels, promote, references
 
 QUESTIONS, LOOKS = 200, 4
 ORDER = staging.question_order(QUESTIONS)
@@ -35,6 +37,26 @@ STAGE = QUESTIONS // LOOKS
 def test_the_order_is_seeded_and_each_question_once():
     assert staging.question_order(QUESTIONS) == ORDER and sorted(ORDER) == list(range(QUESTIONS))
     assert ORDER[:STAGE] != list(range(STAGE))  # a random sample, not the first 50
+
+
+def test_a_session_stages_only_with_a_reference_one_level_and_enough_questions(matrix, tmp_path):
+    """Everything else is asked whole, as before: the reason is what the console says."""
+    combo = matrix.get("gsm8k-smollm2-135m-cpu-vllm-fp16-tp1")
+    reference = reference_of([True] * 20, tmp_path)
+
+    def why(*args: str, with_reference: bool = True) -> str:
+        options = parse_session_args(combo.name, ["--results-dir", str(tmp_path), *args])
+        plan = plan_session(combo, options, matrix.defaults, host_facts(combo, options, {}),
+                            baselines=against(reference if with_reference else None))
+        return staging.why_not_staged(plan, len(levels.level_plans(plan)))
+
+    assert why("--limit", "200", "--looks", "4") == "" and why("--limit", "160") == ""  # 8 looks of 20
+    assert why("--limit", "200", "--looks", "4", with_reference=False) == "no per-question reference to pair with"
+    assert why("--limit", "200", "--full") == "--full"
+    assert why("--limit", "200", "--looks", "4", "--concurrency", "1,8") == (
+        "several concurrency levels compare full runs")
+    assert why("--limit", "16") == "16 questions are too few for 8 stages of at least 20 (--looks)"
+    assert why("--limit", "79", "--looks", "4") == "79 questions are too few for 4 stages of at least 20 (--looks)"
 
 
 def test_unasked_questions_are_dropped_and_the_metrics_count_the_asked(tmp_path):

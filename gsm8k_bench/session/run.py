@@ -303,6 +303,7 @@ def run_session(plan: Plan, log: Callable[[str], None] = print) -> dict[str, Any
     config, environment, artifacts = result.config, result.environment, result.artifacts
     assert config and environment and artifacts  # set just above
     phase = "setup"
+    staging: Staging | None = None
     with procs.interrupts_unwind_once(), ExitStack() as cleanup:
         try:
             ported = _prepare(plan, timings, say, cleanup)
@@ -348,7 +349,6 @@ def run_session(plan: Plan, log: Callable[[str], None] = print) -> dict[str, Any
                 environment.lm_eval = scored.lm_eval_version
                 artifacts.lm_eval_results, artifacts.lm_eval_samples, artifacts.lm_eval_log = scored.files
                 if staging is not None:
-                    result.staged = StagedRecord.model_validate(staging.record())
                     staging.check_final(scored.output.samples)
                 scored.check()
                 if len(runs) > 1:
@@ -384,6 +384,8 @@ def run_session(plan: Plan, log: Callable[[str], None] = print) -> dict[str, Any
                                        log_tail=traceback.format_exc())
             raise
         finally:
+            if staging is not None and staging.looks:  # every look taken, also when the run failed after it
+                result.staged = StagedRecord.model_validate(staging.record())
             timings.total_s = round(time.monotonic() - started, 3)
             environment.ended_at = utc_now()
             _mask_work_dir(masker, plan.work_dir, say)  # server.log, lm-eval.log and lm-eval's outputs are uploaded
