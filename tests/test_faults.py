@@ -571,7 +571,7 @@ def test_numeric_flags_are_all_checked():
     numeric = {a.dest for a in build_parser("s")._actions if getattr(a.type, "__name__", "") in NUMERIC_PARSERS}
     assert numeric == {"limit", "num_fewshot", "concurrency", "gate_concurrency", "gate_family", "start_timeout_s",
                        "request_timeout_s", "eval_timeout_s", "max_gen_toks", "progress_interval_s",
-                       "stall_timeout_s"}
+                       "stall_timeout_s", "looks"}
 
 
 def test_nan_timeout_from_the_command_line_is_a_usage_error_not_a_traceback(tmp_path):

@@ -500,6 +500,44 @@ class PackRecord(Part):
     log: str | None = Field(default=None, description="The session's nox log.")
 
 
+class StagedDesign(Part):
+    """A staged run's design (verdicts/sequential.py Design, at the gate's level)."""
+
+    looks: int = Field(description="Looks (stages) planned.")
+    fractions: list[Number] = Field(description="Share of the questions asked at each look.")
+    design_drop: Number = Field(description="The drop (accuracy, e.g. 0.02) the futility boundary protects against.")
+    beta: Number = Field(description="The beta spent on futility over the run.")
+    level: Number = Field(description="The one-sided level spent on efficacy: the gate's per-session level.")
+    stage_ends: list[int] = Field(description="Questions asked by each look.")
+
+
+class StagedLook(Part):
+    """One look of a staged run: the paired counts so far, the boundaries and the decision."""
+
+    look: int = Field(description="1-based.")
+    asked: int = Field(description="Questions asked so far.")
+    lost: int = Field(description="Right in the reference, wrong now (gating metric).")
+    gained: int = Field(description="Wrong in the reference, right now.")
+    z: Number = Field(description="McNemar z of a drop, (lost - gained) / sqrt(lost + gained).")
+    p: Number = Field(description="One-sided exact McNemar p of a drop.")
+    efficacy: Number = Field(description="The efficacy (regression) boundary on z.")
+    nominal: Number = Field(description="The p at or below which this look calls a regression.")
+    futility: Number | None = Field(description="The futility boundary on z (stop, pass below it); null: none.")
+    drift: Number = Field(description="The expected full-run z at the design drop the boundaries were computed for.")
+    decision: Literal["regression", "no_regression", "continue"] = Field(description="What this look decided.")
+
+
+class StagedRecord(Part):
+    """A staged run (a session with a per-question reference and without --full)."""
+
+    seed: int = Field(description="Seed of the question order (staging.question_order).")
+    method: str = Field(description="The group-sequential test, named.")
+    questions: int = Field(description="Questions in the staged set (the first --limit N, else the test split).")
+    design: StagedDesign = Field(description="The design.")
+    looks: list[StagedLook] = Field(description="Every look taken, in order; the last one's decision is the verdict's.")
+    stopped_early: bool = Field(description="Fewer questions asked than the set holds: `nox -s promote` refuses it.")
+
+
 class SessionResult(Part):
     """`results/<session>.json`: one session's outcome, written whatever happened."""
 
@@ -518,6 +556,7 @@ class SessionResult(Part):
     environment: Environment | None = Field(default=None, description="Versions, host, commit, start and end.")
     artifacts: Artifacts | None = Field(default=None, description="Where the logs and lm-eval's files are.")
     concurrency: ConcurrencyBlock | None = Field(default=None, description="Only with several concurrency levels.")
+    staged: StagedRecord | None = Field(default=None, description="Only for a staged run: its design and looks.")
     slurm: dict[str, Any] | None = Field(
         default=None, description="Slurm runs: sacct's record of the job, its log, partition.")
     pack: PackRecord | None = Field(default=None, description="`nox -s pack` runs: the GPUs and the log.")

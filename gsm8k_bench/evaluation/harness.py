@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import subprocess
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -291,6 +292,19 @@ def outcome_counts(samples: list[dict[str, Any]]) -> dict[str, int] | None:
     return {label: labels.count(label) for label in OUTCOMES}
 
 
+def asked_metrics(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """lm-eval's metrics (the mean of exact_match, its standard error with n - 1) over the questions a
+    staged run asked: lm-eval's own results also count the questions it never sent, as wrong."""
+    n = len(samples)
+    found: dict[str, Any] = {"n": n}
+    for prefix, metric in (("strict", "strict_match"), ("flexible", "flexible_extract")):
+        right = [float(s.get(f"{prefix}_correct", False)) for s in samples]
+        mean = sum(right) / n if n else 0.0
+        variance = sum((x - mean) ** 2 for x in right) / (n - 1) if n > 1 else 0.0
+        found[metric], found[f"{metric}_stderr"] = mean, math.sqrt(variance / n) if n else 0.0
+    return found
+
+
 def parse_outputs(output_dir: Path, task: str) -> EvalOutput:
     results_file = _newest(output_dir, "results_*.json")
     samples_file = _newest(output_dir, f"samples_{task}_*.jsonl")
@@ -340,6 +354,10 @@ def parse_outputs(output_dir: Path, task: str) -> EvalOutput:
     if len(samples) != metrics["n"]:
         raise EvalError(f"{samples_file}: {len(samples)} question(s), but {results_file.name} scored {metrics['n']}: "
                         "lm-eval's output is cut short (a full disk?)")
+    asked = [sample for sample in samples if not sample.pop("answer_not_asked", False)]
+    if len(asked) < len(samples):  # a staged run that stopped early: lm-eval scored the rest as ""
+        samples = asked
+        metrics.update(asked_metrics(samples))
     for sample in samples:
         sample["outcome"] = outcome(sample)
     metrics.update(answer_counts(samples))

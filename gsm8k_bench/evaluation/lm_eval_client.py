@@ -69,9 +69,15 @@ class SendsOnGo(_ApiModel):
     go_file: str | None = None  # set by the driver from --start-when
     answered_file: str | None = None  # set by the driver from --answered-file
 
+    stage_dir: str | None = None  # set by the driver from --stages: ask in stages (StagedSending)
+
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
         self.wait_for_go()
-        answers = super().generate_until(requests, disable_tqdm=disable_tqdm)
+        if self.stage_dir:
+            answers = staged(self.stage_dir, requests,
+                             lambda part: super(SendsOnGo, self).generate_until(part, disable_tqdm=disable_tqdm))
+        else:
+            answers = super().generate_until(requests, disable_tqdm=disable_tqdm)
         if self.answered_file:
             open(self.answered_file, "w").close()
         return answers
@@ -97,6 +103,7 @@ class Answer(_Stop, total=False):
     """Where the scored text came from and why generation stopped (a sample's `answer`)."""
 
     error: str  # why the request failed after its last retry (its answer is then "")
+    not_asked: bool  # a staged run stopped before this request was sent (its answer is then "")
 
 
 # Per request, keyed by its prompt (None: a response parsed outside any payload's context).
@@ -249,11 +256,85 @@ class ChatCompletions(SendsOnGo, ReasoningAnswers, LocalChatCompletion):  # type
 BY_STOCK_MODEL = {"local-completions": COMPLETIONS, "local-chat-completions": CHAT_COMPLETIONS}
 
 
+def request_key(prompt: Any) -> str:
+    """A request's context (a completion's text, or a chat as lm-eval's JsonChatStr) -> its ANSWERS key."""
+    return prompt_key(json.loads(prompt.prompt) if isinstance(prompt, JsonChatStr) else prompt)
+
+
 def annotate(samples: list[dict[str, Any]]) -> None:
     """Add `answer` (source field, finish reason, tokens, the error of a failed request) to lm-eval's
     in-memory samples before saving."""
     for sample in samples:
-        prompt = sample["arguments"][0][0]
-        found = ANSWERS.get(prompt_key(json.loads(prompt.prompt) if isinstance(prompt, JsonChatStr) else prompt))
+        found = ANSWERS.get(request_key(sample["arguments"][0][0]))
         if found:
             sample["answer"] = found
+
+
+# --------------------------------------------------------------------------- staged sending
+# The session writes STAGES_FILE into the stage dir: {"order": [doc_id, ...], "ends": [asked at look 1, ...]}.
+# After each stage the client writes look-<k>.json (each asked question's doc_id, question, target and
+# lm-eval's own strict/flexible scores of its answer) and waits for decision-<k> ("continue" or "stop").
+STAGES_FILE = "stages.json"
+CONTINUE, STOP = "continue", "stop"
+# The task objects lm-eval built (name -> Task), recorded by the driver: a look is scored by their filters.
+TASKS: dict[str, Any] = {}
+
+
+def staged(stage_dir: str, requests: list[Any], send: Any) -> list[str]:
+    """Send `requests` a stage at a time in the session's order; after a "stop" the rest are not sent:
+    each answers "" and is recorded as not_asked.  The answers, in `requests`' order."""
+    with open(os.path.join(stage_dir, STAGES_FILE), encoding="utf-8") as handle:
+        plan = json.load(handle)
+    by_doc = {request.doc_id: index for index, request in enumerate(requests)}
+    order = [by_doc[doc_id] for doc_id in plan["order"]]
+    if sorted(order) != list(range(len(requests))):
+        raise RuntimeError(f"{STAGES_FILE}: the order must name each of the {len(requests)} requests' doc_ids once")
+    answers: list[str | None] = [None] * len(requests)
+    start = 0
+    for look, end in enumerate(plan["ends"], 1):
+        part = [requests[i] for i in order[start:end]]
+        for index, answer in zip(order[start:end], send(part), strict=True):
+            answers[index] = answer
+        _write_json(os.path.join(stage_dir, f"look-{look}.json"), scored(part, answers, by_doc))
+        start = end
+        if wait_for_decision(os.path.join(stage_dir, f"decision-{look}")) == STOP:
+            break
+    for index in order[start:]:
+        ANSWERS[request_key(requests[index].arguments[0])] = {
+            "source": "none", "finish_reason": None, "completion_tokens": None, "not_asked": True}
+    return [answer if answer is not None else "" for answer in answers]
+
+
+def scored(part: list[Any], answers: list[str | None], by_doc: dict[int, int]) -> list[dict[str, Any]]:
+    """The stage's questions scored by the task's own filter ensembles and metric, as lm-eval scores them
+    after the run (on copies: lm-eval's own instances get their answers from its evaluator)."""
+    from dataclasses import replace
+
+    task = TASKS[part[0].task_name]
+    copies = [replace(r, resps=[answers[by_doc[r.doc_id]] or ""], filtered_resps={}) for r in part]
+    for ensemble in task._filters:
+        ensemble.apply(copies)
+    rows = []
+    for copy in copies:
+        row = {"doc_id": copy.doc_id, "question": copy.doc.get("question"), "target": str(task.doc_to_target(copy.doc))}
+        for name, field in (("strict-match", "strict_correct"), ("flexible-extract", "flexible_correct")):
+            row[field] = bool(task.process_results(copy.doc, [copy.filtered_resps[name]])["exact_match"])
+        rows.append(row)
+    return rows
+
+
+def _write_json(path: str, document: Any) -> None:
+    """Whole or not at all: the session reads the file the moment it exists."""
+    with open(path + ".tmp", "w", encoding="utf-8") as handle:
+        json.dump(document, handle)
+    os.replace(path + ".tmp", path)
+
+
+def wait_for_decision(path: str) -> str:
+    while not os.path.exists(path):
+        time.sleep(GO_POLL_S)
+    with open(path, encoding="utf-8") as handle:
+        decision = handle.read().strip()
+    if decision not in (CONTINUE, STOP):
+        raise RuntimeError(f"{path}: {decision!r}; allowed values are {CONTINUE}, {STOP}")
+    return decision

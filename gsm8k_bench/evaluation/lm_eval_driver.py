@@ -7,10 +7,11 @@ saves results and samples with the same EvaluationTracker, so outputs and scores
 (lm_eval_client.py: the same requests, payloads and parsing).  It can be started early: with
 --start-when FILE, lm-eval imports, builds the client, loads the dataset and builds every request while
 the server loads, and sends the first one once FILE exists; with --answered-file FILE it creates FILE
-once every answer is in (the server may go then: what is left is lm-eval's scoring and writing).  The
+once every answer is in (the server may go then: what is left is lm-eval's scoring and writing); with
+--stages DIR it asks in the session's stages (lm_eval_client.staged).  The
 chat client also scores a reasoning model's reasoning field when `content` is empty, and each sample
 records where its scored text came from.
-Flags are lm_eval's (but those two): swap `python lm_eval_driver.py` for `python -m lm_eval run`
+Flags are lm_eval's (but those three): swap `python lm_eval_driver.py` for `python -m lm_eval run`
 to reproduce a run by hand with the stock model.
 Standalone on purpose: the lm-eval environment does not have this project installed, so the client
 module is loaded from beside this file.
@@ -37,6 +38,22 @@ def load_client() -> ModuleType:
     return module
 
 
+def record_tasks(into: dict[str, object]) -> None:
+    """Record the Task objects simple_evaluate hands to lm-eval's `evaluate` (name -> Task): a staged
+    client scores each stage with their filters and metric.  The same call, its argument only looked at."""
+    from lm_eval import evaluator
+
+    evaluate = evaluator.evaluate
+
+    def recording(*args: object, task_dict: dict[str, object], **kwargs: object) -> object:
+        tasks = task_dict.get("tasks", task_dict)
+        assert isinstance(tasks, dict)
+        into.update({name: task for name, task in tasks.items() if hasattr(task, "process_results")})
+        return evaluate(*args, task_dict=task_dict, **kwargs)
+
+    evaluator.evaluate = recording
+
+
 def main() -> None:
     # Flags not given stay out of the namespace, as in `lm_eval run`, so lm-eval's defaults apply.
     parser = argparse.ArgumentParser(prog="lm_eval_driver", argument_default=argparse.SUPPRESS)
@@ -53,6 +70,8 @@ def main() -> None:
     parser.add_argument("--gen_kwargs", type=json.loads, help="a JSON object, sent with every request")
     parser.add_argument("--start-when", help="send the first request once this file exists")
     parser.add_argument("--answered-file", help="create this file once every request is answered")
+    parser.add_argument("--stages", help="ask in the stages this folder's stages.json gives, scoring each "
+                        "and waiting for the session's decision (lm_eval_client.staged)")
     args = parser.parse_args()
 
     from lm_eval import simple_evaluate
@@ -66,6 +85,9 @@ def main() -> None:
         parser.error(f"--model {args.model!r}: allowed values are {', '.join(sorted(client.BY_STOCK_MODEL))}")
     client.SendsOnGo.go_file = vars(args).pop("start_when", None)
     client.SendsOnGo.answered_file = vars(args).pop("answered_file", None)
+    client.SendsOnGo.stage_dir = vars(args).pop("stages", None)
+    if client.SendsOnGo.stage_dir:
+        record_tasks(client.TASKS)
     # lm-eval's own reading of its flags (model_args as a dict, defaults, metadata), as `lm_eval run` does.
     cfg = EvaluatorConfig.from_cli(args)
 

@@ -17,6 +17,7 @@ PULL_POLICIES = ("never", "missing", "always")
 PROGRESS_INTERVAL_S = 30.0
 # A GPU server generates tokens every few milliseconds while requests run; minutes without one is a hang.
 STALL_TIMEOUT_S = 300.0
+DEFAULT_LOOKS = 8  # sequential.Design's default: the design benchmarks/staged_power.py measures
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ class SessionOptions:
     gate_concurrency: int | None = None
     gate_family: int = 1  # sessions judged together: the paired gate's level is (1 - confidence) / this
     history: bool = False  # store the JSON in the results history once written (docs/history.md)
+    full: bool = False  # ask every question even with a reference (no staged stop)
+    looks: int = DEFAULT_LOOKS  # a staged run's looks (stages)
 
 
 N = TypeVar("N", int, float)
@@ -123,6 +126,13 @@ def build_parser(session: str) -> argparse.ArgumentParser:
                         help="once the JSON is written, store it in the results history ($GSM8K_HISTORY_URL, "
                         "else the SQLite file in the cache); a failed store is a warning and leaves the "
                         "session's result and exit code as they are (docs/history.md)")
+    parser.add_argument("--full", action="store_true",
+                        help="ask every question even with a per-question reference (default: with one, ask in "
+                        "stages and stop once the paired test decides; a run to promote must be --full)")
+    parser.add_argument("--looks", type=_at_least(int, 2), default=DEFAULT_LOOKS,
+                        help=f"stages of a staged run, equal shares of the questions (default {DEFAULT_LOOKS}); "
+                        "with --limit N the first N questions are staged, in the seeded order; a set of fewer "
+                        "than 20 questions per stage is asked whole")
     return parser
 
 

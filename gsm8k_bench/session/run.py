@@ -31,6 +31,7 @@ from gsm8k_bench.core.session_result import (
     ServerMetrics,
     ServerRecord,
     SessionResult,
+    StagedRecord,
     Timings,
     utc_now,
 )
@@ -38,7 +39,9 @@ from gsm8k_bench.evaluation import fingerprint, harness, progress, server_metric
 from gsm8k_bench.serving import gpus, models, procs, venvs
 from gsm8k_bench.serving.launchers import Server, reserve_port, wait_ready
 from gsm8k_bench.session import provenance
+from gsm8k_bench.session import staging as staging_module
 from gsm8k_bench.session.plan import HOST, Plan
+from gsm8k_bench.session.staging import Staging
 from gsm8k_bench.verdicts import gate, levels
 
 EVAL_POLL_S = 0.5  # how often the server is checked while lm-eval runs
@@ -64,14 +67,20 @@ def timed(timings: Timings, phase: str) -> Iterator[None]:
 
 
 @contextmanager
-def _evaluator(plan: Plan) -> Iterator[subprocess.Popen[bytes]]:
+def _evaluator(plan: Plan, staging: Staging | None = None) -> Iterator[subprocess.Popen[bytes]]:
     """lm-eval, started while the server loads: by the time the server is ready it has imported, built
     its client, loaded the dataset and built every request; it sends nothing until the go file exists,
-    and creates the answered file once every answer is in.  Always stopped."""
+    and creates the answered file once every answer is in.  Staged: it asks in `staging`'s stages.
+    Always stopped."""
     markers = (plan.work_dir / GO_FILE, plan.work_dir / ANSWERED_FILE)
     for marker in markers:
         marker.unlink(missing_ok=True)
-    proc = procs.start([*plan.lm_eval_argv, "--start-when", str(markers[0]), "--answered-file", str(markers[1])],
+    staged = []
+    if staging is not None:
+        staging.write_plan()
+        staged = ["--stages", str(staging.directory)]
+    proc = procs.start([*plan.lm_eval_argv, "--start-when", str(markers[0]), "--answered-file", str(markers[1]),
+                        *staged],
                        plan.work_dir / "lm-eval.log", harness.lm_eval_environment(plan.dataset_dir, os.environ))
     try:
         yield proc
@@ -82,11 +91,12 @@ def _evaluator(plan: Plan) -> Iterator[subprocess.Popen[bytes]]:
 
 
 def _run_eval(plan: Plan, server: Server, evaluator: subprocess.Popen[bytes], before: server_metrics.Samples | None,
-              log: Callable[[str], None], last: bool) -> tuple[float, server_metrics.Samples | None]:
+              log: Callable[[str], None], last: bool,
+              staging: Staging | None) -> tuple[float, server_metrics.Samples | None]:
     """Let lm-eval go and watch the server until every answer is in: a dead or hung server ends the
-    evaluation.  Then read the server's counters and, after the `last` level, ask the server to stop
-    while lm-eval scores and writes (its shutdown overlaps that).  Seconds from the go to lm-eval's
-    exit, and the counters."""
+    evaluation; a staged run's looks are decided as they come.  Then read the server's counters and, after
+    the `last` level, ask the server to stop while lm-eval scores and writes (its shutdown overlaps that).
+    Seconds from the go to lm-eval's exit, and the counters."""
     eval_log, answered = plan.work_dir / "lm-eval.log", plan.work_dir / ANSWERED_FILE
     start = next_check = time.monotonic()
     (plan.work_dir / GO_FILE).touch()
@@ -101,6 +111,8 @@ def _run_eval(plan: Plan, server: Server, evaluator: subprocess.Popen[bytes], be
             if now - start > plan.options.eval_timeout_s:
                 raise EvalError(f"evaluation exceeded --eval-timeout {plan.options.eval_timeout_s:.0f} s",
                                 procs.tail(eval_log))
+            if staging is not None and not all_answered:
+                staging.poll(log)
             if not all_answered and answered.exists():
                 all_answered = True
                 after = server_metrics.scrape(plan.base_url)
@@ -128,14 +140,14 @@ def _run_eval(plan: Plan, server: Server, evaluator: subprocess.Popen[bytes], be
 
 
 def _eval_level(plan: Plan, server: Server, evaluator: subprocess.Popen[bytes] | None,
-                log: Callable[[str], None], last: bool) -> levels.LevelRun:
+                log: Callable[[str], None], last: bool, staging: Staging | None = None) -> levels.LevelRun:
     """One concurrency level: its lm-eval (started now unless already waiting), the server's /metrics
     around it."""
     with ExitStack() as stack:
         if evaluator is None:
             evaluator = stack.enter_context(_evaluator(plan))
         before = server_metrics.scrape(plan.base_url)
-        seconds, after = _run_eval(plan, server, evaluator, before, log, last)
+        seconds, after = _run_eval(plan, server, evaluator, before, log, last, staging)
         eval_s = round(seconds, 3)
     log(f"concurrency {plan.settings.concurrency}: evaluated in {eval_s:.1f} s")
     measured = ServerMetrics.model_validate(server_metrics.summarize(plan.combo.framework.name, before, after, eval_s))
@@ -291,6 +303,7 @@ def run_session(plan: Plan, log: Callable[[str], None] = print) -> dict[str, Any
     config, environment, artifacts = result.config, result.environment, result.artifacts
     assert config and environment and artifacts  # set just above
     phase = "setup"
+    staging: Staging | None = None
     with procs.interrupts_unwind_once(), ExitStack() as cleanup:
         try:
             ported = _prepare(plan, timings, say, cleanup)
@@ -302,8 +315,15 @@ def run_session(plan: Plan, log: Callable[[str], None] = print) -> dict[str, Any
             say(f"starting {plan.combo.framework.name} ({plan.launcher}): {shlex.join(plan.server_argv)}")
             level_plans = levels.level_plans(plan)
             gating_plan = next(p for p in level_plans if p.settings.concurrency == plan.settings.concurrency)
+            unstaged = staging_module.why_not_staged(plan, len(level_plans))
+            staging = None if unstaged else staging_module.Staging.of(gating_plan)
+            if staging is not None:
+                say(f"staged: {staging.questions} questions in {len(staging.ends)} stages, in a seeded order "
+                    f"(seed {staging_module.SEED}); --full asks every question")
+            elif plan.baselines.reference is not None:
+                say(f"every question is asked: {unstaged}")
             launched = time.monotonic()  # the server's start counts from here: its launch is part of it
-            with _launch(plan) as server, _evaluator(level_plans[0]) as evaluator:
+            with _launch(plan) as server, _evaluator(level_plans[0], staging) as evaluator:
                 artifacts.server_log = str(plan.work_dir / "server.log")
                 config.server = ServerRecord.model_validate(server.record())
                 wait_ready(server, plan.served_name, plan.start_timeout_s, say)
@@ -312,7 +332,8 @@ def run_session(plan: Plan, log: Callable[[str], None] = print) -> dict[str, Any
                     f"({', '.join(map(str, plan.concurrency_levels))} concurrent requests)")
                 phase = "evaluation"
                 runs = [_eval_level(level, server, evaluator if index == 0 else None, say,
-                                    last=index == len(level_plans) - 1) for index, level in enumerate(level_plans)]
+                                    last=index == len(level_plans) - 1, staging=staging)
+                        for index, level in enumerate(level_plans)]
                 server_log = server.log_tail(100000)
             gating = next(r for r in runs if r.concurrency == plan.settings.concurrency)
             timings.eval_s = round(sum(r.eval_s for r in runs), 3)
@@ -327,14 +348,24 @@ def run_session(plan: Plan, log: Callable[[str], None] = print) -> dict[str, Any
                     fingerprint.of_outputs(scored.output.samples_file, scored.output.results_file))
                 environment.lm_eval = scored.lm_eval_version
                 artifacts.lm_eval_results, artifacts.lm_eval_samples, artifacts.lm_eval_log = scored.files
+                if staging is not None:
+                    staging.check_final(scored.output.samples)
                 scored.check()
                 if len(runs) > 1:
                     result.concurrency = levels.record(runs, gating.concurrency, scored.metrics,
                                                        scored.output.samples, plan.baselines.settings)
             phase = "gate"
-            result.gate = GateVerdict.model_validate(gate.judge(
+            verdict = gate.judge(
                 plan.baselines, plan.combo, scored.protocol, scored.metrics.document(), scored.output.samples,
-                plan.result_file, config.fingerprint.document() if config.fingerprint else None))
+                plan.result_file, config.fingerprint.document() if config.fingerprint else None)
+            if staging is not None and staging.looks:
+                last_look = staging.looks[-1]
+                verdict = gate.with_staged_decision(
+                    verdict, last_look.decision == "regression",
+                    f"staged: look {last_look.look} of {len(staging.ends)} decided {last_look.decision} after "
+                    f"{last_look.asked} of {staging.questions} questions (one-sided McNemar p {last_look.p:.4g}; "
+                    f"its boundaries: regression at p <= {last_look.nominal:.4g}), which decides the verdict")
+            result.gate = GateVerdict.model_validate(verdict)
             if result.gate.verdict in ("regression", "not_comparable"):
                 raise GateFailed(gate.describe_failure(result.gate.document()))
             result.status = "passed"
@@ -353,6 +384,8 @@ def run_session(plan: Plan, log: Callable[[str], None] = print) -> dict[str, Any
                                        log_tail=traceback.format_exc())
             raise
         finally:
+            if staging is not None and staging.looks:  # every look taken, also when the run failed after it
+                result.staged = StagedRecord.model_validate(staging.record())
             timings.total_s = round(time.monotonic() - started, 3)
             environment.ended_at = utc_now()
             _mask_work_dir(masker, plan.work_dir, say)  # server.log, lm-eval.log and lm-eval's outputs are uploaded

@@ -526,6 +526,19 @@ def with_truncation(verdict: dict[str, Any], check: TruncationCheck | None) -> d
             "reason": f"{verdict['reason']}; {'truncation regression: ' if check['regression'] else ''}{said}"}
 
 
+def with_staged_decision(verdict: dict[str, Any], regression: bool, said: str) -> dict[str, Any]:
+    """A paired verdict whose gating check is decided by a staged run's last look (verdicts/sequential.py:
+    its boundaries, not the fixed test's level, hold the false-alarm rate when a run may stop early); the
+    other checks (run-only questions, truncation) as judged.  Other verdicts are returned as they are."""
+    if verdict["verdict"] not in ("pass", "regression") or not verdict.get("reference"):
+        return verdict
+    checks = [{**c, "regression": regression} if c["gates"] else c for c in verdict["checks"]]
+    others = [*(verdict.get("coverage") or {}).get("run_only_checks", []), verdict.get("truncation") or {}]
+    regressed = regression or any(c.get("regression") for c in others)
+    return {**verdict, "checks": checks, "verdict": "regression" if regressed else "pass",
+            "reason": f"{verdict['reason']}; {said}"}
+
+
 def display_path(path: Path) -> str:
     """Relative to the working directory when inside it, else absolute (never ../../..)."""
     relative = os.path.relpath(path)

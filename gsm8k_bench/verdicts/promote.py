@@ -97,6 +97,11 @@ def _unpromotable(document: Mapping[str, Any]) -> str:
         return "no config, environment or config.protocol record (a session writes all three)"
     if not document.get("samples"):
         return "the run has no per-question samples to pair with"
+    staged = document.get("staged")
+    if isinstance(staged, dict) and staged.get("stopped_early"):
+        asked = (staged.get("looks") or [{}])[-1].get("asked")
+        return (f"a staged run that stopped early ({asked} of {staged.get('questions')} questions asked): a "
+                f"reference must cover the set; run the session with --full to make one")
     twice = sorted(d for d, count in Counter(s["doc_id"] for s in document["samples"]).items() if count > 1)
     if twice:
         return f"samples answer doc_ids {gate.shown(twice)} more than once (a run answers each question once)"
