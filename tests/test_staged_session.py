@@ -11,6 +11,7 @@ counts are in the comments).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 from pathlib import Path
@@ -44,15 +45,17 @@ def test_a_session_stages_only_with_a_reference_one_level_and_enough_questions(m
     combo = matrix.get("gsm8k-smollm2-135m-cpu-vllm-fp16-tp1")
     reference = reference_of([True] * 20, tmp_path)
 
-    def why(*args: str, with_reference: bool = True) -> str:
+    def why(*args: str, with_reference: bool = True, runs: int = 1) -> str:
         options = parse_session_args(combo.name, ["--results-dir", str(tmp_path), *args])
         plan = plan_session(combo, options, matrix.defaults, host_facts(combo, options, {}),
-                            baselines=against(reference if with_reference else None))
+                            baselines=against(dataclasses.replace(reference, runs=runs) if with_reference else None))
         return staging.why_not_staged(plan, len(levels.level_plans(plan)))
 
     assert why("--limit", "200", "--looks", "4") == "" and why("--limit", "160") == ""  # 8 looks of 20
     assert why("--limit", "200", "--looks", "4", with_reference=False) == "no per-question reference to pair with"
     assert why("--limit", "200", "--full") == "--full"
+    assert why("--limit", "200", "--looks", "4", runs=2) == (
+        "a two-run reference is judged by its exact test over every question")
     assert why("--limit", "200", "--looks", "4", "--concurrency", "1,8") == (
         "several concurrency levels compare full runs")
     assert why("--limit", "16") == "16 questions are too few for 8 stages of at least 20 (--looks)"

@@ -42,6 +42,8 @@ def why_not_staged(plan: Plan, levels: int) -> str:
         return "--full"
     if plan.baselines.reference is None:
         return "no per-question reference to pair with"
+    if plan.baselines.reference.runs > 1:  # the looks' McNemar z pairs with one run, not with right counts
+        return "a two-run reference is judged by its exact test over every question"
     if levels > 1:
         return "several concurrency levels compare full runs"
     questions = progress.question_count(plan.settings.limit, plan.dataset_dir)
