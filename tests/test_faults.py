@@ -534,7 +534,11 @@ def test_a_full_disk_is_a_message_and_the_earlier_result_is_set_aside(tmp_path, 
     rerun = subprocess.Popen(fake_argv(results_dir), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              env=fake_env(FAKE_VLLM_READY_WHEN=str(go), HF_TOKEN=token), text=True)
     try:
-        wait_for(lambda: processes_writing_to(results_dir / FAKE_SESSION / "server.log"), 300, "the rerun's server")
+        # Filled once the server has printed the token: a server whose first line meets a full disk dies
+        # before it is ready, and there would be nothing to mask.
+        server_log = results_dir / FAKE_SESSION / "server.log"
+        wait_for(lambda: server_log.is_file() and token in server_log.read_text(errors="replace"), 300,
+                 "the rerun's server to print the token")
         fill_disk(small_disk)
         go.touch()
         output, _ = rerun.communicate(timeout=600)

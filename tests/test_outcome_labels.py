@@ -16,6 +16,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import ROOT, SHARED_GSM8K, require
 from test_faults import FAKE_SESSION, fake_argv, fake_env, read_json
 from test_integration import processes_writing_to
@@ -330,3 +331,22 @@ def test_a_session_against_a_server_that_aborts_every_other_request_fails_naming
         f"evaluation: the server aborted 2 of 5 requests (doc_ids {', '.join(map(str, aborted))}): those are not "
         "wrong answers, so the run is not judged (the server's log says why; rerun once it answers every request)")
     assert doc["error"]["message"] in out.stdout + out.stderr
+
+
+@pytest.mark.integration
+def test_a_server_answering_wrong_is_a_regression_that_fails_the_session_after_writing_its_json(tmp_path):
+    """The counterpart of an abort: every answer there and wrong (tests/fakes/vllm says 42 to each question)
+    is the model's regression against a scalar baseline of 0.9, and fails the session once its JSON is written."""
+    require((SHARED_GSM8K / "test.jsonl").is_file(), f"GSM8K files at {SHARED_GSM8K}")
+    stock = yaml.safe_load((ROOT / "baselines.yaml").read_text())
+    entry = {**stock["baselines"][0], "runner": "h100", "n": 5, "strict_match": 0.9, "flexible_extract": 0.9}
+    baselines = tmp_path / "baselines.yaml"
+    baselines.write_text(yaml.safe_dump({**stock, "baselines": [entry]}))
+    out = subprocess.run(fake_argv(tmp_path, "--baselines", str(baselines)), cwd=ROOT, env=fake_env(),
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode != 0
+    doc = read_json(tmp_path / f"{FAKE_SESSION}.json")
+    assert doc["status"] == "failed" and doc["gate"]["verdict"] == "regression", doc["gate"]
+    assert doc["metrics"]["n"] == 5 and doc["metrics"]["outcomes"]["wrong"] == 5
+    assert doc["error"]["message"].startswith("gate: regression: strict_match")
+    assert not processes_writing_to(tmp_path / FAKE_SESSION / "server.log")

@@ -1,7 +1,9 @@
 """Reasoning answers on the real stack: vLLM's CPU build serving SmolLM2 behind a reasoning parser (a plugin,
 tests/vllm_plugins/think_text.py) that puts the model's whole output into the response's reasoning field, so
 `content` is empty: lm-eval #3244's case.  The session scores it exactly as the same chat run without the
-parser, question by question; lm-eval's stock chat client on the same server has nothing to score.
+parser, question by question.  lm-eval's stock chat client has nothing to score on such a server: shown on
+tests/fakes/vllm sending what that server sent (no content, the whole answer in the reasoning field), since
+what is proven there is lm-eval's, not vLLM's.
 
 Greedy at concurrency 1 on both runs: CPU batching changes numerics, one request at a time does not.
 """
@@ -17,7 +19,7 @@ import pytest
 import requests
 import yaml
 from conftest import ROOT, SHARED_GSM8K, require, yaml_text
-from test_integration import env, nox_argv, processes_writing_to, wait_for
+from test_integration import env, nox_argv, processes_writing_to
 
 from gsm8k_bench.evaluation import harness
 from gsm8k_bench.matrix.loader import load_matrix
@@ -33,6 +35,8 @@ pytestmark = pytest.mark.integration
 PLUGIN = ROOT / "tests" / "vllm_plugins" / "think_text.py"
 LIMIT = 5
 PLAIN, THINKS = "gsm8k-smollm2-chat-cpu-vllm-fp16-tp1", "gsm8k-smollm2-thinks-cpu-vllm-fp16-tp1"
+THINKS_FAKE = "gsm8k-smollm2-thinks-h100-vllm-fp16-tp1"  # served by tests/fakes/vllm as a process
+FAKES = ROOT / "tests" / "fakes"
 
 
 def reasoning_matrix(path: Path) -> Path:
@@ -42,7 +46,8 @@ def reasoning_matrix(path: Path) -> Path:
     model = {"checkpoint": "HuggingFaceTB/SmolLM2-135M-Instruct", "protocol": "chat", "runners": ["cpu"],
              "frameworks": ["vllm"], "precisions": ["fp16"], "tp": [1], "max_model_len": 2048,
              "max_gen_toks": 256, "server_args": {"vllm": ["--enforce-eager"]}}
-    thinks = {**model, "server_args": {"vllm": ["--enforce-eager", "--reasoning-parser-plugin", str(PLUGIN)]},
+    thinks = {**model, "runners": ["cpu", "h100"],
+              "server_args": {"vllm": ["--enforce-eager", "--reasoning-parser-plugin", str(PLUGIN)]},
               "reasoning": {"parser": {"vllm": "think-text"}, "extraction": "stock"}}
     data["models"] = {"smollm2-chat": model, "smollm2-thinks": thinks}
     data.pop("exclude", None)
@@ -110,12 +115,13 @@ def test_the_two_runs_differ_in_protocol_and_are_never_gated_together(runs):
     assert verdict["verdict"] == "not_gated" and "reasoning_parser" in verdict["reason"]
 
 
-def test_lm_evals_stock_chat_client_has_nothing_to_score_on_that_server(runs):
-    """The same server, the same questions, lm-eval's own CLI and chat client: every answer is empty."""
+def test_lm_evals_stock_chat_client_has_nothing_to_score_on_such_a_server(runs):
+    """The same questions, lm-eval's own CLI and chat client, against tests/fakes/vllm answering every
+    question right but only in the reasoning field: every answer lm-eval scores is empty."""
     docs, matrix, work, args = runs
-    combo = matrix.get(THINKS)
+    combo = matrix.get(THINKS_FAKE)
     claim = reserve_port(HOST, combo.framework.port)
-    options = parse_session_args(THINKS, args)
+    options = parse_session_args(combo.name, [*args, "--launcher", "process"])
     plan = plan_session(combo, options, matrix.defaults, host_facts(combo, options), port=claim.port)
     stock_dir = work / "stock"
     task = harness.write_task(plan.dataset_dir, stock_dir / "task",
@@ -124,7 +130,9 @@ def test_lm_evals_stock_chat_client_has_nothing_to_score_on_that_server(runs):
                                     base_url=plan.base_url, output_dir=stock_dir / "lm-eval", task=task,
                                     include_path=stock_dir / "task")
     argv = [ours[0], "-m", "lm_eval", "run", *ours[2:]]  # the driver's flags are lm_eval's own
-    with process_server(plan.server_argv, base_url=plan.base_url, env={**os.environ, **plan.server_env},
+    fake = {"PATH": f"{FAKES}:{os.environ['PATH']}", "FAKE_VLLM_REASONING": "1",
+            "FAKE_VLLM_GSM8K": str(SHARED_GSM8K / "test.jsonl")}
+    with process_server(plan.server_argv, base_url=plan.base_url, env={**os.environ, **plan.server_env, **fake},
                         log_path=stock_dir / "server.log") as server:
         wait_ready(server, combo.model.name, 600, lambda _: None)
         # What the server sends: no content, the whole answer in vLLM's reasoning field.
@@ -136,13 +144,12 @@ def test_lm_evals_stock_chat_client_has_nothing_to_score_on_that_server(runs):
                              timeout=600)
     claim.release()
     assert out.returncode == 0, out.stderr[-3000:]
-    # The server's engine process may still be exiting when the block ends: gone within bounded time.
-    wait_for(lambda: not processes_writing_to(stock_dir / "server.log"), 30, "the server's processes to exit")
+    assert not processes_writing_to(stock_dir / "server.log")
     stock = harness.parse_outputs(stock_dir / "lm-eval", task)
     assert [s["response"] for s in stock.samples] == [""] * LIMIT
     assert {s["strict_answer"] for s in stock.samples} == {s["flexible_answer"] for s in stock.samples} == {
         "[invalid]"}
     assert stock.metrics["strict_match"] == stock.metrics["flexible_extract"] == 0.0
-    # The session on the same kind of server found an answer to extract where lm-eval found none.
+    # The session on vLLM behind the parser found an answer to extract where lm-eval finds none.
     ours = docs[THINKS]["samples"]
     assert any(s["flexible_answer"] != "[invalid]" for s in ours)

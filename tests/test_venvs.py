@@ -75,3 +75,16 @@ def test_a_built_environment_is_reused_until_its_pins_change(tmp_path, monkeypat
     assert len(logged) == 2
     # The failed build left no stamp: neither the old nor the new spec looks finished.
     assert not venvs.is_ready(changed) and not venvs.is_ready(spec)
+
+
+def test_environments_built_side_by_side_are_all_built_and_a_failed_one_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("GSM8K_BENCH_CACHE", str(tmp_path))
+    good = venvs.VenvSpec("good", ("pip",), remove=("pip",))
+    bad = venvs.VenvSpec("bad", ("./no-such-project",))
+    logged = []
+    with pytest.raises(BenchError, match=r"building environment 'bad' failed: .*no-such-project"):
+        venvs.ensure_venvs([bad, good], logged.append)
+    assert venvs.is_ready(good) and not venvs.is_ready(bad)  # the other build ran to its end
+    assert sorted(line.split("'")[1] for line in logged) == ["bad", "good"]
+    venvs.ensure_venvs([good], logged.append)
+    assert len(logged) == 2  # reused, nothing built

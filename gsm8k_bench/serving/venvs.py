@@ -17,7 +17,8 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -125,6 +126,15 @@ def ensure_venv(spec: VenvSpec, log: Callable[[str], None] = print) -> Path:
             _run([str(venv_python(spec)), "-m", "pip", "uninstall", "-y", *spec.remove], spec)
         (target / ".gsm8k-bench-stamp").write_text(spec.stamp() + "\n")
     return venv_python(spec)
+
+
+def ensure_venvs(specs: Sequence[VenvSpec], log: Callable[[str], None] = print) -> None:
+    """ensure_venv for each, side by side: a build is mostly pip unpacking wheels on one core.  Every build
+    runs to its end; the first failure is raised after."""
+    with ThreadPoolExecutor(max_workers=max(len(specs), 1)) as pool:
+        futures = [pool.submit(ensure_venv, spec, log) for spec in specs]
+    for future in futures:
+        future.result()
 
 
 def _run(argv: list[str], spec: VenvSpec) -> None:

