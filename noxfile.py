@@ -53,7 +53,7 @@ def _or_error(session: nox.Session, action, rerun: str | None = None) -> None:
         session.error(f"{message}\n  rerun: nox -s {rerun}" if rerun else message)
 
 
-@nox.session(tags=["ci"])
+@nox.session
 def lint(session: nox.Session) -> None:
     """Ruff over the package, tests and noxfile; mypy --strict over the package ([tool.mypy])."""
     session.install("ruff", "mypy", "types-PyYAML", "types-requests", "-e", ".[history]")
@@ -61,7 +61,7 @@ def lint(session: nox.Session) -> None:
     session.run("mypy")
 
 
-@nox.session(tags=["ci"])
+@nox.session
 def tests(session: nox.Session) -> None:
     """Unit and real-stack tests (builds the shared lm-eval and vLLM CPU environments once)."""
     session.install("-e", ".[test]")
@@ -70,7 +70,7 @@ def tests(session: nox.Session) -> None:
                 env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
 
 
-@nox.session(tags=["ci"])
+@nox.session
 def mutation(session: nox.Session) -> None:
     """Mutation score of the pure core (mutmut; modules and tests in pyproject's [tool.mutmut]): >= 90% killed."""
     session.install("-e", ".[test]", "mutmut==3.8.1")
@@ -78,11 +78,19 @@ def mutation(session: nox.Session) -> None:
                 env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
 
 
-@nox.session(name="cli-parsers", tags=["ci"])
+@nox.session(name="cli-parsers")
 def cli_parsers(session: nox.Session) -> None:
     """Parse every generated server command with vLLM's and SGLang's own argument parsers."""
     session.install("-e", ".[test]")
     session.run("pytest", "-m", "cli", *session.posargs)
+
+
+@nox.session(venv_backend="none", default=False)
+def ci(session: nox.Session) -> None:
+    """Everything CI runs: lint, tests and cli-parsers, with mutation beside them at idle CPU priority."""
+    # Stopped, the script stops its sessions first (each a process group): nox must not kill it meanwhile.
+    session.run(sys.executable, "ci/run_sessions.py", external=True, interrupt_timeout=180,
+                terminate_timeout=30)
 
 
 @nox.session(venv_backend="none", default=False)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import resource
 import shutil
 import subprocess
 import textwrap
@@ -216,6 +217,24 @@ def fill_disk(disk: Path) -> None:
                 continue
     finally:
         os.close(fd)
+
+
+MUTANT_CPU_S = 60  # a mutant's tests take a few CPU seconds; one that loops forever is stopped here
+
+
+def pytest_configure(config):
+    """Under mutmut, a mutant's tests are bounded by the CPU time they use, not by the wall clock:
+    `nox -s ci` runs the mutation score at idle CPU priority, where a worker may wait minutes for a core,
+    and a wait must not pass for a hang (mutmut counts a timeout as a kill).  pyproject's [tool.mutmut]
+    sets its wall-clock limit past any such wait; the kernel stops a mutant that loops (SIGXCPU, which
+    mutmut reads as a timeout)."""
+    if "__mutmut_" not in os.environ.get("MUTANT_UNDER_TEST", ""):
+        return
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    limit = int(usage.ru_utime + usage.ru_stime) + MUTANT_CPU_S
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    resource.setrlimit(resource.RLIMIT_CPU, (limit, limit + 1 if hard == resource.RLIM_INFINITY else
+                                             min(limit + 1, hard)))
 
 
 def pytest_collection_modifyitems(config, items):
