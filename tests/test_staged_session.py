@@ -33,6 +33,7 @@ from gsm8k_bench.verdicts import gate, levels, promote, references
 QUESTIONS, LOOKS = 200, 4
 ORDER = staging.question_order(QUESTIONS)
 STAGE = QUESTIONS // LOOKS
+CONCURRENCY = 8  # below a stage's size, so what a stop sends ahead shows
 
 
 def test_the_order_is_seeded_and_each_question_once():
@@ -123,7 +124,8 @@ def run_session(tmp_path: Path, name: str, wrong: list[int], *extra: str) -> tup
     script = results / "script.json"
     script.write_text(json.dumps({questions()[d]: False for d in wrong}))
     asked = results / "asked.jsonl"
-    out = subprocess.run(fake_argv(results, "--limit", str(QUESTIONS), "--looks", str(LOOKS), *extra), cwd=ROOT,
+    out = subprocess.run(fake_argv(results, "--limit", str(QUESTIONS), "--looks", str(LOOKS), "--concurrency",
+                                   str(CONCURRENCY), *extra), cwd=ROOT,
                          capture_output=True, text=True, timeout=600,
                          env=fake_env(FAKE_VLLM_GSM8K=str(SHARED_GSM8K / "test.jsonl"),
                                       FAKE_VLLM_SCRIPT=str(script), FAKE_VLLM_ASKED=str(asked)))
@@ -151,22 +153,30 @@ def looks_of(doc: dict) -> list[tuple[int, int, int, str]]:
     return [(look["asked"], look["lost"], look["gained"], look["decision"]) for look in doc["staged"]["looks"]]
 
 
-def asked_first(asked: list[str], count: int) -> None:
-    """The server was asked exactly the seeded order's first `count` questions."""
-    assert sorted(asked) == sorted(questions()[d] for d in ORDER[:count])
+def asked_first(asked: list[str], count: int, concurrency: int = CONCURRENCY) -> None:
+    """The server was asked the seeded order's first `count` questions, each once, and of the next stage at
+    most `concurrency` (sent while the stopping look was decided, so the server never waited; not scored;
+    one request at a time, none)."""
+    first = {questions()[d] for d in ORDER[:count]}
+    ahead = set(asked) - first
+    assert len(asked) == len(set(asked)) and first <= set(asked)
+    assert len(ahead) <= (concurrency if concurrency > 1 else 0)
+    assert ahead <= {questions()[d] for d in ORDER[count:count + STAGE]}
 
 
 @pytest.mark.integration
-def test_a_healthy_staged_run_stops_early_and_passes(tmp_path, reference_dir):
+@pytest.mark.parametrize("concurrency", [1, CONCURRENCY])  # a stage's requests one by one, or pipelined
+def test_a_healthy_staged_run_stops_early_and_passes(tmp_path, reference_dir, concurrency):
     # Nothing lost: z 0 falls below the futility boundary at look 3 (0.29; -0.78 and -0.18 before).
-    out, doc, asked = run_session(tmp_path, "healthy", [], "--references", str(reference_dir))
+    out, doc, asked = run_session(tmp_path, "healthy", [], "--references", str(reference_dir), "--concurrency",
+                                  str(concurrency))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert doc["status"] == "passed" and doc["gate"]["verdict"] == "pass"
     assert looks_of(doc) == [(50, 0, 0, "continue"), (100, 0, 0, "continue"), (150, 0, 0, "no_regression")]
     assert doc["staged"]["stopped_early"] is True and doc["staged"]["seed"] == staging.SEED
     design = doc["staged"]["design"]
     assert design["stage_ends"] == [50, 100, 150, 200] and design["level"] == pytest.approx(0.05)
-    asked_first(asked, 150)
+    asked_first(asked, 150, concurrency)
     assert sorted(s["doc_id"] for s in doc["samples"]) == sorted(ORDER[:150]) and doc["metrics"]["n"] == 150
     assert "staged look 3/4: 150 of 200 questions asked, lost 0, gained 0" in out.stdout + out.stderr
     assert "no regression: stop, pass" in out.stdout + out.stderr

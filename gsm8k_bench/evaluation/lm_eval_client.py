@@ -22,6 +22,7 @@ Needs only lm-eval: the lm-eval environment does not have this project installed
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import hashlib
 import json
@@ -56,6 +57,10 @@ if TYPE_CHECKING:
 
         def model_call(self, messages: Any, **kwargs: Any) -> Any: ...
 
+        def create_message(self, messages: Any, generate: bool = False) -> Any: ...
+
+        _concurrent: int
+
         async def amodel_call(self, *args: Any, **kwargs: Any) -> Any: ...
 else:
     _ApiModel = object  # the mixins come first in the MRO, lm-eval's class supplies these
@@ -69,17 +74,45 @@ class SendsOnGo(_ApiModel):
     go_file: str | None = None  # set by the driver from --start-when
     answered_file: str | None = None  # set by the driver from --answered-file
 
-    stage_dir: str | None = None  # set by the driver from --stages: ask in stages (StagedSending)
+    stage_dir: str | None = None  # set by the driver from --stages: ask in stages (staged, pipelined)
+    _gate: StageGate | None = None  # while a pipelined staged run sends
 
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
         self.wait_for_go()
-        if self.stage_dir:
-            answers = staged(self.stage_dir, requests,
-                             lambda part: super(SendsOnGo, self).generate_until(part, disable_tqdm=disable_tqdm))
+
+        def send(part: list[Any]) -> list[str]:
+            return super(SendsOnGo, self).generate_until(part, disable_tqdm=disable_tqdm)
+
+        if self.stage_dir and self._concurrent > 1:
+            answers = self.pipelined(self.stage_dir, requests, send)
+        elif self.stage_dir:  # one request at a time: a stage boundary leaves nothing idle
+            answers = staged(self.stage_dir, requests, send)
         else:
-            answers = super().generate_until(requests, disable_tqdm=disable_tqdm)
+            answers = send(requests)
         if self.answered_file:
             open(self.answered_file, "w").close()
+        return answers
+
+    def pipelined(self, stage_dir: str, requests: list[Any], send: Any) -> list[str]:
+        """The staged run as one lm-eval call, so the server always has `concurrency` requests: the next
+        stage's first requests go out as the current stage's last ones finish (at most `concurrency` of
+        them before its look is decided), each request held in `amodel_call` until the gate lets it go."""
+        self._gate = StageGate(stage_dir, requests, ahead=self._concurrent)
+        try:
+            send(requests)  # in lm-eval's own order: the gate keeps the stages'
+            return self._gate.finish()
+        finally:
+            self._gate = None
+
+    async def amodel_call(self, *args: Any, **kwargs: Any) -> Any:
+        gate = self._gate
+        if gate is None:
+            return await super().amodel_call(*args, **kwargs)
+        keys = prompt_keys(self.create_message(kwargs["messages"]))
+        if not await gate.turn(keys):
+            return [""] * len(keys)  # the run stopped before this request's turn: never sent
+        answers = await super().amodel_call(*args, **kwargs)
+        await gate.answered(keys, answers)
         return answers
 
     def wait_for_go(self) -> None:
@@ -119,7 +152,7 @@ def prompt_key(prompt: Any) -> str:
     return hashlib.sha256(json.dumps(prompt, sort_keys=True).encode("utf-8")).hexdigest()
 
 
-def prompt_keys(messages: Any) -> tuple[str | None, ...]:
+def prompt_keys(messages: Any) -> tuple[str, ...]:
     """A payload's prompts: one chat, one completion prompt, or a batch of completion prompts."""
     if isinstance(messages, list) and messages and all(isinstance(m, str) for m in messages):
         return tuple(prompt_key(m) for m in messages)
@@ -280,18 +313,25 @@ CONTINUE, STOP = "continue", "stop"
 TASKS: dict[str, Any] = {}
 
 
-def staged(stage_dir: str, requests: list[Any], send: Any) -> list[str]:
-    """Send `requests` a stage at a time in the session's order; after a "stop" the rest are not sent:
-    each answers "" and is recorded as not_asked.  The answers, in `requests`' order."""
+def read_stages(stage_dir: str, requests: list[Any]) -> tuple[dict[int, int], list[int], list[int]]:
+    """STAGES_FILE against lm-eval's requests: doc_id -> request index, the indices in the session's
+    order, and the stage ends."""
     with open(os.path.join(stage_dir, STAGES_FILE), encoding="utf-8") as handle:
         plan = json.load(handle)
     by_doc = {request.doc_id: index for index, request in enumerate(requests)}
     order = [by_doc[doc_id] for doc_id in plan["order"]]
     if sorted(order) != list(range(len(requests))):
         raise RuntimeError(f"{STAGES_FILE}: the order must name each of the {len(requests)} requests' doc_ids once")
+    return by_doc, order, plan["ends"]
+
+
+def staged(stage_dir: str, requests: list[Any], send: Any) -> list[str]:
+    """Send `requests` a stage at a time in the session's order; after a "stop" the rest are not sent:
+    each answers "" and is recorded as not_asked.  The answers, in `requests`' order."""
+    by_doc, order, ends = read_stages(stage_dir, requests)
     answers: list[str | None] = [None] * len(requests)
     start = 0
-    for look, end in enumerate(plan["ends"], 1):
+    for look, end in enumerate(ends, 1):
         part = [requests[i] for i in order[start:end]]
         for index, answer in zip(order[start:end], send(part), strict=True):
             answers[index] = answer
@@ -300,9 +340,111 @@ def staged(stage_dir: str, requests: list[Any], send: Any) -> list[str]:
         if wait_for_decision(os.path.join(stage_dir, f"decision-{look}")) == STOP:
             break
     for index in order[start:]:
-        ANSWERS[request_key(requests[index].arguments[0])] = {
-            "source": "none", "finish_reason": None, "completion_tokens": None, "not_asked": True}
+        _not_asked(request_key(requests[index].arguments[0]))
     return [answer if answer is not None else "" for answer in answers]
+
+
+def _not_asked(key: str) -> None:
+    ANSWERS[key] = {"source": "none", "finish_reason": None, "completion_tokens": None, "not_asked": True}
+
+
+class StageGate:
+    """The stages of a pipelined staged run (SendsOnGo.pipelined), inside lm-eval's event loop.
+
+    Every request of an open stage may be sent; of the stage after, `ahead` (the concurrency) before the
+    open stage's look is decided, so the server never waits on a look and a stop wastes at most that
+    many answers.  A look is written once its stage's answers are all in, the decision read, the next
+    stage opened; after a "stop" nothing more is sent, and answers past the stopping look, sent ahead,
+    are dropped: the run's questions are the looked-at ones, as in `staged`."""
+
+    def __init__(self, stage_dir: str, requests: list[Any], ahead: int) -> None:
+        self.stage_dir, self.requests = stage_dir, requests
+        self.by_doc, order, ends = read_stages(stage_dir, requests)
+        self.stages = [order[start:end] for start, end in zip([0, *ends], ends, strict=False)]
+        self.index_of = {request_key(requests[i].arguments[0]): i for i in order}
+        stage_of = {i: look for look, stage in enumerate(self.stages, 1) for i in stage}
+        self.stage_of = {key: stage_of.get(i, len(self.stages) + 1) for key, i in self.index_of.items()}
+        self.left = [len(stage) for stage in self.stages]  # answers still out, per stage
+        self.answers: list[str | None] = [None] * len(requests)
+        self.ahead, self.ahead_left = ahead, ahead
+        self.open, self.written, self.decided = 1, 0, 0  # stages open to all; looks written, decided
+        self.closed = False  # a "stop", or the last look decided: nothing more is sent
+        self.granted: set[str] = set()
+        self._changed: asyncio.Condition | None = None  # made in lm-eval's event loop, on the first turn
+        self._looker: asyncio.Task[None] | None = None  # asyncio.run cancels it if the run outlasts it
+
+    def _may_send(self, stage: int, n: int) -> bool:
+        return stage <= self.open or (stage == self.open + 1 <= len(self.stages) and self.ahead_left >= n)
+
+    async def turn(self, keys: tuple[str, ...]) -> bool:
+        """Wait for these prompts' turn; False: the run stopped first, so they are never sent."""
+        if all(key in self.granted for key in keys):  # lm-eval's retry of a request already let go
+            return True
+        if self._changed is None:
+            self._changed = asyncio.Condition()
+            self._looker = asyncio.get_running_loop().create_task(self._look_as_stages_end())
+        stage = max(self.stage_of[key] for key in keys)
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.closed or self._may_send(stage, len(keys)))
+            if self.closed:
+                return False
+            if stage > self.open:
+                self.ahead_left -= len(keys)
+            self.granted.update(keys)
+            return True
+
+    async def answered(self, keys: tuple[str, ...], texts: list[str]) -> None:
+        assert self._changed is not None
+        async with self._changed:
+            for key, text in zip(keys, texts, strict=True):
+                index = self.index_of[key]
+                if self.answers[index] is None:
+                    self.answers[index] = text
+                    if self.stage_of[key] <= len(self.stages):
+                        self.left[self.stage_of[key] - 1] -= 1
+            self._changed.notify_all()
+
+    async def _look_as_stages_end(self) -> None:
+        assert self._changed is not None
+        while not self.closed:
+            async with self._changed:
+                await self._changed.wait_for(lambda: self.left[self.decided] == 0)
+            self._write_look()
+            path = self._decision_path()
+            while not os.path.exists(path):
+                await asyncio.sleep(GO_POLL_S)
+            async with self._changed:
+                self._decide(wait_for_decision(path))
+                self._changed.notify_all()
+
+    def _decision_path(self) -> str:
+        return os.path.join(self.stage_dir, f"decision-{self.decided + 1}")
+
+    def _write_look(self) -> None:
+        if self.written == self.decided:
+            part = [self.requests[i] for i in self.stages[self.decided]]
+            _write_json(os.path.join(self.stage_dir, f"look-{self.decided + 1}.json"),
+                        scored(part, self.answers, self.by_doc))
+            self.written += 1
+
+    def _decide(self, decision: str) -> None:
+        self.decided += 1
+        self.closed = decision == STOP or self.decided == len(self.stages)
+        self.open, self.ahead_left = self.decided + 1, self.ahead
+
+    def finish(self) -> list[str]:
+        """After lm-eval's event loop ended (every request answered or refused): the looks it left, then
+        the answers in `requests`' order, "" for each question no look scored (recorded not_asked)."""
+        while not self.closed:
+            if self.left[self.decided]:
+                raise RuntimeError(f"look {self.decided + 1}: {self.left[self.decided]} answers never came")
+            self._write_look()
+            self._decide(wait_for_decision(self._decision_path()))
+        looked = {i for stage in self.stages[:self.decided] for i in stage}
+        for key, index in self.index_of.items():
+            if index not in looked:
+                _not_asked(key)
+        return [self.answers[i] or "" if i in looked else "" for i in range(len(self.requests))]
 
 
 def scored(part: list[Any], answers: list[str | None], by_doc: dict[int, int]) -> list[dict[str, Any]]:
