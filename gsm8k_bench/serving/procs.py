@@ -19,7 +19,9 @@ from pathlib import Path
 from types import FrameType
 
 STOP_GRACE_S = 15.0
-KILL_WAIT_S = 10.0
+# After SIGKILL: a process with gigabytes mapped unmaps them before it closes its files and exits, which
+# on a loaded machine took longer than 10 s; stop() returns once the group is gone, so waiting costs nothing.
+KILL_WAIT_S = 60.0
 FINE_POLL_S, FINE_POLL_FOR_S = 0.02, 2.0
 PR_SET_PDEATHSIG = 1
 # Set by a SIGINT/SIGTERM that arrives while children are being stopped: skip the grace, still kill.
