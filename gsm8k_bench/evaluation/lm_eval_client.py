@@ -95,9 +95,9 @@ class SendsOnGo(_ApiModel):
 
     def pipelined(self, stage_dir: str, requests: list[Any], send: Any) -> list[str]:
         """The staged run as one lm-eval call, so the server always has `concurrency` requests: the next
-        stage's first requests go out as the current stage's last ones finish (at most `concurrency` of
-        them before its look is decided), each request held in `amodel_call` until the gate lets it go."""
-        self._gate = StageGate(stage_dir, requests, ahead=self._concurrent)
+        stage's requests go out as the current stage's last ones finish, each request held in `amodel_call`
+        until the gate lets it go."""
+        self._gate = StageGate(stage_dir, requests)
         try:
             send(requests)  # in lm-eval's own order: the gate keeps the stages'
             return self._gate.finish()
@@ -351,13 +351,14 @@ def _not_asked(key: str) -> None:
 class StageGate:
     """The stages of a pipelined staged run (SendsOnGo.pipelined), inside lm-eval's event loop.
 
-    Every request of an open stage may be sent; of the stage after, `ahead` (the concurrency) before the
-    open stage's look is decided, so the server never waits on a look and a stop wastes at most that
-    many answers.  A look is written once its stage's answers are all in, the decision read, the next
-    stage opened; after a "stop" nothing more is sent, and answers past the stopping look, sent ahead,
-    are dropped: the run's questions are the looked-at ones, as in `staged`."""
+    The requests of the stages up to the one after the last decided look may be sent: while a stage's
+    slowest answers come in, the next stage's fill the free slots, so the server never runs short (a
+    stage's tail of long answers is where a stage-at-a-time client drains).  A look is written once its
+    stage's answers are all in, the decision read, the stage after next opened; after a "stop" nothing
+    more is sent, and the answers sent ahead (those that fit beside the stopping stage's last answers) are
+    dropped: the run's questions are the looked-at ones, as in `staged`."""
 
-    def __init__(self, stage_dir: str, requests: list[Any], ahead: int) -> None:
+    def __init__(self, stage_dir: str, requests: list[Any]) -> None:
         self.stage_dir, self.requests = stage_dir, requests
         self.by_doc, order, ends = read_stages(stage_dir, requests)
         self.stages = [order[start:end] for start, end in zip([0, *ends], ends, strict=False)]
@@ -366,15 +367,12 @@ class StageGate:
         self.stage_of = {key: stage_of.get(i, len(self.stages) + 1) for key, i in self.index_of.items()}
         self.left = [len(stage) for stage in self.stages]  # answers still out, per stage
         self.answers: list[str | None] = [None] * len(requests)
-        self.ahead, self.ahead_left = ahead, ahead
-        self.open, self.written, self.decided = 1, 0, 0  # stages open to all; looks written, decided
+        self.written, self.decided = 0, 0  # looks
         self.closed = False  # a "stop", or the last look decided: nothing more is sent
         self.granted: set[str] = set()
         self._changed: asyncio.Condition | None = None  # made in lm-eval's event loop, on the first turn
         self._looker: asyncio.Task[None] | None = None  # asyncio.run cancels it if the run outlasts it
 
-    def _may_send(self, stage: int, n: int) -> bool:
-        return stage <= self.open or (stage == self.open + 1 <= len(self.stages) and self.ahead_left >= n)
 
     async def turn(self, keys: tuple[str, ...]) -> bool:
         """Wait for these prompts' turn; False: the run stopped first, so they are never sent."""
@@ -385,11 +383,9 @@ class StageGate:
             self._looker = asyncio.get_running_loop().create_task(self._look_as_stages_end())
         stage = max(self.stage_of[key] for key in keys)
         async with self._changed:
-            await self._changed.wait_for(lambda: self.closed or self._may_send(stage, len(keys)))
+            await self._changed.wait_for(lambda: self.closed or stage <= min(self.decided + 2, len(self.stages)))
             if self.closed:
                 return False
-            if stage > self.open:
-                self.ahead_left -= len(keys)
             self.granted.update(keys)
             return True
 
@@ -430,7 +426,6 @@ class StageGate:
     def _decide(self, decision: str) -> None:
         self.decided += 1
         self.closed = decision == STOP or self.decided == len(self.stages)
-        self.open, self.ahead_left = self.decided + 1, self.ahead
 
     def finish(self) -> list[str]:
         """After lm-eval's event loop ended (every request answered or refused): the looks it left, then
