@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import time
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import aiohttp
@@ -322,7 +323,10 @@ def read_stages(stage_dir: str, requests: list[Any]) -> tuple[dict[int, int], li
     order = [by_doc[doc_id] for doc_id in plan["order"]]
     if sorted(order) != list(range(len(requests))):
         raise RuntimeError(f"{STAGES_FILE}: the order must name each of the {len(requests)} requests' doc_ids once")
-    return by_doc, order, plan["ends"]
+    ends = plan["ends"]
+    if not ends or ends[-1] != len(requests) or any(a >= b for a, b in pairwise([0, *ends])):
+        raise RuntimeError(f"{STAGES_FILE}: the stage ends must rise to {len(requests)}, the requests; got {ends}")
+    return by_doc, order, ends
 
 
 def staged(stage_dir: str, requests: list[Any], send: Any) -> list[str]:
@@ -361,18 +365,19 @@ class StageGate:
     def __init__(self, stage_dir: str, requests: list[Any]) -> None:
         self.stage_dir, self.requests = stage_dir, requests
         self.by_doc, order, ends = read_stages(stage_dir, requests)
-        self.stages = [order[start:end] for start, end in zip([0, *ends], ends, strict=False)]
+        self.stages = [order[start:end] for start, end in pairwise([0, *ends])]
         self.index_of = {request_key(requests[i].arguments[0]): i for i in order}
-        stage_of = {i: look for look, stage in enumerate(self.stages, 1) for i in stage}
-        self.stage_of = {key: stage_of.get(i, len(self.stages) + 1) for key, i in self.index_of.items()}
+        self.stage_of = {request_key(requests[i].arguments[0]): look
+                         for look, stage in enumerate(self.stages, 1) for i in stage}
         self.left = [len(stage) for stage in self.stages]  # answers still out, per stage
         self.answers: list[str | None] = [None] * len(requests)
         self.written, self.decided = 0, 0  # looks
         self.closed = False  # a "stop", or the last look decided: nothing more is sent
         self.granted: set[str] = set()
         self._changed: asyncio.Condition | None = None  # made in lm-eval's event loop, on the first turn
-        self._looker: asyncio.Task[None] | None = None  # asyncio.run cancels it if the run outlasts it
-
+        # Held here: the event loop keeps only a weak reference to a task.  asyncio.run cancels it if the
+        # requests are all in before the last look is decided; finish() takes over from there.
+        self._looker: asyncio.Task[None] | None = None
 
     async def turn(self, keys: tuple[str, ...]) -> bool:
         """Wait for these prompts' turn; False: the run stopped first, so they are never sent."""
@@ -383,7 +388,7 @@ class StageGate:
             self._looker = asyncio.get_running_loop().create_task(self._look_as_stages_end())
         stage = max(self.stage_of[key] for key in keys)
         async with self._changed:
-            await self._changed.wait_for(lambda: self.closed or stage <= min(self.decided + 2, len(self.stages)))
+            await self._changed.wait_for(lambda: self.closed or stage <= self.decided + 2)
             if self.closed:
                 return False
             self.granted.update(keys)
@@ -396,8 +401,7 @@ class StageGate:
                 index = self.index_of[key]
                 if self.answers[index] is None:
                     self.answers[index] = text
-                    if self.stage_of[key] <= len(self.stages):
-                        self.left[self.stage_of[key] - 1] -= 1
+                    self.left[self.stage_of[key] - 1] -= 1
             self._changed.notify_all()
 
     async def _look_as_stages_end(self) -> None:
